@@ -1,0 +1,136 @@
+"""NADA's adaptive layer freezing (paper Sec. 4.2).
+
+Every step: optimise a W+ copy of a few latents against the global CLIP loss for a few SGD steps, score
+each W+ slot by how far it moved, and train only the layers driven by the top-k slots this step.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+
+from zsgm import validators as v
+from zsgm.hookspecs import hookimpl
+from zsgm.step import random_noise
+from zsgm.technique import Technique, global_clip_loss
+
+
+@attrs.define(kw_only=True)
+class LayerFreezeConfig:
+    """Options of adaptive layer freezing.
+
+    Attributes:
+        k: number of W+ slots whose layers train each step; None or >= n_latent means every slot.
+        auto_layer_iters: SGD steps of the W+ probe; 0 disables the probe and trains NADA's fixed set
+            (const input, conv1 and all convs; no ToRGB).
+        auto_layer_batch: latents in the probe.
+        probe_lr: SGD learning rate of the probe.
+        slot_map: "exact" unfreezes the layers that actually read each slot (conv1 <- 0, to_rgb1 and convs.0
+            <- 1, convs.{j-1} <- j, odd j also to_rgbs); "nada" reproduces NADA's offset list
+            [conv1, to_rgb1] + convs (slot j >= 2 -> convs.{j-2}), as the NADA, IPL and AIR code does.
+        text: target text of the probe's global loss; default "a {target}".
+    """
+
+    k: int | None = attrs.field(default=None)
+    auto_layer_iters: int = attrs.field(default=1, validator=v.non_negative)
+    auto_layer_batch: int = attrs.field(default=8, validator=v.positive)
+    probe_lr: float = attrs.field(default=0.01, validator=v.positive)
+    slot_map: str = attrs.field(default="exact", validator=v.one_of(["exact", "nada"]))
+    text: str | None = None
+
+    @k.validator
+    def _check_k(self, attribute, value):
+        if value is not None:
+            v.positive(self, attribute, value)
+
+
+def slot_layers(n_latent: int, num_convs: int, *, slot_map: str) -> list[list[str]]:
+    """Module names (of the rosinality layout) trained when each W+ slot is selected.
+
+    Args:
+        n_latent: number of W+ slots.
+        num_convs: length of ``convs``.
+        slot_map: "exact" or "nada" (see :class:`LayerFreezeConfig`).
+
+    Returns:
+        ``layers[slot]`` = list of module names.
+    """
+    layers: list[list[str]] = []
+    for j in range(n_latent):
+        if slot_map == "nada":
+            names = ["conv1"] if j == 0 else ["to_rgb1"] if j == 1 else [f"convs.{j - 2}"]
+            names = [n for n in names if not n.startswith("convs.") or int(n.split(".")[1]) < num_convs]
+        else:
+            if j == 0:
+                names = ["conv1"]
+            elif j == 1:
+                names = ["to_rgb1", "convs.0"]
+            else:
+                names = [f"convs.{j - 1}"] if j - 1 < num_convs else []
+                if j >= 3 and j % 2 == 1:
+                    names.append(f"to_rgbs.{(j - 3) // 2}")
+        layers.append(names)
+    return layers
+
+
+class LayerFreeze(Technique):
+    """Chooses this step's trainable synthesis layers; produces no loss term."""
+
+    def __init__(self, config: LayerFreezeConfig):
+        super().__init__(config)
+        self.last_slots: list[int] = []
+
+    def _text(self, run) -> str:
+        if self.config.text is not None:
+            return self.config.text
+        if run.recipe.target is None:
+            raise ValueError("layer-freeze needs a target text for its probe (recipe.target or 'text')")
+        return f"a {run.recipe.target}"
+
+    def select_slots(self, run, step: int) -> list[int]:
+        """Top-k W+ slots by movement under the probe's global CLIP loss."""
+        g_t = run.g_target
+        n_latent = g_t.n_latent
+        k = n_latent if self.config.k is None else min(self.config.k, n_latent)
+        rng = run.rng(step, "layer-freeze")
+        z = torch.randn((self.config.auto_layer_batch, g_t.arch.style_dim), generator=rng).to(run.device)
+        noise = random_noise(g_t, z.shape[0], rng, run.device)
+        with torch.no_grad():
+            w = run.g_source.mapping(z)  # [B, D]
+        ws_init = w[:, None, :].repeat(1, n_latent, 1)  # [B, L, D]
+        ws = ws_init.clone().requires_grad_(True)
+        text = self._text(run)
+        for _ in range(self.config.auto_layer_iters):
+            img = g_t.synthesis(ws, noise=noise)  # [B, 3, S, S]
+            loss = 0.0
+            for model, weight in zip(run.clip_models, run.clip_weights):
+                if weight:
+                    loss = loss + weight * global_clip_loss(model.encode_image(img), model.encode_text([text])[0])
+            (grad,) = torch.autograd.grad(loss, ws)
+            with torch.no_grad():
+                ws -= self.config.probe_lr * grad
+        score = (ws.detach() - ws_init).abs().mean(dim=(0, 2))  # [L]
+        return torch.topk(score, k).indices.sort().values.tolist()
+
+    @hookimpl
+    def zsgm_before_step(self, run, step):
+        g_t = run.g_target
+        n_latent, num_convs = g_t.n_latent, len(g_t.convs)
+        if self.config.auto_layer_iters == 0:
+            trainable = ["input", "conv1"] + [f"convs.{i}" for i in range(num_convs)]
+            self.last_slots = []
+        else:
+            k = n_latent if self.config.k is None else min(self.config.k, n_latent)
+            if k == n_latent:
+                slots = list(range(n_latent))  # top-k of everything: skip the probe (NADA shortcut)
+            else:
+                slots = self.select_slots(run, step)
+            self.last_slots = slots
+            table = slot_layers(n_latent, num_convs, slot_map=self.config.slot_map)
+            trainable = sorted({name for s in slots for name in table[s]})
+        modules = run.named_synthesis_modules()
+        for p in run.synthesis_parameters():
+            p.requires_grad_(False)
+        for name in trainable:
+            for p in modules[name].parameters():
+                p.requires_grad_(True)

@@ -1,0 +1,151 @@
+"""Every hook a zsgm plugin can implement.
+
+There are two kinds of hooks.
+
+*Registration hooks* are implemented by plugin **modules** loaded from the ``zsgm`` entry-point group.
+They are historic: a plugin registered late is replayed every registration call made so far.
+
+*Run hooks* are implemented by **technique instances** (``torch.nn.Module`` subclasses built from a
+recipe). Each run owns a private plugin manager holding only its own technique instances, so two runs
+in one process never share state. The loop calls them in this order::
+
+    zsgm_setup(run)                                   once, before step 0 (also on resume)
+    zsgm_trainable(run)                               once, after setup: extra parameter groups
+    for step in range(start, steps):
+        zsgm_before_step(run, step)                   choose trainable layers, refresh state
+        zsgm_directions(run, step)                    text-side directions (first result wins)
+        zsgm_loss(run, step)                          named, unweighted terms
+        backward()
+        zsgm_after_backward(run, step)
+        optimizer step, EMA
+        zsgm_after_step(run, step)                    anchors, extra logging
+    zsgm_teardown(run, error)                         always, with the exception or None
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT_NAME = "zsgm"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registration hooks (plugin modules)
+# --------------------------------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def zsgm_register_techniques(register):
+    """Register techniques.
+
+    Args:
+        register: ``register(TechniqueSpec(...))``. A :class:`zsgm.registry.TechniqueSpec` names the
+            technique (the ``use = "..."`` of a recipe), its attrs config class and the class (or
+            factory) building the ``torch.nn.Module`` instance that implements the run hooks.
+    """
+
+
+@hookspec(historic=True)
+def zsgm_register_presets(register):
+    """Register named recipes that reproduce a paper setup.
+
+    Args:
+        register: ``register(PresetSpec(name, description, build))`` where ``build(**overrides)``
+            returns a recipe dict (the same structure as a TOML recipe).
+    """
+
+
+@hookspec(historic=True)
+def zsgm_register_generators(register):
+    """Register named generators usable as ``[generator] checkpoint = "<name>"``.
+
+    Args:
+        register: ``register(GeneratorSpec(name, description, load))`` where ``load(device)`` returns
+            ``(Generator, info_dict)``.
+    """
+
+
+@hookspec(historic=True)
+def zsgm_register_clip_models(register):
+    """Register named CLIP models usable as ``[[clip.models]] name = "<name>"``.
+
+    Args:
+        register: ``register(ClipSpec(name, description, load))`` where ``load(spec, device)`` returns
+            a :class:`zsgm.clip.ClipModel`.
+    """
+
+
+@hookspec(historic=True)
+def zsgm_register_metrics(register):
+    """Register evaluation metrics.
+
+    Args:
+        register: ``register(MetricSpec(name, description, compute))``.
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# Run hooks (technique instances of one run)
+# --------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def zsgm_setup(run):
+    """Prepare before step 0: prompt pre-training, Fisher estimates, reference search.
+
+    Called again when a run is resumed, *after* the technique's ``state_dict`` has been restored, so a
+    technique can skip work whose result it already holds. Runs with gradients enabled.
+    """
+
+
+@hookspec
+def zsgm_trainable(run):
+    """Return extra parameter groups for the optimiser, as a list of dicts (``{"params": [...], "lr": ...}``).
+
+    Called once after ``zsgm_setup``. The target generator's synthesis parameters are always included by
+    the core.
+    """
+
+
+@hookspec
+def zsgm_before_step(run, step):
+    """Called at the start of each step, before any forward pass (e.g. adaptive layer freezing)."""
+
+
+@hookspec(firstresult=True)
+def zsgm_directions(run, step):
+    """Return the text-side directions for this step's batch, or None to let another provider answer.
+
+    Returns:
+        A list with one tensor per CLIP model of the ensemble, each ``[D]`` (shared direction) or
+        ``[N, D]`` (one per sample), unit length. Only one technique of a recipe may provide directions;
+        a second provider is reported when the recipe is built. When nobody provides them the core uses
+        the global template-ensemble direction between the recipe's source and target texts.
+    """
+
+
+@hookspec
+def zsgm_loss(run, step):
+    """Return this technique's loss terms for the step: a list of :class:`zsgm.registry.Term`.
+
+    Terms are *unweighted*; the recipe owns the technique's ``weight`` and ``every`` interval (a
+    technique whose interval does not include ``step`` is not called).
+    """
+
+
+@hookspec
+def zsgm_after_backward(run, step):
+    """Called after ``backward()`` and before the optimiser step (gradient surgery, clipping)."""
+
+
+@hookspec
+def zsgm_after_step(run, step):
+    """Called after the optimiser and EMA updates (anchor refresh, extra logging)."""
+
+
+@hookspec
+def zsgm_teardown(run, error):
+    """Called once when the run ends, normally (``error`` is None) or with the exception."""

@@ -1,0 +1,127 @@
+"""What plugins register: technique, preset, generator, CLIP and metric specs, and loss terms."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import attrs
+import torch
+
+
+@attrs.define(frozen=True)
+class TechniqueSpec:
+    """A technique that recipes can ``use``.
+
+    Attributes:
+        name: the recipe name (``use = "directional"``).
+        config: an attrs class holding the technique's options (keyword-only, with defaults).
+        build: ``build(config, *, run_context)`` or a class taking ``(config)``; returns the
+            ``torch.nn.Module`` implementing run hooks.
+        description: one line for ``zsgm plugins``.
+        needs: what the technique reads from each step, e.g. ``{"src_images"}``; informative.
+    """
+
+    name: str
+    config: type
+    build: Callable[..., torch.nn.Module]
+    description: str = ""
+    needs: frozenset = frozenset()
+
+
+@attrs.define(frozen=True)
+class PresetSpec:
+    """A named recipe. ``build(**overrides)`` returns a recipe dict."""
+
+    name: str
+    build: Callable[..., dict]
+    description: str = ""
+
+
+@attrs.define(frozen=True)
+class GeneratorSpec:
+    """A named generator. ``load(device)`` returns ``(Generator, info)``."""
+
+    name: str
+    load: Callable[..., Any]
+    description: str = ""
+
+
+@attrs.define(frozen=True)
+class ClipSpec:
+    """A named CLIP model. ``load(spec, device)`` returns a :class:`zsgm.clip.ClipModel`."""
+
+    name: str
+    load: Callable[..., Any]
+    description: str = ""
+
+
+@attrs.define(frozen=True)
+class MetricSpec:
+    """A named evaluation metric."""
+
+    name: str
+    compute: Callable[..., Any]
+    description: str = ""
+
+
+@attrs.define
+class Term:
+    """One named, unweighted loss term returned by a technique.
+
+    Attributes:
+        owner: the technique instance that produced it (the loop reads its weight from there).
+        name: short name, unique within the owner (``"directional"``).
+        value: scalar tensor.
+    """
+
+    owner: Any
+    name: str
+    value: torch.Tensor
+
+
+class RegistryError(ValueError):
+    """A name is unknown or registered twice."""
+
+
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+    """An error message naming the installed alternatives and the closest match."""
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    listing = ", ".join(sorted(known)) or "(none installed)"
+    return f"unknown {kind} {name!r}.{hint} Installed: {listing}."
+
+
+class Table:
+    """A name -> spec table that remembers which plugin registered each entry."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._specs: dict[str, Any] = {}
+        self._origin: dict[str, str] = {}
+        self.conflicts: list[str] = []
+
+    def add(self, spec: Any, origin: str) -> None:
+        if spec.name in self._specs:
+            self.conflicts.append(
+                f"{self.kind} {spec.name!r} registered by both {self._origin[spec.name]} and {origin}; "
+                f"keeping the first"
+            )
+            return
+        self._specs[spec.name] = spec
+        self._origin[spec.name] = origin
+
+    def get(self, name: str) -> Any:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise RegistryError(unknown_name_message(self.kind, name, list(self._specs))) from None
+
+    def origin(self, name: str) -> str:
+        return self._origin[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs

@@ -1,0 +1,203 @@
+"""The run object: everything one adaptation needs, built from a recipe.
+
+A :class:`Run` owns the frozen source generator, the trainable target generator (which shares the
+frozen mapping), an optional EMA copy, the CLIP ensemble, the technique instances and a private plugin
+manager holding them. The step loop itself is in :mod:`zsgm.loop`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import torch
+
+from zsgm import hookspecs
+from zsgm.recipe import Recipe, RecipeError
+from zsgm.registry import RegistryError, unknown_name_message
+
+
+class RunError(RuntimeError):
+    """A run cannot start or continue (bad asset, conflicting techniques, non-finite loss...)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise RecipeError([f"run.device: {exc}"]) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RecipeError([f"run.device: {name!r} requested but CUDA is not available (use 'auto' or 'cpu')"])
+    return device
+
+
+def load_generator_asset(checkpoint: str, registry, device: torch.device):
+    """A registered generator name or a checkpoint file. Returns ``(Generator, info)``."""
+    if checkpoint in registry.generators:
+        generator, info = registry.generators.get(checkpoint).load(device=device)
+        return generator, info
+    if os.path.exists(checkpoint):
+        from zsgm.generator import load_generator
+
+        return load_generator(checkpoint, map_location="cpu")
+    raise RecipeError([
+        "generator.checkpoint: "
+        + unknown_name_message("generator", checkpoint, registry.generators.names())
+        + " It is not an existing file either."
+    ])
+
+
+def load_clip_asset(spec, registry, device: torch.device, *, preprocess: str):
+    """A registered CLIP name (plugins) or an open_clip name / local file through :mod:`zsgm.clip`."""
+    from zsgm import clip as zclip
+
+    model_spec = zclip.ClipModelSpec(name=spec.name, pretrained=spec.pretrained, weight=spec.weight,
+                                     preprocess=preprocess)
+    if spec.name in registry.clip_models:
+        model = registry.clip_models.get(spec.name).load(model_spec, device=device)
+    else:
+        model = zclip.load_clip_model(model_spec, device=device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+class Run:
+    """One adaptation run.
+
+    Attributes:
+        recipe: the resolved recipe.
+        out_dir: where grids, logs, checkpoints and the final generator go.
+        device: torch device of every model.
+        g_source: frozen source generator (eval).
+        g_target: trainable target generator; its mapping parameters are frozen and equal to the source's.
+        g_ema: EMA copy of ``g_target`` or None.
+        clip_models / clip_weights: the CLIP ensemble.
+        techniques: technique instances in recipe order; ``uses`` their recipe entries.
+        pm: the run's private plugin manager (technique instances only).
+        batch: the current step's :class:`zsgm.step.StepBatch`.
+    """
+
+    def __init__(self, recipe: Recipe, *, out_dir: str | Path, registry=None):
+        from zsgm.plugins import get_registry
+
+        self.recipe = recipe
+        self.registry = registry or get_registry()
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(recipe.run.device)
+        self.step = 0
+        self.batch = None
+        self._global_directions: list[torch.Tensor] | None = None
+
+        self.g_source, self.generator_info = load_generator_asset(recipe.generator.checkpoint, self.registry,
+                                                                  self.device)
+        self.g_source = self.g_source.to(self.device).eval()
+        for p in self.g_source.parameters():
+            p.requires_grad_(False)
+        if self.g_source.latent_avg is not None:
+            self.g_source.latent_avg = self.g_source.latent_avg.to(self.device)
+        self.g_target = copy.deepcopy(self.g_source).train()
+        for name, p in self.g_target.named_parameters():
+            p.requires_grad_(not name.startswith("style."))
+        self.g_ema = None
+        if recipe.optim.ema_decay is not None:
+            self.g_ema = copy.deepcopy(self.g_target).eval()
+            for p in self.g_ema.parameters():
+                p.requires_grad_(False)
+
+        self.clip_models = [load_clip_asset(spec, self.registry, self.device, preprocess=recipe.clip.preprocess)
+                            for spec in recipe.clip.models]
+        self.clip_weights = [spec.weight for spec in recipe.clip.models]
+
+        self.uses = list(recipe.techniques)
+        self.techniques: list[torch.nn.Module] = []
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        for use in self.uses:
+            spec = self.registry.techniques.get(use.use)
+            try:
+                instance = spec.build(use.config)
+            except (ValueError, TypeError) as exc:
+                raise RecipeError([f"techniques[{self.uses.index(use)}]: {exc}"]) from None
+            instance.use = use  # weight, every, label live on the recipe entry
+            self.techniques.append(instance.to(self.device))
+            self.pm.register(instance, name=use.name)
+        self._check_direction_providers()
+
+    # ------------------------------------------------------------------ structure checks
+
+    def _check_direction_providers(self) -> None:
+        providers = [impl.plugin_name for impl in self.pm.hook.zsgm_directions.get_hookimpls()]
+        if len(providers) > 1:
+            raise RecipeError([
+                f"techniques: {', '.join(sorted(providers))} all provide text directions; a recipe may use "
+                f"only one direction provider"
+            ])
+
+    # ------------------------------------------------------------------ helpers for techniques
+
+    def rng(self, step: int, stream: str) -> torch.Generator:
+        """A CPU generator seeded from (seed, step, stream): resumed runs redraw identical numbers."""
+        digest = hashlib.sha256(f"{self.recipe.run.seed}/{step}/{stream}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+    def global_directions(self) -> list[torch.Tensor]:
+        """Template-ensemble text direction source -> target for each CLIP model, ``[D]`` unit, cached."""
+        if self._global_directions is None:
+            from zsgm.clip import text_direction
+
+            if self.recipe.target is None:
+                raise RunError("no text target and no technique providing directions (add a target text, or "
+                               "a direction provider such as 'image-target')")
+            self._global_directions = [
+                text_direction(m, self.recipe.source, self.recipe.target,
+                               aggregate=self.recipe.clip.text_aggregate).to(self.device)
+                for m in self.clip_models
+            ]
+        return self._global_directions
+
+    def synthesis_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters of the target generator the optimiser owns (everything but the mapping)."""
+        return [p for name, p in self.g_target.named_parameters() if not name.startswith("style.")]
+
+    def named_synthesis_modules(self) -> dict[str, torch.nn.Module]:
+        """Top-level synthesis children of the target generator by name (``conv1``, ``convs.3``, ...)."""
+        out: dict[str, torch.nn.Module] = {}
+        for name, module in self.g_target.named_modules():
+            if name in ("", "style") or name.startswith("style."):
+                continue
+            if name in ("input", "conv1", "to_rgb1") or (name.count(".") == 1 and name.split(".")[0] in
+                                                          ("convs", "to_rgbs")):
+                out[name] = module
+        return out
+
+    def sample_generator(self) -> torch.nn.Module:
+        """The generator to sample from: the EMA copy if kept, else the target generator."""
+        return self.g_ema if self.g_ema is not None else self.g_target
+
+    def state_fingerprint(self) -> dict[str, Any]:
+        """What the run record stores for repeatability."""
+        from zsgm.plugins import plugin_versions
+
+        return {
+            "seed": self.recipe.run.seed,
+            "device": str(self.device),
+            "torch": torch.__version__,
+            "plugins": plugin_versions(self.registry),
+            "generator": {k: v for k, v in self.generator_info.items() if isinstance(v, (str, int, float))},
+        }
+
+
+def build_run(recipe: Recipe, *, out_dir: str | Path, registry=None) -> Run:
+    """Build a :class:`Run`, turning registry lookup failures into recipe errors."""
+    try:
+        return Run(recipe, out_dir=out_dir, registry=registry)
+    except RegistryError as exc:
+        raise RecipeError([str(exc)]) from None
