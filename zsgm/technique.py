@@ -28,14 +28,19 @@ class Technique(torch.nn.Module):
         return Term(owner=self, name=name, value=value)
 
 
-def safe_unit(x: torch.Tensor, *, tiny: float = 1e-12) -> torch.Tensor:
-    """``x / ||x||`` along the last axis, with an explicit guard for exactly-zero vectors.
+ZERO_DIRECTION_NORM = 1e-4
 
-    A vector whose norm is below ``tiny`` is divided by 1 instead (it stays ~0). In the directional loss
-    this happens only at step 0, when the target generator still equals the source and the image
-    direction is exactly zero: the term ``1 - <dI, dT>`` then has value 1 and gradient ``-dT`` at unit
-    scale, the limit direction of the cosine's descent, instead of NADA's re-encode of ``x + 1e-6`` whose
-    gradient is ~1e6 times larger and inflates Adam's second-moment estimate for many steps.
+
+def safe_unit(x: torch.Tensor, *, tiny: float = ZERO_DIRECTION_NORM) -> torch.Tensor:
+    """``x / ||x||`` along the last axis, with an explicit guard for (numerically) zero vectors.
+
+    A vector whose norm is below ``tiny`` is divided by 1 instead of its norm. In the directional loss this
+    happens at step 0, when the target generator still equals the source: the image direction is then zero
+    or float noise (~1e-6: a grad-enabled forward may take other kernels than the no-grad one), and its
+    normalisation would give a gradient ~1e6 times larger than any later step's, inflating Adam's
+    second-moment estimate for hundreds of steps (NADA's ``x + 1e-6`` re-encode has the same problem). With
+    the guard the term is ``1 - <dI, dT>``: value ~1, gradient ``-dT`` at unit scale. Unit CLIP embeddings
+    move by far more than 1e-4 for any visible change, so only the first step is affected.
     """
     norm = x.norm(dim=-1, keepdim=True)
     return x / torch.where(norm < tiny, torch.ones_like(norm), norm)

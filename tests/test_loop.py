@@ -1,0 +1,118 @@
+"""End-to-end runs on a tiny random generator and a tiny random CLIP (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+import torch
+from PIL import Image
+
+from zsgm.checkpoint import checkpoint_path
+from zsgm.hookspecs import hookimpl
+from zsgm.loop import NonFiniteLossError, adapt
+from zsgm.plugins import build_registry
+from zsgm.recipe import load_recipe, recipe_from_dict
+from zsgm.registry import TechniqueSpec
+from zsgm.run import RunError
+from zsgm.technique import Technique
+
+
+def tiny_recipe(steps=6, batch_size=2, **optim):
+    return {
+        "source": "photo",
+        "target": "sketch",
+        "generator": {"checkpoint": "tiny-random"},
+        "clip": {"models": [{"name": "tiny-random"}]},
+        "optim": {"steps": steps, "batch_size": batch_size, **optim},
+        "run": {"seed": 3, "sample_every": 4, "checkpoint_every": 2, "n_samples": 3, "progress": False},
+        "techniques": [{"use": "directional"}, {"use": "layer-freeze", "k": 3, "auto_layer_batch": 2}],
+    }
+
+
+def losses(out):
+    return [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+
+
+def test_nada_run_writes_everything_and_directional_loss_falls(tmp_path):
+    data = tiny_recipe(steps=40, lr=0.01, batch_size=4)
+    data["techniques"] = [{"use": "directional"}]
+    recipe = recipe_from_dict(data)
+    result = adapt(recipe, out_dir=tmp_path)
+    log = losses(tmp_path)
+    assert [r["step"] for r in log] == list(range(40))
+    assert log[0]["directional/directional"] == pytest.approx(1.0, abs=1e-3)  # step 0: G_t == G_s (guarded)
+    first = sum(r["directional/directional"] for r in log[1:9]) / 8
+    last = sum(r["directional/directional"] for r in log[-8:]) / 8
+    assert last < first - 0.04, (first, last)
+    grid = Image.open(tmp_path / "samples" / "step-000040.png")
+    assert grid.size[0] > grid.size[1] > 0  # 3 columns x 2 rows
+    assert (tmp_path / "samples" / "step-000000.png").exists()
+    assert result.generator_path.exists() and checkpoint_path(tmp_path).exists()
+    assert load_recipe(tmp_path / "recipe.toml").optim.steps == 40
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["seed"] == 3 and "zsgm-nada" in record["plugins"]
+
+
+def test_killed_and_resumed_run_ends_bit_identical(tmp_path):
+    recipe = recipe_from_dict(tiny_recipe(steps=7, ema_decay=0.9))
+    adapt(recipe, out_dir=tmp_path / "straight")
+    adapt(recipe, out_dir=tmp_path / "resumed", stop_after=3)  # "killed" after step 2 (checkpoint at 3)
+    assert not (tmp_path / "resumed" / "generator.safetensors").exists()
+    adapt(recipe, out_dir=tmp_path / "resumed", resume=True)
+    a = torch.load(checkpoint_path(tmp_path / "straight"), weights_only=True)
+    b = torch.load(checkpoint_path(tmp_path / "resumed"), weights_only=True)
+    for key in ("target", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    recipe = recipe_from_dict(tiny_recipe(steps=2))
+    adapt(recipe, out_dir=tmp_path)
+    with pytest.raises(RunError, match="already holds a run"):
+        adapt(recipe, out_dir=tmp_path)
+
+
+@attrs.define(kw_only=True)
+class ExplodeConfig:
+    at_step: int = 2
+
+
+class Explode(Technique):
+    @hookimpl
+    def zsgm_loss(self, run, step):
+        value = run.batch.tgt_images.mean() * 0
+        if step >= self.config.at_step:
+            value = value + float("nan")
+        return [self.term("boom", value)]
+
+
+class ExplodePlugin:
+    __name__ = "explode_plugin"
+
+    @staticmethod
+    @hookimpl
+    def zsgm_register_techniques(register):
+        register(TechniqueSpec(name="explode", config=ExplodeConfig, build=Explode))
+
+
+def test_non_finite_loss_stops_with_diagnostic_and_keeps_last_checkpoint(tmp_path):
+    _, registry = build_registry(extra_modules=[ExplodePlugin()])
+    data = tiny_recipe(steps=6)
+    data["techniques"].append({"use": "explode", "at_step": 3})
+    recipe = recipe_from_dict(data, registry=registry)
+    with pytest.raises(NonFiniteLossError, match="step 3.*explode/boom.*last good checkpoint"):
+        adapt(recipe, out_dir=tmp_path, registry=registry)
+    state = torch.load(checkpoint_path(tmp_path), weights_only=True)
+    assert state["next_step"] == 2
+
+
+def test_two_direction_providers_are_rejected_when_the_run_is_built(tmp_path):
+    data = tiny_recipe()
+    data["target_images"] = ["a.png"]
+    data["techniques"] += [{"use": "image-target"}, {"use": "image-target", "label": "again"}]
+    with pytest.raises(Exception, match="provide text directions"):
+        adapt(recipe_from_dict(data), out_dir=tmp_path)
