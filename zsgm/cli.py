@@ -1,4 +1,4 @@
-"""The ``zsgm`` command line: adapt, sample, plugins, convert.
+"""The ``zsgm`` command line: adapt, sample, eval, plugins, convert.
 
 User mistakes (bad recipe fields, unknown names, foreign checkpoints, unreadable images) print one clear
 message and exit with status 2, without a traceback; ``ZSGM_DEBUG=1`` shows the traceback.
@@ -182,6 +182,22 @@ def cmd_convert(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- eval
+
+
+def cmd_eval(args) -> int:
+    from zsgm.io_utils import atomic_write_text
+    from zsgm.toy.evaluate import evaluate_run, format_table
+
+    records = [evaluate_run(d, n=args.n, seed=args.seed, truncation=args.truncation) for d in args.runs]
+    table = format_table(records)
+    print(table, end="")
+    if args.out:
+        atomic_write_text(args.out, table)
+        print(f"wrote {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -224,6 +240,14 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed plugins, techniques and presets")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("eval", help="judge finished shapes-world runs with the ground-truth judges")
+    p.add_argument("runs", nargs="+", help="run directories (each with recipe.toml and generator.safetensors)")
+    p.add_argument("-n", type=int, default=256, help="samples per run")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--out", help="also write the markdown table here")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", help="convert a generator checkpoint (.pt, .pkl, .safetensors)")
     p.add_argument("src")
