@@ -122,3 +122,14 @@ def test_toml_writer_handles_nested_tables_and_escapes():
 def test_merge_dicts_overrides_recursively():
     assert merge_dicts({"a": {"b": 1, "c": 2}, "l": [1]}, {"a": {"c": 3}, "l": [2]}) == \
         {"a": {"b": 1, "c": 3}, "l": [2]}
+
+
+def test_custom_templates_are_validated_and_used():
+    data = base()
+    data["clip"]["templates"] = ["a {} of a shape", "no placeholder"]
+    assert any(p.startswith("clip.templates: each template needs exactly one '{}' placeholder")
+               for p in problems(data))
+    data["clip"]["templates"] = ["a {} of a shape"]
+    recipe = recipe_from_dict(data)
+    assert recipe.clip.template_list() == ["a {} of a shape"]
+    assert len(recipe_from_dict(base()).clip.template_list()) == 79

@@ -59,13 +59,33 @@ class ClipModelConfig:
 
 @attrs.define(kw_only=True)
 class ClipConfig:
-    """The CLIP ensemble and how generator images and texts reach it."""
+    """The CLIP ensemble and how generator images and texts reach it.
+
+    Attributes:
+        templates: prompt templates for text ensembles ("a {} of a shape"); default: the 79 ImageNet ones.
+    """
 
     models: list[ClipModelConfig] = attrs.field(
         factory=lambda: [ClipModelConfig(name="ViT-B-32", pretrained="openai")], validator=v.non_empty
     )
     preprocess: str = attrs.field(default="nada", validator=v.one_of(["nada", "oneshot", "deltaedit"]))
     text_aggregate: str = attrs.field(default="nada", validator=v.one_of(["nada", "air"]))
+    templates: Optional[list[str]] = attrs.field(default=None)
+
+    @templates.validator
+    def _check_templates(self, _attr, value):
+        if value is not None:
+            if not value:
+                raise ValueError("must not be empty (omit it for the 79 ImageNet templates)")
+            bad = [t for t in value if t.count("{}") != 1]
+            if bad:
+                raise ValueError(f"each template needs exactly one '{{}}' placeholder; found {bad[:3]}")
+
+    def template_list(self) -> list[str]:
+        """The prompt templates of text ensembles: the recipe's, else the 79 ImageNet templates."""
+        from zsgm.clip_templates import IMAGENET_TEMPLATES
+
+        return list(self.templates) if self.templates is not None else list(IMAGENET_TEMPLATES)
 
 
 @attrs.define(kw_only=True)

@@ -157,8 +157,8 @@ class Run:
                 raise RunError("no text target and no technique providing directions (add a target text, or "
                                "a direction provider such as 'image-target')")
             self._global_directions = [
-                text_direction(m, self.recipe.source, self.recipe.target,
-                               aggregate=self.recipe.clip.text_aggregate).to(self.device)
+                text_direction(m, self.recipe.source, self.recipe.target, aggregate=self.recipe.clip.text_aggregate,
+                               templates=self.recipe.clip.template_list()).to(self.device)
                 for m in self.clip_models
             ]
         return self._global_directions
