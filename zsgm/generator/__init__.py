@@ -1,13 +1,8 @@
 """StyleGAN2 generator and its checkpoint formats."""
 
 from zsgm.generator.arch import GeneratorArch, infer_arch_from_rosinality_state
-from zsgm.generator.checkpoints import (
-    convert_checkpoint,
-    export_rosinality,
-    load_generator,
-    save_generator,
-    to_nvidia_state_dict,
-)
+from zsgm.generator.checkpoints import export_rosinality, load_generator, save_generator, to_nvidia_state_dict
+from zsgm.generator.convert import convert_checkpoint
 from zsgm.generator.errors import CheckpointError
 from zsgm.generator.stylegan2 import Generator
 

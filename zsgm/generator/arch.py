@@ -33,15 +33,21 @@ class GeneratorArch:
     size: int
     style_dim: int = 512
     n_mlp: int = 8
-    channels: tuple[int, ...] = attrs.field(converter=tuple)
-    lr_mlp: float = 0.01
-    blur_kernel: tuple[int, ...] = attrs.field(default=(1, 3, 3, 1), converter=tuple)
+    channels: tuple[int, ...] = attrs.field(converter=lambda v: tuple(int(c) for c in v))
+    lr_mlp: float = attrs.field(default=0.01, converter=float)
+    blur_kernel: tuple[int, ...] = attrs.field(default=(1, 3, 3, 1), converter=lambda v: tuple(int(t) for t in v))
 
     def __attrs_post_init__(self):
         k = _log2_int(self.size)
         if len(self.channels) != k - 1:
             raise ValueError(f"channels must list one count per resolution 4..{self.size} ({k - 1} values), "
                              f"got {len(self.channels)}")
+        if min(self.channels) < 1 or self.style_dim < 1 or self.n_mlp < 1:
+            raise ValueError(f"channels, style_dim and n_mlp must be positive, got channels {self.channels}, "
+                             f"style_dim {self.style_dim}, n_mlp {self.n_mlp}")
+        if len(self.blur_kernel) != 4:
+            raise ValueError(f"blur_kernel must have 4 taps (the 4x4 StyleGAN2 resampling filter), "
+                             f"got {self.blur_kernel}")
 
     @property
     def log_size(self) -> int:
@@ -74,33 +80,90 @@ class GeneratorArch:
         return cls(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=channels, lr_mlp=lr_mlp)
 
     def to_dict(self) -> dict:
+        """JSON-able dict (lists instead of tuples)."""
         return {"size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
                 "channels": list(self.channels), "lr_mlp": self.lr_mlp, "blur_kernel": list(self.blur_kernel)}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "GeneratorArch":
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: unknown or missing keys, or values that do not make an architecture.
+        """
         known = {f.name for f in attrs.fields(cls)}
         extra = set(data) - known
         if extra:
-            raise ValueError(f"unknown generator architecture keys: {sorted(extra)}")
-        return cls(**dict(data))
+            raise ValueError(f"unknown generator architecture keys: {sorted(extra)} (known: {sorted(known)})")
+        missing = {"size", "channels"} - set(data)
+        if missing:
+            raise ValueError(f"generator architecture lacks {sorted(missing)}")
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:
+            raise ValueError(f"bad generator architecture {dict(data)}: {exc}") from None
+
+
+def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
+    """Sorted integer captures of ``pattern`` (one group) over the keys of ``state``."""
+    rx = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in state if (m := rx.fullmatch(k))})
 
 
 def infer_arch_from_rosinality_state(state: Mapping[str, torch.Tensor], *, source: str = "state dict") \
         -> GeneratorArch:
-    """Read size, style_dim, n_mlp and channels from rosinality-layout tensor shapes."""
-    def need(key):
-        if key not in state:
-            raise KeyError(f"{source}: missing key {key!r} (not a rosinality StyleGAN2 generator?)")
-        return state[key]
+    """Read size, style_dim, n_mlp and per-resolution channels from rosinality-layout tensor shapes.
 
-    const = need("input.input")  # [1, C4, 4, 4]
-    style_w = need("style.1.weight")  # [D, D]
-    n_mlp = len({int(m.group(1)) for k in state if (m := re.match(r"style\.(\d+)\.weight$", k))})
-    n_rgbs = len({int(m.group(1)) for k in state if (m := re.match(r"to_rgbs\.(\d+)\.conv\.weight$", k))})
-    size = 2 ** (n_rgbs + 2)
+    Args:
+        state: a rosinality ``Generator`` state dict (``ckpt["g_ema"]``); ``noises.*`` and ``*.kernel``
+            buffers are not needed.
+        source: how to name the state in error messages (e.g. the file path).
+
+    Returns:
+        The architecture (``lr_mlp`` and ``blur_kernel`` take their StyleGAN2 defaults: no tensor records them).
+
+    Raises:
+        ValueError: naming the missing key or the key whose shape or numbering is odd.
+    """
+    def need(key: str, ndim: int) -> torch.Tensor:
+        if key not in state:
+            raise ValueError(f"{source}: missing key {key!r}; expected a rosinality StyleGAN2 generator state dict")
+        t = state[key]
+        if not isinstance(t, torch.Tensor) or t.ndim != ndim:
+            found = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{source}: key {key!r} should be a {ndim}-D tensor, found {found}")
+        return t
+
+    def contiguous(what: str, found: list[int], first: int) -> None:
+        want = list(range(first, first + len(found)))
+        if found != want:
+            raise ValueError(f"{source}: {what} indices should run {first}..{first + len(found) - 1} without "
+                             f"gaps, found {found}")
+
+    const = need("input.input", 4)  # [1, C4, 4, 4]
+    if const.shape[0] != 1 or tuple(const.shape[2:]) != (4, 4):
+        raise ValueError(f"{source}: key 'input.input' should have shape [1, C, 4, 4], found {tuple(const.shape)}")
+    style_ids = _indices(state, r"style\.(\d+)\.weight")
+    if not style_ids:
+        raise ValueError(f"{source}: missing key 'style.1.weight' (no mapping network); expected a rosinality "
+                         f"StyleGAN2 generator state dict")
+    contiguous("mapping layer 'style.{i}.weight'", style_ids, 1)
+    style_w = need("style.1.weight", 2)  # [D, D]
+    if style_w.shape[0] != style_w.shape[1]:
+        raise ValueError(f"{source}: key 'style.1.weight' should be square [D, D], found {tuple(style_w.shape)}")
+    rgb_ids = _indices(state, r"to_rgbs\.(\d+)\.conv\.weight")
+    if rgb_ids:
+        contiguous("'to_rgbs.{j}.conv.weight'", rgb_ids, 0)
+    conv_ids = _indices(state, r"convs\.(\d+)\.conv\.weight")
+    if conv_ids != list(range(2 * len(rgb_ids))):
+        raise ValueError(f"{source}: {len(rgb_ids)} 'to_rgbs.*' layers need 'convs.0..{2 * len(rgb_ids) - 1}"
+                         f".conv.weight', found convs {conv_ids}")
     channels = [int(const.shape[1])]
-    for j in range(n_rgbs):
-        w = need(f"convs.{2 * j}.conv.weight")  # [1, C(r), C(r/2), 3, 3]
+    for j in range(len(rgb_ids)):
+        w = need(f"convs.{2 * j}.conv.weight", 5)  # [1, C(r), C(r/2), 3, 3]
+        if w.shape[2] != channels[-1]:
+            raise ValueError(f"{source}: key 'convs.{2 * j}.conv.weight' has {w.shape[2]} input channels, the "
+                             f"previous resolution has {channels[-1]}")
         channels.append(int(w.shape[1]))
-    return GeneratorArch(size=size, style_dim=int(style_w.shape[1]), n_mlp=n_mlp, channels=channels)
+    return GeneratorArch(size=2 ** (len(rgb_ids) + 2), style_dim=int(style_w.shape[1]), n_mlp=len(style_ids),
+                         channels=channels)

@@ -1,7 +1,9 @@
 """Generator checkpoint formats: rosinality ``.pt``, NVIDIA ``.pkl`` (safe), zsgm ``.safetensors``.
 
-The format is detected from the file's content. The architecture is always read from the file, so users
-never re-type resolution or channel settings. Nothing loaded from a user file executes code.
+The format is detected from the file's content (not its suffix). The architecture is always read from the
+file, so users never re-type resolution or channel settings. Nothing loaded from a user file executes code:
+torch files go through ``torch.load(weights_only=True)`` (with ``argparse.Namespace`` allow-listed for
+rosinality ``train.py`` checkpoints), NVIDIA pickles through :mod:`zsgm.generator.nvidia_pkl`.
 """
 
 from __future__ import annotations
@@ -9,137 +11,214 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import zipfile
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
 from zsgm.generator.arch import GeneratorArch, infer_arch_from_rosinality_state
 from zsgm.generator.errors import CheckpointError
-from zsgm.generator.names import arch_from_nvidia_kwargs, nvidia_to_rosinality
+from zsgm.generator.names import arch_from_nvidia_kwargs, nvidia_to_rosinality, rosinality_to_nvidia
 from zsgm.generator.stylegan2 import Generator
 from zsgm.io_utils import atomic_write
 
 FORMAT_TAG = "zsgm-generator"
 FORMAT_VERSION = "1"
-_OPTIONAL_SUFFIXES = (".kernel",)  # buffers rebuilt from the architecture
+# Buffers a file may lack or carry in excess: rebuilt from the architecture (kernels) or re-drawn (noises).
+_OPTIONAL_PREFIXES = ("noises.",)
+_OPTIONAL_SUFFIXES = (".kernel",)
+# torch.save's legacy (non-zip) format: a protocol-2 pickle that starts with torch's magic number.
+_TORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def _optional(key: str) -> bool:
+    return key.startswith(_OPTIONAL_PREFIXES) or key.endswith(_OPTIONAL_SUFFIXES)
+
+
+def _short(keys: list[str], n: int = 5) -> str:
+    return f"{keys[:n]}{' ...' if len(keys) > n else ''} ({len(keys)} in all)"
 
 
 def detect_format(path: str | Path) -> str:
-    """``"safetensors"``, ``"torch"`` (zip-based torch.save) or ``"pickle"``, from the first bytes."""
+    """Identify a checkpoint from its first bytes.
+
+    Returns:
+        ``"torch"`` (zip-based ``torch.save``), ``"torch-legacy"`` (pre-1.6 ``torch.save``), ``"pickle"``
+        (plain pickle: NVIDIA network pickles) or ``"safetensors"``.
+
+    Raises:
+        CheckpointError: empty, truncated or unknown files.
+    """
     with open(path, "rb") as fh:
         head = fh.read(16)
     if len(head) < 8:
         raise CheckpointError(f"{path}: file is empty or truncated ({len(head)} bytes)")
-    if head[:2] == b"PK":
-        return "torch"
-    if head[0] == 0x80:  # pickle protocol marker
-        return "pickle"
-    header_len = int.from_bytes(head[:8], "little")
+    header_len = int.from_bytes(head[:8], "little")  # safetensors: u64 JSON header length, then "{"
     if head[8:9] == b"{" and 0 < header_len < 100_000_000:
         return "safetensors"
+    if head[:4] == b"PK\x03\x04":
+        return "torch"
+    if head[:len(_TORCH_LEGACY_HEAD)] == _TORCH_LEGACY_HEAD:
+        return "torch-legacy"
+    if head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode
+        return "pickle"
     raise CheckpointError(f"{path}: unknown file format (expected a rosinality .pt, an NVIDIA .pkl or a zsgm "
                           f".safetensors; the first bytes are {head[:8]!r})")
 
 
-def _build(arch: GeneratorArch, state: dict[str, torch.Tensor], *, path, latent_avg=None) -> Generator:
+def build_generator(arch: GeneratorArch, state: Mapping[str, Any], *, source: str,
+                    latent_avg: torch.Tensor | None = None) -> tuple[Generator, dict]:
+    """Build ``Generator(arch)`` and load ``state`` (rosinality names) into it, checking every key and shape.
+
+    Args:
+        arch: the architecture read from the file.
+        state: rosinality-named tensors; ``noises.*`` and ``*.kernel`` buffers may be missing or extra.
+        source: the file, for error messages.
+        latent_avg: ``[style_dim]`` or ``[1, style_dim]`` mean latent, or None.
+
+    Returns:
+        ``(generator in eval mode, report)`` where report lists ``missing_buffers`` (kept at their
+        initial values: the rebuilt filters, random noise constants) and ``ignored_buffers``.
+
+    Raises:
+        CheckpointError: missing or unexpected weights, non-tensor values or wrong shapes.
+    """
     generator = Generator(arch)
     expected = generator.state_dict()
-    missing = [k for k in expected if k not in state and not k.startswith("noises.")
-               and not k.endswith(_OPTIONAL_SUFFIXES)]
+    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"{source}: generator entries that are not tensors: {_short(not_tensors)}")
+    missing = sorted(k for k in expected if k not in state and not _optional(k))
     if missing:
-        raise CheckpointError(f"{path}: missing generator keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        raise CheckpointError(f"{source}: missing generator weights {_short(missing)} for the {arch.size}px "
+                              f"architecture read from the file")
+    unexpected = sorted(k for k in state if k not in expected and not _optional(k))
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected entries {_short(unexpected)} for the {arch.size}px "
+                              f"architecture read from the file")
     for key, tensor in state.items():
         if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{path}: key {key!r} has shape {tuple(tensor.shape)}, the architecture read "
-                                  f"from the file expects {tuple(expected[key].shape)}")
-    usable = {k: v for k, v in state.items() if k in expected}
-    generator.load_state_dict(usable, strict=False)
+            raise CheckpointError(f"{source}: key {key!r} has shape {list(tensor.shape)}, the architecture read "
+                                  f"from the file expects {list(expected[key].shape)}")
+    generator.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     if latent_avg is not None:
+        if not isinstance(latent_avg, torch.Tensor) or latent_avg.numel() != arch.style_dim:
+            found = list(latent_avg.shape) if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__
+            raise CheckpointError(f"{source}: latent_avg should have {arch.style_dim} values, found {found}")
         generator.latent_avg = latent_avg.detach().reshape(-1).float().clone()
-    return generator.eval()
+    report = {"missing_buffers": sorted(k for k in expected if k not in state),
+              "ignored_buffers": sorted(k for k in state if k not in expected)}
+    return generator.eval(), report
 
 
-def _load_rosinality(path) -> tuple[Generator, dict]:
+# --------------------------------------------------------------------------------------------- readers
+
+
+def _load_rosinality(path: Path) -> tuple[Generator, dict]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused by the safe loader (it may contain code or unknown classes): "
-                              f"{str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc}); "
-                              f"the file may be truncated") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused by the safe torch loader (the file holds code or classes other "
+                              f"than tensors, plain containers and argparse.Namespace): {first}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated zips, bad records: one clear error
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc}); the file "
+                              f"may be truncated or damaged") from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: expected a dict with 'g_ema' or 'g', found {type(ckpt).__name__}")
+        raise CheckpointError(f"{path}: expected a dict with key 'g_ema' or 'g', found a {type(ckpt).__name__}")
     key = "g_ema" if "g_ema" in ckpt else "g" if "g" in ckpt else None
     if key is None:
         raise CheckpointError(f"{path}: no generator in the checkpoint (expected key 'g_ema' or 'g'; found "
                               f"{sorted(map(str, ckpt))[:8]})")
     state = ckpt[key]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: {key!r} should be a state dict, found a {type(state).__name__}")
     try:
-        arch = infer_arch_from_rosinality_state(state, source=str(path))
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(str(exc).strip("'\"")) from None
-    generator = _build(arch, state, path=path, latent_avg=ckpt.get("latent_avg"))
-    info = {"format": "rosinality", "path": str(path), "key": key,
-            "extra": {k: ckpt[k] for k in ("d", "g") if k in ckpt and k != key}}
+        arch = infer_arch_from_rosinality_state(state, source=f"{path} [{key}]")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    generator, report = build_generator(arch, state, source=str(path), latent_avg=ckpt.get("latent_avg"))
+    extra = {k: ckpt[k] for k in ("g", "d") if k in ckpt and k != key}
+    info = {"format": "rosinality", "path": str(path), "key": key, "arch": arch.to_dict(), **report,
+            "extra": extra, "args": vars(ckpt["args"]) if isinstance(ckpt.get("args"), argparse.Namespace) else None}
     return generator, info
 
 
-def _load_nvidia(path) -> tuple[Generator, dict]:
+def _load_nvidia(path: Path) -> tuple[Generator, dict]:
     from zsgm.generator.nvidia_pkl import read_nvidia_pickle
 
     nv_state, kwargs, d_state = read_nvidia_pickle(str(path))
     try:
         arch = arch_from_nvidia_kwargs(kwargs)
         state = nvidia_to_rosinality(nv_state, arch)
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path}: {str(exc).strip(chr(39))}") from None
-    generator = _build(arch, state, path=path, latent_avg=nv_state.get("mapping.w_avg"))
-    return generator, {"format": "nvidia-pkl", "path": str(path), "extra": {"d": d_state} if d_state else {}}
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    generator, report = build_generator(arch, state, source=str(path), latent_avg=nv_state.get("mapping.w_avg"))
+    synth = dict(kwargs.get("synthesis_kwargs") or {})
+    info = {"format": "nvidia-pkl", "path": str(path), "arch": arch.to_dict(), **report,
+            # zsgm runs fp32 without clamp; these record what the network was trained with (OPS.md 1.5)
+            "nvidia": {"conv_clamp": synth.get("conv_clamp"), "num_fp16_res": synth.get("num_fp16_res")},
+            "extra": {"d": d_state} if d_state is not None else {}}
+    return generator, info
 
 
-def _load_zsgm(path) -> tuple[Generator, dict]:
-    from safetensors import SafetensorError
+def _load_zsgm(path: Path) -> tuple[Generator, dict]:
     from safetensors.torch import load_file, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, truncated headers
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
     if meta.get("format") != FORMAT_TAG:
         raise CheckpointError(f"{path}: a safetensors file but not a zsgm generator (metadata format "
                               f"{meta.get('format')!r}, expected {FORMAT_TAG!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: zsgm generator format version {meta.get('version')!r} is not supported "
+                              f"(this zsgm reads version {FORMAT_VERSION!r})")
     try:
         arch = GeneratorArch.from_dict(json.loads(meta["arch"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: bad architecture metadata ({exc})") from None
     latent_avg = state.pop("latent_avg", None)
-    return _build(arch, state, path=path, latent_avg=latent_avg), {"format": "zsgm", "path": str(path)}
+    generator, report = build_generator(arch, state, source=str(path), latent_avg=latent_avg)
+    return generator, {"format": "zsgm", "path": str(path), "arch": arch.to_dict(), **report}
 
 
-def load_generator(path: str | Path, *, map_location="cpu") -> tuple[Generator, dict]:
-    """Load a generator from any supported file. Returns ``(Generator, info)``.
+_READERS = {"torch": _load_rosinality, "torch-legacy": _load_rosinality, "pickle": _load_nvidia,
+            "safetensors": _load_zsgm}
+
+
+def load_generator(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[Generator, dict]:
+    """Load a generator from a rosinality ``.pt``, an NVIDIA ``.pkl`` or a zsgm ``.safetensors`` file.
+
+    Args:
+        path: the checkpoint; its format is detected from the content.
+        map_location: device for the returned generator.
+
+    Returns:
+        ``(Generator in eval mode, info)``; info has ``format``, ``path``, ``arch``, ``missing_buffers``,
+        ``ignored_buffers`` and, depending on the format, ``key`` (``g_ema`` or ``g``), ``extra`` (raw
+        ``d`` / ``g`` state dicts), ``args`` and ``nvidia`` (conv_clamp, num_fp16_res).
 
     Raises:
-        CheckpointError: naming the file and what was wrong.
+        CheckpointError: naming the file and what was expected and found.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    kind = detect_format(path)
-    loader = {"torch": _load_rosinality, "pickle": _load_nvidia, "safetensors": _load_zsgm}[kind]
-    if kind == "pickle" and path.suffix == ".pt":
-        loader = _load_rosinality  # legacy (non-zip) torch.save files
-    generator, info = loader(path)
+    generator, info = _READERS[detect_format(path)](path)
     return generator.to(map_location), info
 
 
+# --------------------------------------------------------------------------------------------- writers
+
+
 def save_generator(generator: Generator, path: str | Path) -> None:
-    """zsgm format: safetensors tensors + JSON architecture in the metadata (atomic)."""
+    """Write the zsgm format atomically: safetensors tensors (state dict, plus ``latent_avg`` when set) with
+    metadata ``{"format": "zsgm-generator", "version": "1", "arch": <JSON>}``."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
@@ -150,34 +229,25 @@ def save_generator(generator: Generator, path: str | Path) -> None:
 
 
 def export_rosinality(generator: Generator, path: str | Path) -> None:
-    """rosinality layout: ``{"g_ema": state_dict, "latent_avg": tensor}`` (atomic)."""
-    ckpt = {"g_ema": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}
+    """Write rosinality's layout atomically: ``{"g_ema": state_dict, "latent_avg": [style_dim]}`` (the key is
+    omitted when the generator has no ``latent_avg``)."""
+    ckpt: dict[str, Any] = {"g_ema": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}
     if generator.latent_avg is not None:
-        ckpt["latent_avg"] = generator.latent_avg.detach().cpu()
+        ckpt["latent_avg"] = generator.latent_avg.detach().cpu().reshape(-1)
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
 
 
 def to_nvidia_state_dict(generator: Generator) -> dict[str, torch.Tensor]:
-    """The generator's weights with NVIDIA ``G_ema`` names (for round trips and interop)."""
-    from zsgm.generator.names import rosinality_to_nvidia
+    """The generator's weights with NVIDIA ``G_ema`` names and shapes (OPS.md 3.4, reverse mapping).
 
+    Resample filters are rebuilt as the normalised [4, 4] filter, ``noise_const`` comes from ``noises.*`` and
+    ``mapping.w_avg`` from ``latent_avg`` (omitted when None).
+    """
     state = rosinality_to_nvidia(generator.state_dict(), generator.arch)
     if generator.latent_avg is not None:
-        state["mapping.w_avg"] = generator.latent_avg.detach().clone()
+        state["mapping.w_avg"] = generator.latent_avg.detach().reshape(-1).clone()
     return state
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path) -> None:
-    """Convert ``src`` (any supported format) to ``dst`` chosen by suffix: ``.pt`` or ``.safetensors``."""
-    generator, _ = load_generator(src)
-    suffix = Path(dst).suffix.lower()
-    if suffix == ".pt":
-        export_rosinality(generator, dst)
-    elif suffix == ".safetensors":
-        save_generator(generator, dst)
-    else:
-        raise CheckpointError(f"{dst}: unsupported output suffix {suffix!r} (use .pt or .safetensors)")
-
-
-__all__ = ["load_generator", "save_generator", "export_rosinality", "to_nvidia_state_dict", "convert_checkpoint",
-           "detect_format", "CheckpointError"]
+__all__ = ["FORMAT_TAG", "FORMAT_VERSION", "build_generator", "detect_format", "export_rosinality",
+           "load_generator", "save_generator", "to_nvidia_state_dict"]

@@ -46,47 +46,35 @@ class EasyDict(dict):
 
 
 def _load_storage_from_bytes(data: bytes):
-    """Safe replacement of ``torch.storage._load_from_bytes`` (which would use weights_only=False)."""
+    """Safe replacement of ``torch.storage._load_from_bytes`` (the stock helper uses ``weights_only=False``)."""
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
+def _numpy_scalar(dtype, data=None):
+    """Replacement of numpy's ``multiarray.scalar``: decode raw bytes only, never object scalars."""
+    import numpy
+
+    if not isinstance(dtype, numpy.dtype) or dtype.hasobject or not isinstance(data, (bytes, type(None))):
+        raise pickle.UnpicklingError(f"numpy scalar of dtype {dtype!r} with {type(data).__name__} data is not "
+                                     f"allowed (only plain numeric scalars)")
+    return numpy.frombuffer(data, dtype=dtype)[0] if data is not None else dtype.type()
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    allowed = {
+    """The allow-list of OPS.md 3.2; everything else is refused by :meth:`SafeUnpickler.find_class`."""
+    import numpy
+
+    return {
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
         ("dnnlib.util", "EasyDict"): EasyDict,
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
         ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
         ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch", "FloatStorage"): torch.FloatStorage,
-        ("torch", "HalfStorage"): torch.HalfStorage,
-        ("torch", "DoubleStorage"): torch.DoubleStorage,
-        ("torch", "LongStorage"): torch.LongStorage,
-        ("torch", "IntStorage"): torch.IntStorage,
-        ("torch", "BoolStorage"): torch.BoolStorage,
+        ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # NumPy 1 spelling
+        ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # NumPy 2 spelling
+        ("numpy", "dtype"): numpy.dtype,
     }
-    import numpy
-
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "scalar")] = _numpy_scalar
-        allowed[(mod, "_reconstruct")] = _numpy_reconstruct
-    allowed[("numpy", "dtype")] = numpy.dtype
-    allowed[("numpy", "ndarray")] = numpy.ndarray
-    return allowed
-
-
-def _numpy_scalar(dtype, data=None):
-    import numpy
-
-    return numpy.frombuffer(data, dtype=dtype)[0] if data is not None else dtype.type()
-
-
-def _numpy_reconstruct(cls, shape, dtype):
-    import numpy
-
-    if cls is not numpy.ndarray:
-        raise pickle.UnpicklingError("numpy reconstruction of a class other than ndarray")
-    return numpy.ndarray.__new__(cls, shape, dtype)
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -115,41 +103,72 @@ def load_pickle_safely(path: str) -> Any:
             return SafeUnpickler(fh, source=str(path)).load()
         except CheckpointError:
             raise
-        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as exc:
-            raise CheckpointError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc}); "
-                                  f"the file may be truncated") from None
+        except Exception as exc:  # noqa: BLE001 - any failure of a user file becomes one clear error
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise CheckpointError(f"{path}: not a readable NVIDIA network pickle ({type(exc).__name__}: {first}); "
+                                  f"the file may be truncated or damaged") from None
 
 
-def flatten_stub(stub: PersistentStub, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Walk ``_parameters``, ``_buffers`` (persistent ones) and ``_modules``: the equivalent of ``state_dict()``."""
+def flatten_stub(stub: PersistentStub, prefix: str = "", *, _seen: set[int] | None = None) -> dict[str, torch.Tensor]:
+    """Walk ``_parameters``, persistent ``_buffers`` and ``_modules``: the equivalent of ``state_dict()``.
+
+    Args:
+        stub: a network record from :class:`SafeUnpickler`.
+        prefix: name prefix of this module (``"synthesis.b8."``).
+
+    Returns:
+        ``{name: tensor}`` with NVIDIA names.
+
+    Raises:
+        CheckpointError: a record whose state is not a module ``__dict__`` (message names the module).
+    """
+    seen = set() if _seen is None else _seen
+    if id(stub) in seen:
+        raise CheckpointError(f"module {prefix.rstrip('.')!r} appears inside itself")
+    seen.add(id(stub))
     state = stub.state
+    where = prefix.rstrip(".") or "<top>"
+    if not isinstance(state, dict):
+        raise CheckpointError(f"module {where!r} ({stub.class_name}) has no module state")
     out: dict[str, torch.Tensor] = {}
     non_persistent = set(state.get("_non_persistent_buffers_set") or ())
-    for name, tensor in (state.get("_parameters") or {}).items():
-        if tensor is not None:
-            out[prefix + name] = tensor.detach() if isinstance(tensor, torch.Tensor) else torch.as_tensor(tensor)
-    for name, tensor in (state.get("_buffers") or {}).items():
-        if tensor is not None and name not in non_persistent:
+    for kind in ("_parameters", "_buffers"):
+        for name, tensor in (state.get(kind) or {}).items():
+            if tensor is None or (kind == "_buffers" and name in non_persistent):
+                continue
+            if not isinstance(tensor, torch.Tensor):
+                raise CheckpointError(f"{prefix + name!r} is a {type(tensor).__name__}, expected a tensor")
             out[prefix + name] = tensor.detach()
     for name, child in (state.get("_modules") or {}).items():
         if isinstance(child, PersistentStub):
-            out.update(flatten_stub(child, prefix + name + "."))
+            out.update(flatten_stub(child, prefix + name + ".", _seen=seen))
         elif child is not None:
-            raise CheckpointError(f"module {prefix + name!r} is not an NVIDIA network record")
+            raise CheckpointError(f"module {prefix + name!r} is a {type(child).__name__}, expected an NVIDIA "
+                                  f"network record")
     return out
 
 
 def read_nvidia_pickle(path: str) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
-    """Returns ``(G_ema state dict with NVIDIA names, init kwargs, D state dict or None)``."""
+    """Read an NVIDIA network pickle without executing anything.
+
+    Returns:
+        ``(G_ema state dict with NVIDIA names, G_ema init kwargs, D state dict or None)``.
+
+    Raises:
+        CheckpointError: naming ``path`` and what was expected and found.
+    """
     data = load_pickle_safely(path)
     if not isinstance(data, dict) or "G_ema" not in data:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: expected an NVIDIA network pickle with key 'G_ema', found {keys}")
     g = data["G_ema"]
     if not isinstance(g, PersistentStub):
-        raise CheckpointError(f"{path}: 'G_ema' is not an NVIDIA network record (TF-era pickles are not "
-                              f"supported yet; convert them with a rosinality/NVIDIA converter first)")
-    kwargs = dict(g.state.get("_init_kwargs") or {})
-    d = data.get("D")
-    d_state = flatten_stub(d) if isinstance(d, PersistentStub) else None
-    return flatten_stub(g), kwargs, d_state
+        raise CheckpointError(f"{path}: 'G_ema' is a {type(g).__name__}, not an NVIDIA network record (TF-era "
+                              f"pickles are not supported; convert them to a rosinality .pt first)")
+    try:
+        kwargs = dict(g.state.get("_init_kwargs") or {}) if isinstance(g.state, dict) else {}
+        d = data.get("D")
+        d_state = flatten_stub(d) if isinstance(d, PersistentStub) else None
+        return flatten_stub(g), kwargs, d_state
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None

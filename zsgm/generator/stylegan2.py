@@ -53,6 +53,15 @@ class Generator(nn.Module):
             in_ch = out_ch
         self.n_latent = arch.n_latent
         self.latent_avg: torch.Tensor | None = None
+        self._mean_cache: tuple[tuple, torch.Tensor] | None = None  # (mapping weights' versions, mean w)
+
+    def _apply(self, fn, *args, **kwargs):
+        """Also move/cast ``latent_avg`` (a plain attribute, not a buffer) with ``.to()`` / ``.cuda()`` / ``.half()``."""
+        super()._apply(fn, *args, **kwargs)
+        if self.latent_avg is not None:
+            self.latent_avg = fn(self.latent_avg)
+        self._mean_cache = None
+        return self
 
     # ------------------------------------------------------------------------------------- ops knobs
 
@@ -78,10 +87,31 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def mean_latent(self, n: int = 4096, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean of ``mapping(randn(n, D))``, ``[1, D]``."""
+        """Mean of ``mapping(randn(n, D))``.
+
+        Args:
+            n: number of samples.
+            generator: RNG for ``z`` (a CPU generator unless it lives on the model's device).
+
+        Returns:
+            ``[1, D]`` on the generator's device. ``z`` is drawn on ``generator``'s device (CPU by default) and
+            then moved, so a CPU seed gives the same mean on every device.
+        """
         device = self.input.input.device
-        z = torch.randn((n, self.arch.style_dim), generator=generator).to(device)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        z = torch.randn((n, self.arch.style_dim), generator=generator, device=gen_device).to(device)
         return self.mapping(z).mean(0, keepdim=True)
+
+    def default_mean_latent(self) -> torch.Tensor:
+        """The truncation centre: ``latent_avg`` if set, else ``mean_latent(4096)`` with seed 0 (cached until the
+        mapping weights change). Returns ``[1, D]``."""
+        if self.latent_avg is not None:
+            return self.latent_avg.reshape(1, -1)
+        with torch.no_grad():  # cheap fingerprint of the mapping weights (catches in-place edits through .data too)
+            key = tuple((p.data_ptr(), p._version, float(p.double().sum())) for p in self.style.parameters())
+        if self._mean_cache is None or self._mean_cache[0] != key:
+            self._mean_cache = (key, self.mean_latent(4096, generator=torch.Generator().manual_seed(0)))
+        return self._mean_cache[1]
 
     def style_layers(self) -> list[tuple[int, str]]:
         """``(slot, module name)`` for every synthesis layer that reads a W+ slot."""
@@ -104,19 +134,39 @@ class Generator(nn.Module):
             return [None] * self.num_layers
         if mode == "const":
             return [b.expand(n, -1, -1, -1) for b in bufs]
-        return [torch.randn((n, 1, *b.shape[2:]), generator=rng).to(b.device) for b in bufs]
+        gen_device = rng.device if rng is not None else bufs[0].device
+        return [torch.randn((n, 1, *b.shape[2:]), generator=rng, device=gen_device).to(b.device) for b in bufs]
+
+    def _check_noise(self, noise, n: int) -> list[torch.Tensor | None]:
+        """Validate an explicit per-layer noise list: ``num_layers`` entries, each None or ``[N or 1, 1, r, r]``."""
+        noise = list(noise)
+        if len(noise) != self.num_layers:
+            raise ValueError(f"synthesis: expected {self.num_layers} noise maps (one per conv layer), got {len(noise)}")
+        for i, t in enumerate(noise):
+            r = 2 ** ((i + 5) // 2)
+            if t is not None and (t.ndim != 4 or t.shape[0] not in (1, n) or tuple(t.shape[1:]) != (1, r, r)):
+                raise ValueError(f"synthesis: noise[{i}] must be [{n} or 1, 1, {r}, {r}], found {tuple(t.shape)}")
+        return noise
 
     def synthesis(self, ws: torch.Tensor, *, noise_mode: str = "random", noise=None,
                   rng: torch.Generator | None = None) -> torch.Tensor:
-        """W+ codes ``[N, n_latent, D]`` -> images ``[N, 3, size, size]`` (roughly [-1, 1], not clamped)."""
+        """W+ codes to images.
+
+        Args:
+            ws: ``[N, n_latent, D]``; slot usage as in :meth:`style_layers`.
+            noise_mode: "random" (fresh maps, from ``rng`` when given), "const" (the ``noises.*`` buffers) or
+                "none"; ignored when ``noise`` is given.
+            noise: explicit per-layer maps, ``num_layers`` entries of ``[N or 1, 1, r, r]`` or None.
+            rng: ``torch.Generator`` for reproducible random noise.
+
+        Returns:
+            ``[N, 3, size, size]``, roughly in [-1, 1], not clamped.
+        """
         if ws.ndim != 3 or ws.shape[1:] != (self.n_latent, self.arch.style_dim):
             raise ValueError(f"synthesis: ws must be [N, {self.n_latent}, {self.arch.style_dim}], "
                              f"found {tuple(ws.shape)}")
         n = ws.shape[0]
-        if noise is None:
-            noise = self.make_noise(n, mode=noise_mode, rng=rng)
-        elif len(noise) != self.num_layers:
-            raise ValueError(f"synthesis: expected {self.num_layers} noise maps, got {len(noise)}")
+        noise = self.make_noise(n, mode=noise_mode, rng=rng) if noise is None else self._check_noise(noise, n)
         x = self.input(n)  # [N, C4, 4, 4]
         x = self.conv1(x, ws[:, 0], noise[0])
         skip = self.to_rgb1(x, ws[:, 1])  # [N, 3, 4, 4]
@@ -132,9 +182,7 @@ class Generator(nn.Module):
         """``mean + psi * (w - mean)``; the mean is ``truncation_latent``, else ``latent_avg``, else sampled."""
         if truncation >= 1:
             return w
-        mean = truncation_latent if truncation_latent is not None else self.latent_avg
-        if mean is None:
-            mean = self.mean_latent(4096, generator=torch.Generator().manual_seed(0))
+        mean = truncation_latent if truncation_latent is not None else self.default_mean_latent()
         mean = mean.reshape(*([1] * (w.ndim - 1)), -1).to(w)
         return mean + truncation * (w - mean)
 
@@ -142,10 +190,21 @@ class Generator(nn.Module):
                 ws: torch.Tensor | None = None, truncation: float = 1.0,
                 truncation_latent: torch.Tensor | None = None, noise_mode: str = "random", noise=None,
                 rng: torch.Generator | None = None) -> torch.Tensor:
-        """Generate from exactly one of ``z`` [N, D], ``w`` [N, D] or ``ws`` [N, n_latent, D]."""
+        """Generate from exactly one of ``z`` [N, D], ``w`` [N, D] or ``ws`` [N, n_latent, D].
+
+        Args:
+            truncation: psi; below 1 every slot is pulled towards ``truncation_latent``, else ``latent_avg``,
+                else :meth:`default_mean_latent`.
+            noise_mode, noise, rng: as in :meth:`synthesis`.
+
+        Returns:
+            ``[N, 3, size, size]`` images.
+        """
         given = [name for name, v in (("z", z), ("w", w), ("ws", ws)) if v is not None]
         if len(given) != 1:
             raise ValueError(f"Generator: give exactly one of z, w, ws (got {given or 'none'})")
+        if w is not None and (w.ndim != 2 or w.shape[1] != self.arch.style_dim):
+            raise ValueError(f"Generator: w must be [N, {self.arch.style_dim}], found {tuple(w.shape)}")
         if ws is None:
             w = self.mapping(z) if z is not None else w
             ws = w[:, None, :].repeat(1, self.n_latent, 1)

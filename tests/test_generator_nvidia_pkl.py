@@ -1,0 +1,279 @@
+"""NVIDIA stylegan2-ada-pytorch pickles: read without executing anything (OPS.md 3.2), converted exactly.
+
+The pickles are synthetic: stand-in classes registered as ``torch_utils.persistence`` and ``dnnlib.util`` in
+``sys.modules`` (during each test only) reproduce what NVIDIA's persistence wrapper writes, around real
+tensors, so torch's own tensor/storage reduction paths run.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from zsgm.generator import (
+    CheckpointError,
+    Generator,
+    GeneratorArch,
+    export_rosinality,
+    load_generator,
+    save_generator,
+    to_nvidia_state_dict,
+)
+from zsgm.generator.names import nvidia_to_rosinality
+from zsgm.generator.nvidia_pkl import load_pickle_safely, read_nvidia_pickle
+
+BUFFERS = ("resample_filter", "noise_const", "w_avg")  # what NVIDIA registers as buffers
+
+
+def small():
+    torch.manual_seed(0)
+    g = Generator(GeneratorArch.rosinality(16, style_dim=32, n_mlp=2, channel_multiplier=1, channel_max=16))
+    for p in g.parameters():
+        if p.dim() <= 1:
+            p.data.normal_(0, 0.3)
+    g.latent_avg = torch.randn(32)
+    return g
+
+
+def images(g):
+    z = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    return g(z, noise_mode="const")  # psi 1, const noise, fp32 (OPS.md 3.5)
+
+
+@pytest.fixture
+def nv(monkeypatch, tmp_path):
+    """Stand-in NVIDIA modules; returns a namespace with ``write(g, path, **kw)`` and the exec ``marker`` path."""
+    marker = tmp_path / "module_src_ran"
+    persistence = types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta):  # what the real one would do: exec the embedded source
+        exec(meta["module_src"], {})
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    util = types.ModuleType("dnnlib.util")
+
+    class EasyDict(dict):
+        pass
+
+    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
+    util.EasyDict = EasyDict
+    for name, mod in (("torch_utils", types.ModuleType("torch_utils")), ("torch_utils.persistence", persistence),
+                      ("dnnlib", types.ModuleType("dnnlib")), ("dnnlib.util", util)):
+        monkeypatch.setitem(sys.modules, name, mod)
+
+    class Persistent:
+        """Pickles the way NVIDIA's persistent classes do: ``_reconstruct_persistent_obj(meta)``."""
+
+        def __init__(self, class_name, state):
+            self.class_name, self.state = class_name, state
+
+        def __reduce__(self):
+            src = f"open({str(marker)!r}, 'w').write('ran')\n"
+            return (persistence._reconstruct_persistent_obj,
+                    ({"type": "class", "version": 6, "module_src": src, "class_name": self.class_name,
+                      "state": self.state},))
+
+    def tree(flat, kwargs, class_name="Generator"):
+        """Nest a flat NVIDIA state dict into module records shaped like an nn.Module ``__dict__``."""
+        def node(prefix, names, cls):
+            children, params, bufs = collections.OrderedDict(), collections.OrderedDict(), collections.OrderedDict()
+            for name in names:
+                head, _, tail = name[len(prefix):].partition(".")
+                if tail:
+                    children.setdefault(head, []).append(name)
+                elif head in BUFFERS:
+                    bufs[head] = flat[name]
+                else:
+                    params[head] = torch.nn.Parameter(flat[name].clone(), requires_grad=False)
+            return Persistent(cls, {
+                "training": False, "_parameters": params, "_buffers": bufs, "_non_persistent_buffers_set": set(),
+                "_modules": collections.OrderedDict((h, node(prefix + h + ".", ns, "Layer"))
+                                                    for h, ns in children.items()),
+                "_forward_hooks": collections.OrderedDict(), "_init_args": (), "_init_kwargs": EasyDict(),
+                "weight_gain": np.float32(0.25), "act_gain": np.float64(np.sqrt(2)),  # numpy scalars, as NVIDIA has
+            })
+
+        top = node("", list(flat), class_name)
+        top.state["_init_kwargs"] = kwargs
+        # a non-persistent buffer must not reach the state dict
+        top.state["_buffers"]["scratch"] = torch.zeros(3)
+        top.state["_non_persistent_buffers_set"] = {"scratch"}
+        return top
+
+    def kwargs_for(g, **over):
+        a = g.arch
+        synth = EasyDict(channel_base=a.size * a.channels[-1], channel_max=max(a.channels), num_fp16_res=4,
+                         conv_clamp=256, architecture="skip")
+        kw = EasyDict(z_dim=a.style_dim, w_dim=a.style_dim, c_dim=0, img_resolution=a.size, img_channels=3,
+                      mapping_kwargs=EasyDict(num_layers=a.n_mlp), synthesis_kwargs=synth)
+        kw.update(over)
+        return kw
+
+    def write(g, path, *, flat=None, kwargs=None, extra_state=None):
+        flat = to_nvidia_state_dict(g) if flat is None else flat
+        top = tree(flat, kwargs_for(g) if kwargs is None else kwargs)
+        top.state.update(extra_state or {})
+        d = tree({"b16.fromrgb.weight": torch.ones(4, 3, 1, 1)}, EasyDict(c_dim=0), "Discriminator")
+        with open(path, "wb") as fh:
+            pickle.dump({"G": top, "D": d, "G_ema": top, "augment_pipe": None,
+                         "training_set_kwargs": EasyDict(path="~/ffhq.zip", resolution=16)}, fh)
+
+    return types.SimpleNamespace(write=write, marker=marker, kwargs_for=kwargs_for, EasyDict=EasyDict)
+
+
+def test_every_format_loads_to_the_same_generator(tmp_path, nv):
+    g = small()
+    nv.write(g, tmp_path / "g.pkl")
+    save_generator(g, tmp_path / "g.safetensors")
+    export_rosinality(g, tmp_path / "g.pt")
+    ref = images(g)
+    for name, fmt in (("g.pkl", "nvidia-pkl"), ("g.safetensors", "zsgm"), ("g.pt", "rosinality")):
+        loaded, info = load_generator(tmp_path / name)
+        assert info["format"] == fmt
+        assert loaded.arch == g.arch  # read from the file
+        sa, sb = g.state_dict(), loaded.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), name
+        assert torch.equal(loaded.latent_avg, g.latent_avg)  # w_avg -> latent_avg
+        assert torch.allclose(images(loaded), ref, atol=1e-5, rtol=0), name
+    info = load_generator(tmp_path / "g.pkl")[1]
+    assert info["nvidia"] == {"conv_clamp": 256, "num_fp16_res": 4}
+    assert torch.equal(info["extra"]["d"]["b16.fromrgb.weight"], torch.ones(4, 3, 1, 1))  # D returned raw
+    assert not nv.marker.exists()  # the embedded module source never ran...
+    with open(tmp_path / "g.pkl", "rb") as fh:
+        pickle.load(fh)  # ...while a plain unpickler (NVIDIA's way) would have run it
+    assert nv.marker.exists()
+
+
+def test_flattened_pickle_is_the_nvidia_state_dict(tmp_path, nv):
+    g = small()
+    nv.write(g, tmp_path / "g.pkl")
+    flat, kwargs, d_state = read_nvidia_pickle(str(tmp_path / "g.pkl"))
+    want = to_nvidia_state_dict(g)
+    assert set(flat) == set(want)
+    assert "scratch" not in flat  # non-persistent buffer dropped
+    assert all(torch.equal(flat[k], want[k]) for k in want)
+    assert kwargs["img_resolution"] == 16 and kwargs["mapping_kwargs"]["num_layers"] == 2
+    assert set(d_state) == {"b16.fromrgb.weight"}
+    # NVIDIA shapes (OPS.md 3.4) and the reverse mapping is exact (filters are rebuilt, so they are dropped)
+    assert flat["synthesis.b4.const"].shape == (16, 4, 4) and flat["synthesis.b8.conv0.noise_strength"].shape == ()
+    assert flat["synthesis.b8.torgb.bias"].shape == (3,) and flat["synthesis.b16.conv1.noise_const"].shape == (16, 16)
+    assert torch.equal(flat["synthesis.b8.conv0.resample_filter"] * 4, g.convs[0].conv.blur.kernel)
+    back = nvidia_to_rosinality(flat, g.arch)
+    state = {k: v for k, v in g.state_dict().items() if not k.endswith(".kernel")}
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_nvidia_files_convert_exactly(tmp_path, nv):
+    from zsgm.generator import convert_checkpoint
+
+    g = small()
+    nv.write(g, tmp_path / "g.pkl")
+    convert_checkpoint(tmp_path / "g.pkl", tmp_path / "a.pt")
+    convert_checkpoint(tmp_path / "a.pt", tmp_path / "b.safetensors")
+    back = load_generator(tmp_path / "b.safetensors")[0]
+    want, got = to_nvidia_state_dict(g), to_nvidia_state_dict(back)
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+class _Call:
+    """Pickles as ``func(*args)``: how a malicious pickle runs code on a plain unpickler."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def test_pickles_that_call_anything_else_are_refused_and_run_nothing(tmp_path, nv):
+    import builtins
+    import os
+
+    marker = tmp_path / "pwned"
+    g = small()
+    cases = {
+        "system.pkl": ({"G_ema": _Call(os.system, f"touch {marker}")}, r"global (posix|os)\.system"),
+        "exec.pkl": ({"G_ema": _Call(builtins.exec, f"open({str(marker)!r}, 'w')")}, r"global builtins\.exec"),
+        "eval.pkl": ([_Call(builtins.eval, f"open({str(marker)!r}, 'w')")], r"global builtins\.eval"),
+        "module.pkl": ({"G_ema": torch.nn.Linear(2, 2)}, r"global torch\.nn\.modules\.linear\.Linear"),
+    }
+    for name, (obj, msg) in cases.items():
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump(obj, fh)
+        with pytest.raises(CheckpointError, match=f"{name}: refusing to load {msg}.*nothing was executed"):
+            load_generator(tmp_path / name)
+    # hidden deep inside an otherwise valid network pickle
+    nv.write(g, tmp_path / "nested.pkl", extra_state={"_init_args": (_Call(os.system, f"touch {marker}"),)})
+    with pytest.raises(CheckpointError, match=r"nested.pkl: refusing to load global (posix|os)\.system"):
+        load_generator(tmp_path / "nested.pkl")
+    # torch.storage._load_from_bytes is replaced by a weights-only load: a storage blob holding code is refused
+    blob = tmp_path / "blob"
+    torch.save(_Call(os.system, f"touch {marker}"), blob, _use_new_zipfile_serialization=False)
+    with open(tmp_path / "storage.pkl", "wb") as fh:
+        pickle.dump({"G_ema": _Call(torch.storage._load_from_bytes, blob.read_bytes())}, fh)
+    with pytest.raises(CheckpointError, match=r"storage.pkl: not a readable NVIDIA network pickle \(UnpicklingError"):
+        load_generator(tmp_path / "storage.pkl")
+    assert not marker.exists() and not nv.marker.exists()
+    with open(tmp_path / "exec.pkl", "rb") as fh:
+        pickle.load(fh)  # proof that the payload is live: a plain unpickler runs it
+    assert marker.exists()
+
+
+def test_numpy_scalars_in_both_numpy_spellings():
+    data = pickle.dumps({"gain": np.float32(0.25), "n": np.int64(7)}, protocol=3)  # GLOBAL opcodes carry the names
+    scalar = np.float32(0).__reduce__()[0]
+    here = scalar.__module__  # numpy._core.multiarray (NumPy 2) or numpy.core.multiarray (NumPy 1)
+    for spelling in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out = load_pickle_safely_bytes(data.replace(here.encode(), spelling.encode()))
+        assert out == {"gain": np.float32(0.25), "n": 7} and isinstance(out["gain"], np.float32)
+    object_scalar = pickle.dumps(_Call(scalar, np.dtype(object), None), protocol=3)
+    with pytest.raises(CheckpointError, match=r"numpy scalar of dtype dtype\('O'\)"):
+        load_pickle_safely_bytes(object_scalar)
+
+
+def load_pickle_safely_bytes(data: bytes):
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".pkl") as fh:
+        fh.write(data)
+        fh.flush()
+        return load_pickle_safely(fh.name)
+
+
+def test_bad_nvidia_pickles_give_clear_errors(tmp_path, nv):
+    g = small()
+    nv.write(g, tmp_path / "g.pkl")
+    data = (tmp_path / "g.pkl").read_bytes()
+    (tmp_path / "cut.pkl").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pkl: not a readable NVIDIA network pickle.*truncated"):
+        load_generator(tmp_path / "cut.pkl")
+    with open(tmp_path / "plain.pkl", "wb") as fh:
+        pickle.dump({"weights": [1, 2]}, fh)
+    with pytest.raises(CheckpointError, match=r"plain.pkl: expected an NVIDIA network pickle with key 'G_ema', "
+                                              r"found \['weights'\]"):
+        load_generator(tmp_path / "plain.pkl")
+    flat = {("synthesis.L0_36_512.weight" if k == "synthesis.b4.const" else k): v
+            for k, v in to_nvidia_state_dict(g).items()}
+    nv.write(g, tmp_path / "sg3.pkl", flat=flat)
+    with pytest.raises(CheckpointError, match="sg3.pkl: missing NVIDIA key 'synthesis.b4.const': not a StyleGAN2"):
+        load_generator(tmp_path / "sg3.pkl")
+    nv.write(g, tmp_path / "cond.pkl", kwargs=nv.kwargs_for(g, c_dim=10))
+    with pytest.raises(CheckpointError, match=r"cond.pkl: conditional generators \(c_dim 10\) are not supported"):
+        load_generator(tmp_path / "cond.pkl")
+    nv.write(g, tmp_path / "big.pkl", kwargs=nv.kwargs_for(g, img_resolution=32))
+    with pytest.raises(CheckpointError, match="big.pkl: missing NVIDIA key 'synthesis.b32.conv0.weight'"):
+        load_generator(tmp_path / "big.pkl")
+    flat = dict(to_nvidia_state_dict(g), **{"mapping.embed.weight": torch.zeros(32, 10)})
+    nv.write(g, tmp_path / "extra.pkl", flat=flat)
+    with pytest.raises(CheckpointError, match=r"extra.pkl: NVIDIA keys not part of a 16px StyleGAN2 generator: "
+                                              r"\['mapping.embed.weight'\]"):
+        load_generator(tmp_path / "extra.pkl")
+    assert not nv.marker.exists()
