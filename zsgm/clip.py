@@ -1,53 +1,62 @@
-"""CLIP for zsgm: open_clip models with differentiable preprocessing, cached text features, learned prompts.
+"""CLIP for zsgm: frozen open_clip models with differentiable preprocessing, cached text features, learned prompts.
 
-A :class:`ClipModel` wraps one frozen open_clip ``CLIP``:
+A :class:`ClipModel` wraps one frozen open_clip model:
 
 - ``encode_image(x)``: generator output ``[N, 3, H, W]`` in [-1, 1] -> unit embeddings ``[N, D]``,
-  differentiable w.r.t. ``x``; three preprocessing variants (METHODS.md section 1): ``"nada"``,
-  ``"oneshot"`` and ``"deltaedit"``.
-- ``encode_text(texts)``: unit features, cached per string on the instance.
-- ``token_embeddings`` / ``encode_token_embeddings``: run the text tower on embeddings whose context slots
-  are learned vectors (IPL, AIR).
+  differentiable w.r.t. ``x``, with one of three preprocessing pipelines (METHODS.md section 1):
+  ``"nada"`` ((x+1)/2, bicubic resize of the short side to the model's input size, centre crop, mean/std),
+  ``"oneshot"`` (bicubic straight to the input size, no crop) and ``"deltaedit"`` (nearest upsampling x7, then
+  average pooling down to the input size; computed as two small matrix products, without the x7 image).
+- ``encode_text(texts)``: unit text features ``[T, D]``, no grad, one text-tower pass for all uncached strings,
+  cached per string on the instance.
+- ``token_embeddings`` / ``encode_token_embeddings``: run the text tower on embeddings whose context slots hold
+  learned vectors (IPL, AIR); see :mod:`zsgm.clip_prompts` for the CoOp-style prompt pieces.
 
-Loading (never at import): an open_clip name plus a pretrained tag (downloaded by open_clip on first use,
-into its caches; set ``HF_HUB_OFFLINE=1`` before starting Python to forbid downloads), a local weights file
-(``pretrained="/path/to/file"``), or a zsgm CLIP file (``.safetensors`` with the open_clip config in its
-metadata). For OpenAI weights prefer the ``*-quickgelu`` names. OpenAI's original TorchScript ``.pt`` files
-do not load under ``weights_only=True``; use the HF/open_clip state-dict files instead. Small built-in models:
-``"tiny-random"`` (random weights, for tests) and ``"shapes"`` (the shapes world's CLIP, shipped weights).
+Ensembles of prompt templates (:func:`text_direction`, :func:`class_embedding`) encode all templates of a class
+in one pass and reuse the cache afterwards.
+
+Loading never happens at import; see :mod:`zsgm.clip_loading` for the sources (open_clip names with tags, local
+files, ``hf-hub:``, OpenAI TorchScript files, ``HF_HUB_OFFLINE``) and the small built-in models ``"tiny-random"``
+and ``"shapes"``. Models are loaded in fp32.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-import math
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zsgm.clip_templates import IMAGENET_TEMPLATES
-from zsgm.io_utils import atomic_write
+from zsgm.clip_loading import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    TINY_RANDOM_CONFIG,
+    TINY_RANDOM_SEED,
+    ClipLoadError,
+    LoadedClip,
+    load_open_clip,
+    load_tiny_random,
+    parse_tiny_seed,
+    read_clip_file,
+    read_clip_file_metadata,
+    shapes_clip_path,
+    write_clip_file,
+)
+from zsgm.clip_prompts import ContextPrompt, build_context_prompt
+from zsgm.clip_templates import IMAGENET_TEMPLATES, format_templates
+
+__all__ = [
+    "PREPROCESS_MODES", "ClipLoadError", "ClipModelSpec", "ClipModel", "ClipEnsemble", "ContextPrompt",
+    "IMAGENET_TEMPLATES", "TINY_RANDOM_CONFIG", "build_context_prompt", "class_embedding", "format_templates",
+    "load_clip_model", "logit_scale", "preprocess_images", "save_clip_model", "template_features",
+    "text_direction", "tiny_random_clip",
+]
 
 PREPROCESS_MODES = ("nada", "oneshot", "deltaedit")
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-FILE_FORMAT = "zsgm-clip"
-
-TINY_RANDOM_CONFIG = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-TINY_RANDOM_SEED = 4321
-
-
-class ClipLoadError(RuntimeError):
-    """A CLIP model cannot be loaded; the message names the model, the weights and what to do."""
+DELTAEDIT_UPSAMPLE = 7
 
 
 @attrs.define(kw_only=True)
@@ -55,9 +64,11 @@ class ClipModelSpec:
     """Which CLIP to load and how to feed it.
 
     Attributes:
-        name: open_clip model name ("ViT-B-32"), "tiny-random", "shapes", or "local" for a zsgm CLIP file.
-        pretrained: open_clip tag ("openai"), local file path, "hf-hub:..." or None.
-        weight: the model's weight in the ensemble.
+        name: an open_clip model name ("ViT-B-32-quickgelu"), "hf-hub:org/repo", "local-dir:/folder",
+            "tiny-random", "shapes", "local" (a zsgm CLIP file), or the name stored in a zsgm CLIP file.
+        pretrained: an open_clip tag ("openai"), a local weights file, "hf-hub:org/repo", None (random init for
+            open_clip names; the shipped file for "shapes"), or "seed:<int>" for "tiny-random".
+        weight: the model's weight in the ensemble loss.
         preprocess: "nada" | "oneshot" | "deltaedit".
     """
 
@@ -67,11 +78,81 @@ class ClipModelSpec:
     preprocess: str = "nada"
 
 
-class ClipModel(nn.Module):
-    """A frozen open_clip model with zsgm's encoders (see the module docstring)."""
+# ----------------------------------------------------------------------------------------- preprocessing
 
-    def __init__(self, model: nn.Module, tokenizer, *, name: str, mean=OPENAI_MEAN, std=OPENAI_STD,
-                 preprocess: str = "nada"):
+
+def _deltaedit_matrix(n_in: int, size: int, device, dtype) -> torch.Tensor:
+    """``[size, n_in]``: nearest upsampling x7 followed by adaptive average pooling to ``size`` (1-D)."""
+    n_up = n_in * DELTAEDIT_UPSAMPLE
+    pool = torch.zeros(size, n_up, dtype=torch.float64)
+    for i in range(size):  # adaptive_avg_pool2d's window: [floor(i*n/s), ceil((i+1)*n/s))
+        start, end = (i * n_up) // size, -((-(i + 1) * n_up) // size)
+        pool[i, start:end] = 1.0 / (end - start)
+    up = torch.zeros(n_up, n_in, dtype=torch.float64)
+    up[torch.arange(n_up), torch.arange(n_up) // DELTAEDIT_UPSAMPLE] = 1.0
+    return (pool @ up).to(device=device, dtype=dtype)  # [size, n_in]
+
+
+def preprocess_images(x: torch.Tensor, *, mode: str, size: int, mean: torch.Tensor, std: torch.Tensor,
+                      antialias: bool = False) -> torch.Tensor:
+    """Generator output -> normalised CLIP input, differentiably (METHODS.md section 1).
+
+    Args:
+        x: ``[N, 3, H, W]`` in [-1, 1], any size (not necessarily square).
+        mode: "nada" (bicubic resize of the short side to ``size``, centre crop), "oneshot" (bicubic straight to
+            ``size`` x ``size``), "deltaedit" (nearest x7 then average pooling to ``size``, StyleCLIP's pipeline).
+        size: the model's input size.
+        mean / std: ``[1, 3, 1, 1]`` normalisation.
+        antialias: antialiased bicubic resizing (off by default: the reference code resized tensors without it).
+
+    Returns:
+        ``[N, 3, size, size]`` float32.
+    """
+    x = (x.float() + 1) / 2  # [N, 3, H, W] in [0, 1]
+    h, w = x.shape[-2:]
+    if mode == "nada":
+        if (h, w) != (size, size):
+            short, long = min(h, w), max(h, w)
+            new_long = int(size * long / short)  # torchvision Resize(int) rounding
+            nh, nw = (size, new_long) if h <= w else (new_long, size)
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=antialias)
+            top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))  # torchvision CenterCrop
+            x = x[:, :, top:top + size, left:left + size]
+    elif mode == "oneshot":
+        if (h, w) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=antialias)
+    elif mode == "deltaedit":
+        mh = _deltaedit_matrix(h, size, x.device, x.dtype)  # [S, H]
+        mw = mh if w == h else _deltaedit_matrix(w, size, x.device, x.dtype)  # [S, W]
+        x = torch.einsum("sh,nchw,tw->ncst", mh, x, mw)  # [N, 3, S, S]
+    else:
+        raise ValueError(f"preprocess mode must be one of {', '.join(PREPROCESS_MODES)}; got {mode!r}")
+    return (x - mean) / std
+
+
+# ----------------------------------------------------------------------------------------- the model
+
+
+class ClipModel(nn.Module):
+    """A frozen open_clip model with zsgm's encoders (see the module docstring).
+
+    Args:
+        model: an open_clip ``CLIP`` / ``CustomTextCLIP``; it is put in eval mode and frozen.
+        tokenizer: callable ``list[str] -> LongTensor [T, L]``.
+        name: display name.
+        mean / std: input normalisation of the model.
+        preprocess: "nada" | "oneshot" | "deltaedit".
+        config: the open_clip config dict (lets :func:`save_clip_model` write the model out).
+        tokenizer_name: "simple" or the open_clip name whose tokenizer this is (stored by ``save_clip_model``).
+        antialias: antialiased bicubic resizing in "nada"/"oneshot".
+
+    Attributes:
+        image_size, embed_dim, text_width, context_length: the model's sizes.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, *, name: str, mean: Sequence[float] = OPENAI_MEAN,
+                 std: Sequence[float] = OPENAI_STD, preprocess: str = "nada", config: Optional[dict] = None,
+                 tokenizer_name: str = "simple", antialias: bool = False):
         super().__init__()
         if preprocess not in PREPROCESS_MODES:
             raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}; got {preprocess!r}")
@@ -81,284 +162,156 @@ class ClipModel(nn.Module):
         self.tokenizer = tokenizer
         self.name = name
         self.preprocess = preprocess
-        size = model.visual.image_size
+        self.config = config
+        self.tokenizer_name = tokenizer_name
+        self.antialias = antialias
+        size = getattr(model.visual, "image_size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        self.register_buffer("mean", torch.tensor(mean).reshape(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).reshape(1, 3, 1, 1), persistent=False)
-        self._text_cache: dict[str, torch.Tensor] = {}
-        self.text_forward_count = 0  # number of text-tower forwards (cache statistics)
+        self.register_buffer("mean", torch.tensor([float(v) for v in mean]).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([float(v) for v in std]).reshape(1, 3, 1, 1), persistent=False)
+        self._text_cache: dict[str, torch.Tensor] = {}  # string -> unnormalised float32 feature [D]
+        tower = self._text_tower(required=False)
+        self.text_width = int(tower.token_embedding.weight.shape[1]) if tower is not None else 0
+        self.context_length = int(getattr(tower, "context_length", 0) or 0) if tower is not None else 0
+        self.embed_dim = self._find_embed_dim()
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedClip, *, preprocess: str = "nada") -> "ClipModel":
+        """Wrap what a :mod:`zsgm.clip_loading` loader returned."""
+        return cls(loaded.model, loaded.tokenizer, name=loaded.name, mean=loaded.mean, std=loaded.std,
+                   preprocess=preprocess, config=loaded.config, tokenizer_name=loaded.tokenizer_name)
+
+    def _text_tower(self, *, required: bool = True) -> Optional[nn.Module]:
+        """The module owning ``token_embedding`` (the CLIP itself, or ``model.text`` for CustomTextCLIP)."""
+        for tower in (self.model, getattr(self.model, "text", None)):
+            if tower is not None and isinstance(getattr(tower, "token_embedding", None), nn.Embedding):
+                return tower
+        if required:
+            raise NotImplementedError(f"{self.name}: learned prompts need an open_clip text transformer with a "
+                                      f"token embedding (Hugging Face text towers are not supported)")
+        return None
+
+    def _find_embed_dim(self) -> int:
+        for owner in (self.model, getattr(self.model, "text", None)):
+            proj = getattr(owner, "text_projection", None)
+            if isinstance(proj, torch.Tensor):
+                return int(proj.shape[1])
+            if isinstance(proj, nn.Linear):
+                return int(proj.out_features)
+        return int(getattr(self.model.visual, "output_dim", 0) or 0)
+
+    def train(self, mode: bool = True) -> "ClipModel":
+        """The wrapped CLIP always stays in eval mode (it is frozen)."""
+        super().train(mode)
+        self.model.eval()
+        return self
 
     @property
-    def embed_dim(self) -> int:
-        return int(self.model.text_projection.shape[1]) if isinstance(self.model.text_projection, torch.Tensor) \
-            else int(self.model.text_projection.out_features)
-
-    @property
-    def text_width(self) -> int:
-        return int(self.model.token_embedding.weight.shape[1])
-
-    @property
-    def context_length(self) -> int:
-        return int(self.model.positional_embedding.shape[0])
+    def device(self) -> torch.device:
+        return self.mean.device
 
     # ------------------------------------------------------------------------------------- images
 
     def prepare_images(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, 3, H, W]`` in [-1, 1] -> normalised ``[N, 3, S, S]`` model input (differentiable)."""
-        s = self.image_size
-        x = (x.float() + 1) / 2  # [0, 1]
-        if self.preprocess == "deltaedit":
-            x = F.interpolate(x, scale_factor=7, mode="nearest")
-            x = F.adaptive_avg_pool2d(x, (s, s))
-        elif self.preprocess == "oneshot":
-            if x.shape[-2:] != (s, s):
-                x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False)
-        else:  # nada: resize the short side to s, centre crop
-            h, w = x.shape[-2:]
-            if (h, w) != (s, s):
-                scale = s / min(h, w)
-                nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
-                x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False)
-                top, left = (nh - s) // 2, (nw - s) // 2
-                x = x[:, :, top:top + s, left:left + s]
-        return (x - self.mean) / self.std
+        """``[N, 3, H, W]`` in [-1, 1] -> model input ``[N, 3, S, S]`` (differentiable; see preprocess_images)."""
+        return preprocess_images(x, mode=self.preprocess, size=self.image_size, mean=self.mean, std=self.std,
+                                 antialias=self.antialias)
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        """Unit image embeddings ``[N, D]`` of generator output ``x`` ``[N, 3, H, W]`` in [-1, 1]."""
-        return F.normalize(self.model.encode_image(self.prepare_images(x)), dim=-1)
+        """Unit image embeddings ``[N, D]`` (float32) of generator output ``x`` ``[N, 3, H, W]`` in [-1, 1]."""
+        pixels = self.prepare_images(x)
+        dtype = next(self.model.visual.parameters()).dtype
+        return F.normalize(self.model.encode_image(pixels.to(dtype)).float(), dim=-1)
 
     # ------------------------------------------------------------------------------------- text
 
-    def tokenize(self, texts: list[str]) -> torch.Tensor:
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """``[T, L]`` token ids on the model's device."""
-        return self.tokenizer(list(texts)).to(self.model.positional_embedding.device)
+        return self.tokenizer(list(texts)).to(self.device)
 
     @torch.no_grad()
-    def encode_text(self, texts: Iterable[str]) -> torch.Tensor:
-        """Unit text features ``[T, D]``; each string is encoded once and cached."""
-        texts = list(texts)
-        todo = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-        if todo:
-            self.text_forward_count += 1
-            features = F.normalize(self.model.encode_text(self.tokenize(todo)).float(), dim=-1)
-            for t, f in zip(todo, features):
-                self._text_cache[t] = f
-        return torch.stack([self._text_cache[t] for t in texts])
+    def encode_text(self, texts: Iterable[str], *, normalize: bool = True) -> torch.Tensor:
+        """Text features ``[T, D]`` (float32, no grad), unit length unless ``normalize=False``.
 
-    def token_embeddings(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(tokens [T, L], embeddings [T, L, W])``: the text tower's input."""
+        Strings not seen before are encoded together in one text-tower pass; every string is cached on the
+        instance, so repeated calls (template ensembles, per-step prompts) cost nothing.
+        """
+        if isinstance(texts, str):
+            raise TypeError(f"encode_text expects a list of strings, got the string {texts!r}")
+        texts = list(texts)
+        if any(not isinstance(t, str) for t in texts):
+            raise TypeError(f"encode_text expects a list of strings, got {texts!r}")
+        todo = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        if todo:
+            features = self.model.encode_text(self.tokenize(todo)).float()  # [U, D]
+            for text, feature in zip(todo, features):
+                self._text_cache[text] = feature
+        if not texts:
+            return torch.zeros(0, self.embed_dim, device=self.device)
+        out = torch.stack([self._text_cache[t].to(self.device) for t in texts])  # [T, D]
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def clear_text_cache(self) -> None:
+        """Forget cached text features (only needed if the weights were changed in place)."""
+        self._text_cache.clear()
+
+    def token_embeddings(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens [T, L] long, embeds [T, L, W])``: the text tower's input (embeds detached)."""
         tokens = self.tokenize(texts)
-        return tokens, self.model.token_embedding(tokens).detach()
+        with torch.no_grad():
+            embeds = self._text_tower().token_embedding(tokens)
+        return tokens, embeds
 
     def encode_token_embeddings(self, embeds: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Unnormalised features ``[T, D]`` of token embeddings ``[T, L, W]`` (differentiable w.r.t. ``embeds``).
+        """Unnormalised text features ``[T, D]`` of token embeddings, differentiable w.r.t. ``embeds``.
 
-        ``tokens`` ``[T, L]`` locates the end-of-text position (the largest id in each row).
+        Runs the model's own text path (positional embedding, transformer, ln_final, pooling at [EOT],
+        projection) with ``embeds`` in place of the token-embedding lookup, so ``embeds`` equal to
+        ``token_embeddings(texts)[1]`` give exactly ``encode_text(texts, normalize=False)``.
+
+        Args:
+            embeds: ``[T, L, W]``.
+            tokens: ``[T, L]`` token ids; they locate [EOT] (and padding, for towers that mask it).
         """
-        m = self.model
-        if not hasattr(m, "token_embedding") or not hasattr(m, "transformer"):
-            raise NotImplementedError(f"{self.name}: learned prompts need an open_clip CLIP with its own text "
-                                      f"transformer (custom HF text towers are not supported)")
-        cast = m.transformer.get_cast_dtype()
-        x = embeds.to(cast) + m.positional_embedding.to(cast)
-        x = m.transformer(x, attn_mask=m.attn_mask)
-        x = m.ln_final(x)  # [T, L, W]
-        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # [T, W]
-        if isinstance(m.text_projection, nn.Linear):
-            return m.text_projection(x)
-        return x @ m.text_projection
+        tower = self._text_tower()
+        t, length = tokens.shape
+        if embeds.shape[:2] != (t, length) or embeds.shape[-1] != self.text_width or embeds.dim() != 3:
+            raise ValueError(f"embeds: expected [{t}, {length}, {self.text_width}] to match tokens "
+                             f"{list(tokens.shape)}; got {list(embeds.shape)}")
 
+        def replace(module, inputs, output):  # the lookup's output is swapped for the given embeddings
+            return embeds.to(device=output.device, dtype=output.dtype)
 
-def build_context_prompt(model: ClipModel, class_names: list[str], *, n_ctx: int = 4,
-                         ctx_init: str = "a photo of a") -> dict[str, torch.Tensor]:
-    """CoOp-style prompt pieces: ``[SOS] ctx_1..ctx_n <class>. [EOT] pad``.
-
-    Returns:
-        dict with ``tokens`` [T, L], ``prefix`` [T, 1, W] (SOS), ``suffix`` [T, L - 1 - n_ctx, W]
-        (class words, full stop, EOT, padding) and ``init`` [n_ctx, W] (the embeddings of ``ctx_init``'s
-        words, for callers that want to start from them). Features: ``encode_token_embeddings(
-        torch.cat([prefix, ctx, suffix], 1), tokens)`` with ``ctx`` [T, n_ctx, W].
-    """
-    n_words = len(ctx_init.split())
-    if n_words != n_ctx:
-        raise ValueError(f"ctx_init {ctx_init!r} has {n_words} words but n_ctx = {n_ctx}")
-    texts = [f"{ctx_init} {c}." for c in class_names]
-    tokens, embeds = model.token_embeddings(texts)
-    return {"tokens": tokens, "prefix": embeds[:, :1], "suffix": embeds[:, 1 + n_ctx:],
-            "init": embeds[0, 1:1 + n_ctx].clone()}
+        handle = tower.token_embedding.register_forward_hook(replace)
+        try:
+            return self.model.encode_text(tokens.to(self.device))
+        finally:
+            handle.remove()
 
 
 # ----------------------------------------------------------------------------------------- ensembles
 
 
-def format_templates(text: str, templates: Iterable[str] = IMAGENET_TEMPLATES) -> list[str]:
-    """Fill each ``{}`` template with ``text``."""
-    return [t.format(text) for t in templates]
-
-
-def text_direction(model: ClipModel, source: str, target: str, *, aggregate: str = "nada",
-                   templates: Iterable[str] = IMAGENET_TEMPLATES) -> torch.Tensor:
-    """Unit text direction ``[D]`` from ``source`` to ``target`` over a template ensemble.
-
-    ``"nada"``: normalize(mean_k(e_t,k - e_s,k)); ``"air"``: normalize(mean_k normalize(e_t,k - e_s,k)).
-    """
-    templates = list(templates)
-    e_s = model.encode_text(format_templates(source, templates))  # [K, D]
-    e_t = model.encode_text(format_templates(target, templates))
-    diff = e_t - e_s
-    if aggregate == "nada":
-        return F.normalize(diff.mean(0), dim=-1)
-    if aggregate == "air":
-        return F.normalize(F.normalize(diff, dim=-1).mean(0), dim=-1)
-    raise ValueError(f"aggregate must be 'nada' or 'air'; got {aggregate!r}")
-
-
-def class_embedding(model: ClipModel, text: str, *, renormalize: bool,
-                    templates: Iterable[str] = IMAGENET_TEMPLATES) -> torch.Tensor:
-    """Mean of unit template features ``[D]`` (IPL keeps it as is, DeltaEdit renormalises)."""
-    mean = model.encode_text(format_templates(text, templates)).mean(0)
-    return F.normalize(mean, dim=-1) if renormalize else mean
-
-
-# ----------------------------------------------------------------------------------------- loading
-
-
-def _tokenizer_for(context_length: int):
-    from open_clip.tokenizer import SimpleTokenizer
-
-    return SimpleTokenizer(context_length=context_length)
-
-
-def build_clip_from_config(config: dict) -> nn.Module:
-    """An open_clip ``CLIP`` from a config dict (embed_dim, vision_cfg, text_cfg, quick_gelu)."""
-    from open_clip.model import CLIP
-
-    cfg = dict(config)
-    return CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"], text_cfg=cfg["text_cfg"],
-                quick_gelu=cfg.get("quick_gelu", False))
-
-
-def tiny_random_clip(preprocess: str = "nada") -> ClipModel:
-    """A 32-px tiny CLIP with random weights (deterministic): for tests and smoke runs only."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_RANDOM_SEED)
-        model = build_clip_from_config(TINY_RANDOM_CONFIG)
-    return ClipModel(model, _tokenizer_for(TINY_RANDOM_CONFIG["text_cfg"]["context_length"]), name="tiny-random",
-                     preprocess=preprocess)
-
-
-def save_clip_model(model: ClipModel | nn.Module, path: str | Path, *, config: dict, name: str = "local",
-                    mean=OPENAI_MEAN, std=OPENAI_STD) -> None:
-    """Write a zsgm CLIP file: safetensors weights + the open_clip config in the metadata (atomic)."""
-    from safetensors.torch import save_file
-
-    inner = model.model if isinstance(model, ClipModel) else model
-    tensors = {k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()}
-    meta = {"format": FILE_FORMAT, "config": json.dumps(config), "name": name, "mean": json.dumps(list(mean)),
-            "std": json.dumps(list(std))}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def load_zsgm_clip_file(path: str | Path, *, preprocess: str = "nada") -> ClipModel:
-    """Load a file written by :func:`save_clip_model`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ClipLoadError(f"CLIP weights {str(path)!r}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ClipLoadError(f"CLIP weights {str(path)!r}: not a readable safetensors file ({exc})") from None
-    if meta.get("format") != FILE_FORMAT:
-        raise ClipLoadError(f"CLIP weights {str(path)!r}: not a zsgm CLIP file (metadata format "
-                            f"{meta.get('format')!r})")
-    config = json.loads(meta["config"])
-    model = build_clip_from_config(config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ClipLoadError(f"CLIP weights {str(path)!r} do not fit their config: {exc}") from None
-    return ClipModel(model, _tokenizer_for(config["text_cfg"].get("context_length", 77)),
-                     name=meta.get("name", path.stem), mean=json.loads(meta.get("mean", "null")) or OPENAI_MEAN,
-                     std=json.loads(meta.get("std", "null")) or OPENAI_STD, preprocess=preprocess)
-
-
-def shapes_clip_path() -> Path:
-    return Path(__file__).parent / "toy" / "assets" / "shapes_clip.safetensors"
-
-
-def _load_open_clip(spec: ClipModelSpec) -> ClipModel:
-    import open_clip
-
-    names = open_clip.list_models()
-    if spec.name not in names:
-        close = difflib.get_close_matches(spec.name, names, n=3)
-        raise ClipLoadError(f"unknown CLIP model {spec.name!r}" + (f"; did you mean {', '.join(close)}?" if close
-                            else "") + " (open_clip names, or 'tiny-random', 'shapes', 'local')")
-    pretrained = spec.pretrained
-    if pretrained and not pretrained.startswith("hf-hub:") and ("/" in pretrained or Path(pretrained).suffix):
-        if not Path(pretrained).is_file():
-            raise ClipLoadError(f"CLIP {spec.name}: weights file {pretrained!r} does not exist")
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=pretrained)
-    except Exception as exc:  # noqa: BLE001 - network, checksum, format: all become one clear message
-        raise ClipLoadError(
-            f"cannot load CLIP {spec.name!r} with pretrained={pretrained!r}: {type(exc).__name__}: {exc}. "
-            f"Without network access, download the weights elsewhere and pass the local file as "
-            f"pretrained (e.g. --clip {spec.name}:/path/to/weights.bin)") from None
-    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-    mean, std = cfg.get("mean", OPENAI_MEAN), cfg.get("std", OPENAI_STD)
-    return ClipModel(model, open_clip.get_tokenizer(spec.name), name=spec.name, mean=mean, std=std,
-                     preprocess=spec.preprocess)
-
-
-def load_clip_model(spec: ClipModelSpec, *, device="cpu") -> ClipModel:
-    """Load the CLIP described by ``spec`` (frozen, eval, on ``device``).
-
-    Raises:
-        ClipLoadError: naming the model, the weights and what to do.
-    """
-    if spec.name == "tiny-random":
-        model = tiny_random_clip(spec.preprocess)
-    elif spec.name == "shapes":
-        path = Path(spec.pretrained) if spec.pretrained else shapes_clip_path()
-        if not path.is_file():
-            raise ClipLoadError(f"the shapes CLIP weights are missing ({path}); train them with "
-                                f"`python -m zsgm.toy.train_clip --out {path}`")
-        model = load_zsgm_clip_file(path, preprocess=spec.preprocess)
-    elif spec.name == "local" or (spec.pretrained and spec.pretrained.endswith(".safetensors")
-                                  and _is_zsgm_clip(spec.pretrained)):
-        if not spec.pretrained:
-            raise ClipLoadError("CLIP 'local' needs pretrained = path to a zsgm CLIP .safetensors file")
-        model = load_zsgm_clip_file(spec.pretrained, preprocess=spec.preprocess)
-    else:
-        model = _load_open_clip(spec)
-    return model.to(device).eval()
-
-
-def _is_zsgm_clip(path: str) -> bool:
-    try:
-        from safetensors.torch import safe_open
-
-        with safe_open(path, framework="pt") as fh:
-            return (fh.metadata() or {}).get("format") == FILE_FORMAT
-    except Exception:  # noqa: BLE001 - not ours
-        return False
-
-
 class ClipEnsemble:
-    """CLIP models with weights; iterate to get ``(model, weight)`` pairs."""
+    """CLIP models with loss weights; iterating yields ``(model, weight)`` pairs.
 
-    def __init__(self, models: list[ClipModel], weights: list[float]):
+    Args:
+        models: the models.
+        weights: one float per model.
+    """
+
+    def __init__(self, models: Sequence[ClipModel], weights: Sequence[float]):
         if len(models) != len(weights):
-            raise ValueError("ClipEnsemble: one weight per model")
+            raise ValueError(f"ClipEnsemble: expected one weight per model, got {len(models)} models and "
+                             f"{len(weights)} weights")
         self.models, self.weights = list(models), [float(w) for w in weights]
 
-    def __iter__(self):
+    @classmethod
+    def from_specs(cls, specs: Sequence[ClipModelSpec], *, device="cpu") -> "ClipEnsemble":
+        """Load every spec; the weights are the specs' ``weight``."""
+        return cls([load_clip_model(s, device=device) for s in specs], [s.weight for s in specs])
+
+    def __iter__(self) -> Iterator[tuple[ClipModel, float]]:
         return iter(zip(self.models, self.weights))
 
     def __len__(self) -> int:
@@ -368,6 +321,104 @@ class ClipEnsemble:
         return self.models[i]
 
 
+def template_features(model: ClipModel, text: str, *, templates: Iterable[str] = IMAGENET_TEMPLATES) -> torch.Tensor:
+    """Unit features ``[K, D]`` of ``text`` in each of the ``K`` templates (one pass, cached)."""
+    return model.encode_text(format_templates(text, templates))
+
+
+def text_direction(model: ClipModel, source: str, target: str, *, aggregate: str = "nada",
+                   templates: Iterable[str] = IMAGENET_TEMPLATES) -> torch.Tensor:
+    """Unit text direction ``[D]`` from ``source`` to ``target`` over a template ensemble (METHODS.md 1).
+
+    Args:
+        aggregate: ``"nada"``: normalize(mean_k(e_t,k - e_s,k)); ``"air"``: normalize(mean_k normalize(e_t,k -
+            e_s,k)), where e_*,k are unit features of template k.
+        templates: strings with one ``{}`` each.
+    """
+    if aggregate not in ("nada", "air"):
+        raise ValueError(f"aggregate must be 'nada' or 'air'; got {aggregate!r}")
+    templates = list(templates)
+    k = len(templates)
+    both = model.encode_text(format_templates(source, templates) + format_templates(target, templates))  # [2K, D]
+    diff = both[k:] - both[:k]  # [K, D]
+    if aggregate == "air":
+        diff = F.normalize(diff, dim=-1)
+    return F.normalize(diff.mean(0), dim=-1)
+
+
+def class_embedding(model: ClipModel, text: str, *, renormalize: bool,
+                    templates: Iterable[str] = IMAGENET_TEMPLATES) -> torch.Tensor:
+    """Mean of the unit template features of ``text``, ``[D]`` (IPL keeps it as is, DeltaEdit renormalises)."""
+    mean = template_features(model, text, templates=templates).mean(0)
+    return F.normalize(mean, dim=-1) if renormalize else mean
+
+
 def logit_scale(model: ClipModel) -> float:
-    """exp(logit_scale) of the model (about 100 for trained CLIPs)."""
-    return float(math.exp(float(model.model.logit_scale)))
+    """``exp(logit_scale)`` of the model (about 100 for trained CLIPs)."""
+    return float(model.model.logit_scale.detach().float().exp().reshape(-1)[0])
+
+
+# ----------------------------------------------------------------------------------------- loading / saving
+
+
+def tiny_random_clip(*, seed: int = TINY_RANDOM_SEED, preprocess: str = "nada") -> ClipModel:
+    """The tiny random CLIP of :data:`TINY_RANDOM_CONFIG` (32 px; same weights for the same seed)."""
+    return ClipModel.from_loaded(load_tiny_random(seed=seed), preprocess=preprocess)
+
+
+def load_clip_model(spec: ClipModelSpec, *, device="cpu") -> ClipModel:
+    """Load the CLIP described by ``spec`` (frozen, eval, fp32, on ``device``). Nothing is loaded at import.
+
+    Dispatch: "tiny-random" -> random tiny model; "shapes" -> the shipped shapes-world file (or
+    ``spec.pretrained``); "local", or any name with ``pretrained`` = a zsgm CLIP file -> that file; anything
+    else -> open_clip (name + tag / local file / hf-hub).
+
+    Raises:
+        ClipLoadError: naming the model, the weights and what to do.
+        ValueError: unknown preprocess mode.
+    """
+    if spec.preprocess not in PREPROCESS_MODES:
+        raise ValueError(f"ClipModelSpec.preprocess must be one of {', '.join(PREPROCESS_MODES)}; "
+                         f"got {spec.preprocess!r}")
+    if spec.name == "tiny-random":
+        loaded = load_tiny_random(seed=parse_tiny_seed(spec.pretrained))
+    elif spec.name == "shapes":
+        path = Path(spec.pretrained).expanduser() if spec.pretrained else shapes_clip_path()
+        if not path.is_file():
+            raise ClipLoadError(
+                f"CLIP 'shapes': the shapes-world CLIP weights are missing (expected {str(path)!r}). They ship "
+                f"with zsgm as zsgm/toy/assets/shapes_clip.safetensors; reinstall zsgm, or pass pretrained = the "
+                f"path of a shapes CLIP file; use 'tiny-random' for smoke tests that need no trained CLIP")
+        loaded = read_clip_file(path)
+    elif spec.name == "local":
+        if not spec.pretrained:
+            raise ClipLoadError("CLIP 'local' needs pretrained = the path of a zsgm CLIP .safetensors file "
+                                "(written by zsgm.clip.save_clip_model)")
+        loaded = read_clip_file(Path(spec.pretrained).expanduser())
+    elif spec.pretrained and read_clip_file_metadata(Path(spec.pretrained).expanduser()) is not None:
+        loaded = read_clip_file(Path(spec.pretrained).expanduser(), expected_name=spec.name)
+    else:
+        loaded = load_open_clip(spec.name, spec.pretrained)
+    return ClipModel.from_loaded(loaded, preprocess=spec.preprocess).to(device).eval()
+
+
+def save_clip_model(model: ClipModel, path: str | Path, *, name: Optional[str] = None,
+                    config: Optional[dict] = None) -> None:
+    """Write ``model`` as a zsgm CLIP file (``.safetensors``, atomic), loadable with
+    ``ClipModelSpec(name="local" or <name>, pretrained=path)``.
+
+    Args:
+        model: a :class:`ClipModel`.
+        path: destination file.
+        name: stored model name (defaults to ``model.name``).
+        config: the open_clip config dict (defaults to ``model.config``).
+
+    Raises:
+        ValueError: no config is known for the model.
+    """
+    config = config if config is not None else model.config
+    if config is None:
+        raise ValueError(f"save_clip_model: no open_clip config is known for CLIP {model.name!r}; pass config=")
+    write_clip_file(model.model, path, config=config, name=name or model.name,
+                    mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist(),
+                    tokenizer_name=model.tokenizer_name)
