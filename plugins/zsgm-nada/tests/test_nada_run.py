@@ -86,7 +86,7 @@ def test_image_target_direction_is_cached_and_restored(tmp_path):
 def test_nada_preset_has_public_defaults():
     data = get_registry().presets.get("nada").build()
     assert data["optim"] == {"steps": 301, "batch_size": 2, "lr": 0.002, "mixing": 0.0}
-    assert [m["name"] for m in data["clip"]["models"]] == ["ViT-B-32", "ViT-B-16"]
+    assert [m["name"] for m in data["clip"]["models"]] == ["ViT-B-32-quickgelu", "ViT-B-16-quickgelu"]
     freeze = data["techniques"][1]
     assert (freeze["k"], freeze["auto_layer_iters"], freeze["auto_layer_batch"], freeze["slot_map"]) == \
         (18, 1, 8, "nada")

@@ -14,8 +14,8 @@ def nada_preset(**_ignored) -> dict:
         "target": "sketch",
         "clip": {
             "models": [
-                {"name": "ViT-B-32", "pretrained": "openai", "weight": 1.0},
-                {"name": "ViT-B-16", "pretrained": "openai", "weight": 1.0},
+                {"name": "ViT-B-32-quickgelu", "pretrained": "openai", "weight": 1.0},
+                {"name": "ViT-B-16-quickgelu", "pretrained": "openai", "weight": 1.0},
             ],
             "preprocess": "nada",
             "text_aggregate": "nada",
