@@ -1,0 +1,35 @@
+"""Registrations of the SVL plugin (entry point ``zsgm = svl``)."""
+
+from __future__ import annotations
+
+from zsgm.hookspecs import hookimpl
+from zsgm.registry import PresetSpec, TechniqueSpec
+
+from zsgm_svl.ewc import EWC, EWCConfig
+from zsgm_svl.moment import Moment, MomentConfig
+from zsgm_svl.presets import svl_preset
+from zsgm_svl.relation import Relation, RelationConfig
+from zsgm_svl.variations import SemanticVariations, SemanticVariationsConfig
+
+
+@hookimpl
+def zsgm_register_techniques(register):
+    register(TechniqueSpec(name="semantic-variations", config=SemanticVariationsConfig, build=SemanticVariations,
+                           description="K learned variations of the target text feature, trained before step 0; "
+                                       "direction provider exposing the whole direction set (SVL stage 1)"))
+    register(TechniqueSpec(name="moment", config=MomentConfig, build=Moment,
+                           description="directional moment loss: mean and second moment of image vs text "
+                                       "direction sets (SVL)", needs=frozenset({"src_images"})))
+    register(TechniqueSpec(name="ewc", config=EWCConfig, build=EWC,
+                           description="elastic weight consolidation to the source generator with a diagonal "
+                                       "empirical Fisher computed at setup (SVL; replaces layer freezing)"))
+    register(TechniqueSpec(name="relation", config=RelationConfig, build=Relation,
+                           description="relation consistency: KL between row-softmaxed batch similarity "
+                                       "matrices of source and target images (SVL)", needs=frozenset({"src_images"})))
+
+
+@hookimpl
+def zsgm_register_presets(register):
+    register(PresetSpec(name="svl", build=svl_preset,
+                        description="SVL paper settings: K = 6 variations (2,000 it), then 300 steps, batch 4, "
+                                    "B/32, L_dm (lambda_cov 1e3) + 1e7 EWC + 1e2 relation, Adam 0.002 (0, 0.99)"))
