@@ -219,3 +219,18 @@ def test_ensemble_pairs_models_with_weights(tiny):
     assert len(ens) == 2 and [w for _, w in ens] == [0.5, 2.0] and ens[0].name == "tiny-random"
     with pytest.raises(ValueError, match="one weight per model, got 1 models and 2 weights"):
         ClipEnsemble([tiny], [1.0, 2.0])
+
+
+def test_model_templates_survive_a_file_round_trip_and_feed_recipes(tmp_path):
+    from zsgm.clip import ClipModelSpec, load_clip_model, save_clip_model
+    from zsgm.recipe import ClipConfig
+
+    tiny = load_clip_model(ClipModelSpec(name="tiny-random"))
+    tiny.templates = ("a {}", "a {} shape")
+    path = tmp_path / "with-templates.safetensors"
+    save_clip_model(tiny, path)
+    again = load_clip_model(ClipModelSpec(name="local", pretrained=str(path)))
+    assert again.templates == ("a {}", "a {} shape")
+    assert ClipConfig().template_list(again) == ["a {}", "a {} shape"]  # the model's own phrasings
+    assert ClipConfig(templates=["{}"]).template_list(again) == ["{}"]  # the recipe wins
+    assert len(ClipConfig().template_list(load_clip_model(ClipModelSpec(name="tiny-random")))) == 79

@@ -165,6 +165,7 @@ class ClipModel(nn.Module):
         self.config = config
         self.tokenizer_name = tokenizer_name
         self.antialias = antialias
+        self.templates: Optional[tuple[str, ...]] = None  # prompt templates the model was trained on, if known
         size = getattr(model.visual, "image_size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.register_buffer("mean", torch.tensor([float(v) for v in mean]).reshape(1, 3, 1, 1), persistent=False)
@@ -178,8 +179,10 @@ class ClipModel(nn.Module):
     @classmethod
     def from_loaded(cls, loaded: LoadedClip, *, preprocess: str = "nada") -> "ClipModel":
         """Wrap what a :mod:`zsgm.clip_loading` loader returned."""
-        return cls(loaded.model, loaded.tokenizer, name=loaded.name, mean=loaded.mean, std=loaded.std,
-                   preprocess=preprocess, config=loaded.config, tokenizer_name=loaded.tokenizer_name)
+        model = cls(loaded.model, loaded.tokenizer, name=loaded.name, mean=loaded.mean, std=loaded.std,
+                    preprocess=preprocess, config=loaded.config, tokenizer_name=loaded.tokenizer_name)
+        model.templates = loaded.templates
+        return model
 
     def _text_tower(self, *, required: bool = True) -> Optional[nn.Module]:
         """The module owning ``token_embedding`` (the CLIP itself, or ``model.text`` for CustomTextCLIP)."""
@@ -421,4 +424,4 @@ def save_clip_model(model: ClipModel, path: str | Path, *, name: Optional[str] =
         raise ValueError(f"save_clip_model: no open_clip config is known for CLIP {model.name!r}; pass config=")
     write_clip_file(model.model, path, config=config, name=name or model.name,
                     mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist(),
-                    tokenizer_name=model.tokenizer_name)
+                    tokenizer_name=model.tokenizer_name, templates=model.templates)

@@ -89,6 +89,7 @@ class LoadedClip:
     std: tuple[float, ...] = OPENAI_STD
     config: Optional[dict] = None
     tokenizer_name: str = "simple"
+    templates: Optional[tuple[str, ...]] = None
 
 
 # ----------------------------------------------------------------------------------------- building blocks
@@ -185,7 +186,7 @@ def read_clip_file_metadata(path: str | Path) -> Optional[dict]:
 
 
 def write_clip_file(model: nn.Module, path: str | Path, *, config: dict, name: str, mean, std,
-                    tokenizer_name: str = "simple") -> None:
+                    tokenizer_name: str = "simple", templates=None) -> None:
     """Write a zsgm CLIP file atomically: ``model.state_dict()`` + config, name, mean/std in the metadata."""
     from safetensors.torch import save_file
 
@@ -201,6 +202,8 @@ def write_clip_file(model: nn.Module, path: str | Path, *, config: dict, name: s
     meta = {"format": FILE_FORMAT, "format_version": FILE_FORMAT_VERSION, "name": str(name),
             "config": json.dumps(config, sort_keys=True), "mean": json.dumps([float(v) for v in mean]),
             "std": json.dumps([float(v) for v in std]), "tokenizer": tokenizer_name}
+    if templates:
+        meta["templates"] = json.dumps(list(templates))  # the phrasings the model was trained on
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -242,8 +245,9 @@ def read_clip_file(path: str | Path, *, expected_name: Optional[str] = None) -> 
     except RuntimeError as exc:
         raise ClipLoadError(f"CLIP weights file {str(path)!r} does not fit its own config: {exc}") from None
     tokenizer_name = meta.get("tokenizer", "simple")
+    templates = tuple(json.loads(meta["templates"])) if meta.get("templates") else None
     return LoadedClip(model=model, tokenizer=_tokenizer(tokenizer_name, config), name=stored, mean=mean, std=std,
-                      config=config, tokenizer_name=tokenizer_name)
+                      config=config, tokenizer_name=tokenizer_name, templates=templates)
 
 
 # ----------------------------------------------------------------------------------------- open_clip

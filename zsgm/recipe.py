@@ -62,7 +62,8 @@ class ClipConfig:
     """The CLIP ensemble and how generator images and texts reach it.
 
     Attributes:
-        templates: prompt templates for text ensembles ("a {} of a shape"); default: the 79 ImageNet ones.
+        templates: prompt templates for text ensembles ("a {} shape"); default: the CLIP model's own templates
+            if its file names some (the shapes CLIP does), else the 79 ImageNet ones.
     """
 
     models: list[ClipModelConfig] = attrs.field(
@@ -81,11 +82,15 @@ class ClipConfig:
             if bad:
                 raise ValueError(f"each template needs exactly one '{{}}' placeholder; found {bad[:3]}")
 
-    def template_list(self) -> list[str]:
-        """The prompt templates of text ensembles: the recipe's, else the 79 ImageNet templates."""
+    def template_list(self, model=None) -> list[str]:
+        """Prompt templates of text ensembles: the recipe's; else the CLIP model's own (a domain CLIP such as the
+        shapes world's ships the phrasings it was trained on); else the 79 ImageNet templates."""
         from zsgm.clip_templates import IMAGENET_TEMPLATES
 
-        return list(self.templates) if self.templates is not None else list(IMAGENET_TEMPLATES)
+        if self.templates is not None:
+            return list(self.templates)
+        own = getattr(model, "templates", None)
+        return list(own) if own else list(IMAGENET_TEMPLATES)
 
 
 @attrs.define(kw_only=True)

@@ -158,7 +158,7 @@ class Run:
                                "a direction provider such as 'image-target')")
             self._global_directions = [
                 text_direction(m, self.recipe.source, self.recipe.target, aggregate=self.recipe.clip.text_aggregate,
-                               templates=self.recipe.clip.template_list()).to(self.device)
+                               templates=self.recipe.clip.template_list(m)).to(self.device)
                 for m in self.clip_models
             ]
         return self._global_directions

@@ -220,9 +220,9 @@ class Air(Technique):
         self._held["anchor"] = anchor
         self._load_pending_anchor()  # before the first refresh the anchor is the source generator
 
-        templates = run.recipe.clip.template_list()
-        self._src_feats = [template_features(m, run.recipe.source, templates=templates) for m in run.clip_models]
-        self._tgt_feats = [template_features(m, run.recipe.target, templates=templates) for m in run.clip_models]
+        tpl = run.recipe.clip.template_list
+        self._src_feats = [template_features(m, run.recipe.source, templates=tpl(m)) for m in run.clip_models]
+        self._tgt_feats = [template_features(m, run.recipe.target, templates=tpl(m)) for m in run.clip_models]
         self._prompts = [AnchorPrompt(m, run.recipe.source, run.recipe.target, n_ctx=cfg.n_ctx,
                                       ctx_init=cfg.ctx_init) for m in run.clip_models]
         dev = run.device

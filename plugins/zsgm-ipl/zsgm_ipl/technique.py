@@ -175,10 +175,10 @@ class IPL(Technique):
         ``<out_dir>/ipl-stage1.jsonl``.
         """
         cfg = self.config
-        templates = run.recipe.clip.template_list()
+        tpl = run.recipe.clip.template_list
         with torch.no_grad():  # IPL's e_c: means of unit template features, not renormalised; computed once
-            means = [(class_embedding(m, run.recipe.source, renormalize=False, templates=templates),
-                      class_embedding(m, run.recipe.target, renormalize=False, templates=templates))
+            means = [(class_embedding(m, run.recipe.source, renormalize=False, templates=tpl(m)),
+                      class_embedding(m, run.recipe.target, renormalize=False, templates=tpl(m)))
                      for m in run.clip_models]
         scales = [logit_scale(m) for m in run.clip_models]
         for mapper in self.mappers:

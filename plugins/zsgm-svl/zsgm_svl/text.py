@@ -74,5 +74,5 @@ def text_feature(model, text: str, *, mode: str = "ensemble", norm: str = "raw",
 def recipe_text_feature(run, model_index: int, text: str, options: TextOptions) -> torch.Tensor:
     """:func:`text_feature` with the options of a technique config and the recipe's templates."""
     return text_feature(run.clip_models[model_index], text, mode=options.text, norm=options.text_norm,
-                        templates=run.recipe.clip.template_list(),
+                        templates=run.recipe.clip.template_list(run.clip_models[model_index]),
                         single_template=options.single_template).to(run.device)
