@@ -15,9 +15,9 @@ import threading
 import numpy as np
 import torch
 
-from zsgm.ops.autograd import KERNEL_ACTS, bias_act_function, upfirdn2d_function
-from zsgm.ops.bias_act import bias_act_ref
+from zsgm.ops.bias_act import KERNEL_ACTS, bias_act_function, bias_act_ref
 from zsgm.ops.dispatch import register_cuda_impl
+from zsgm.ops.upfirdn2d import upfirdn2d_function
 
 THREADS = 256
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16"}
@@ -34,7 +34,7 @@ def kernel_text(name: str) -> str:
 
 
 class CupyKernel:
-    """The kernel interface of :mod:`zsgm.ops.autograd`, implemented with CuPy RawModules."""
+    """The kernel interfaces ``BiasActKernel`` and ``UpFirDn2dKernel`` (zsgm.ops.bias_act / .upfirdn2d) in CuPy."""
 
     def __init__(self):
         import cupy  # imported here: a missing or broken CuPy makes the loader fail, not zsgm's import

@@ -1,8 +1,14 @@
-"""One dispatch point for every custom op: ``impl = "auto" | "cuda" | "ref"``.
+"""One dispatch point for every custom op: ``impl = "auto" | "cuda" | "ref"`` (OPS.md 5).
 
-``auto`` uses a registered CUDA implementation for CUDA tensors when it loads, else the torch reference,
-warning once with the reason. ``impl="cuda"`` raises instead of falling back, and so does ``auto`` when
-``ZSGM_OPS_STRICT=1``. Backends register a *loader* (called lazily on first use, never at import).
+- ``"ref"``: always the pure-torch reference.
+- ``"cuda"``: the registered CUDA implementation; raises :class:`OpUnavailableError` (a ``RuntimeError``)
+  with the reason when the inputs are not on a CUDA device or no implementation is registered / loads.
+- ``"auto"``: the CUDA implementation when every input tensor is on a CUDA device and it loads; otherwise
+  the reference. CPU inputs take the reference silently; CUDA inputs that fall back warn **once per op**
+  (:class:`OpFallbackWarning`, with the reason), or raise when the environment sets ``ZSGM_OPS_STRICT=1``.
+
+Backends register a *loader* with :func:`register_cuda_impl`; it is called lazily the first time a CUDA
+tensor asks for the op (never at import) and its result, or its failure, is cached.
 """
 
 from __future__ import annotations
@@ -15,71 +21,131 @@ import torch
 
 IMPLS = ("auto", "cuda", "ref")
 STRICT_ENV = "ZSGM_OPS_STRICT"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
+# Simple caches (no work happens at import): op -> loader, op -> loaded function or its load failure.
 _loaders: dict[str, Callable[[], Callable]] = {}
-_loaded: dict[str, Callable | BaseException] = {}
+_loaded: dict[str, Callable | OpUnavailableError] = {}
 _warned: set[str] = set()
 
 
 class OpUnavailableError(RuntimeError):
-    """The CUDA implementation of an op was requested but cannot be used."""
+    """The CUDA implementation of an op was required (``impl="cuda"`` or strict mode) but cannot be used."""
+
+
+class OpFallbackWarning(UserWarning):
+    """``impl="auto"`` ran the torch reference on CUDA tensors because the CUDA implementation is unavailable."""
 
 
 def register_cuda_impl(op: str, loader: Callable[[], Callable]) -> None:
-    """Register ``loader() -> function`` as the CUDA implementation of ``op`` (loaded on first use)."""
+    """Register the CUDA implementation of ``op``.
+
+    Args:
+        op: op name, e.g. ``"bias_act"`` or ``"upfirdn2d"``.
+        loader: ``loader() -> function``; called on first CUDA use (import CuPy, compile, ...). Any
+            exception it raises becomes the reason reported by the fallback warning or error. The
+            function it returns is called with the op's own arguments (minus ``impl``).
+    """
+    if not isinstance(op, str) or not op:
+        raise ValueError(f"register_cuda_impl: op must be a non-empty string; got {op!r}")
+    if not callable(loader):
+        raise TypeError(f"register_cuda_impl({op!r}): loader must be callable; got {type(loader).__name__}")
     _loaders[op] = loader
     _loaded.pop(op, None)
+    _warned.discard(op)
 
 
-def _strict() -> bool:
-    return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+def strict_mode() -> bool:
+    """Whether ``ZSGM_OPS_STRICT`` forbids ``auto`` from falling back on CUDA tensors."""
+    value = os.environ.get(STRICT_ENV, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"environment variable {STRICT_ENV}={os.environ[STRICT_ENV]!r}: expected one of "
+                     f"{', '.join(repr(v) for v in _TRUE + _FALSE[1:])} (or unset)")
 
 
 def cuda_impl(op: str) -> Callable:
-    """The loaded CUDA implementation of ``op``; raises :class:`OpUnavailableError` with the reason."""
+    """The loaded CUDA implementation of ``op``.
+
+    Raises:
+        OpUnavailableError: none is registered, or its loader failed (the message holds the reason).
+    """
     if op not in _loaded:
         loader = _loaders.get(op)
         if loader is None:
-            _loaded[op] = OpUnavailableError(f"no CUDA implementation of {op!r} is registered")
+            registered = ", ".join(sorted(_loaders)) or "none"
+            _loaded[op] = OpUnavailableError(f"no CUDA implementation of {op!r} is registered "
+                                             f"(registered: {registered})")
         else:
             try:
                 _loaded[op] = loader()
-            except Exception as exc:  # noqa: BLE001 - any build/import failure becomes the reason
-                _loaded[op] = OpUnavailableError(f"CUDA implementation of {op!r} failed to load: "
+            except Exception as exc:  # noqa: BLE001 - any import/compile failure becomes the reason
+                _loaded[op] = OpUnavailableError(f"the CUDA implementation of {op!r} failed to load: "
                                                  f"{type(exc).__name__}: {exc}")
     found = _loaded[op]
-    if isinstance(found, BaseException):
-        raise found
+    if isinstance(found, OpUnavailableError):
+        raise OpUnavailableError(str(found))
     return found
 
 
-def select_impl(op: str, impl: str, *tensors: torch.Tensor) -> str:
-    """Decide which implementation runs ``op`` on ``tensors``: ``"cuda"`` or ``"ref"``."""
-    if impl not in IMPLS:
+def _describe_devices(tensors: list[torch.Tensor]) -> str:
+    return ", ".join(sorted({str(t.device) for t in tensors})) or "no tensors"
+
+
+def check_impl(op: str, impl: str) -> None:
+    """Raise ``ValueError`` unless ``impl`` is one of :data:`IMPLS`."""
+    if not isinstance(impl, str) or impl not in IMPLS:
         raise ValueError(f"{op}: impl must be one of {', '.join(map(repr, IMPLS))}; got {impl!r}")
+
+
+def select_impl(op: str, impl: str, *tensors: torch.Tensor | None) -> str:
+    """Decide which implementation runs ``op`` on ``tensors``.
+
+    Args:
+        op: op name (used for the registry and in messages).
+        impl: ``"auto"``, ``"cuda"`` or ``"ref"``.
+        tensors: the op's tensor inputs (``None`` entries are ignored).
+
+    Returns:
+        ``"cuda"`` or ``"ref"``.
+
+    Raises:
+        ValueError: ``impl`` is not one of :data:`IMPLS`.
+        OpUnavailableError: ``impl="cuda"`` (or ``auto`` under ``ZSGM_OPS_STRICT=1`` with CUDA inputs) and
+            the CUDA implementation cannot run.
+    """
+    check_impl(op, impl)
     if impl == "ref":
         return "ref"
-    on_cuda = all(t.is_cuda for t in tensors if isinstance(t, torch.Tensor))
+    present = [t for t in tensors if isinstance(t, torch.Tensor)]
+    on_cuda = bool(present) and all(t.is_cuda for t in present)
     if impl == "cuda":
         if not on_cuda:
-            raise OpUnavailableError(f"{op}: impl='cuda' needs CUDA tensors")
+            raise OpUnavailableError(f"{op}: impl='cuda' needs every input on a CUDA device; found "
+                                     f"{_describe_devices(present)} (use impl='auto' or 'ref' off the GPU)")
         cuda_impl(op)
         return "cuda"
-    if not on_cuda:
+    if not on_cuda:  # CPU (or mixed) inputs: the reference is the intended path, no warning
         return "ref"
     try:
         cuda_impl(op)
         return "cuda"
     except OpUnavailableError as exc:
-        if _strict():
-            raise
+        if strict_mode():
+            raise OpUnavailableError(f"{op}: {exc} ({STRICT_ENV}=1 forbids falling back to the torch "
+                                     f"reference)") from None
         if op not in _warned:
             _warned.add(op)
-            warnings.warn(f"zsgm.ops: using the torch reference for {op}: {exc}", stacklevel=3)
+            warnings.warn(f"zsgm.ops: {op} on CUDA tensors falls back to the slow torch reference: {exc}. "
+                          f"Pass impl='ref' to choose it explicitly, or set {STRICT_ENV}=1 to make this an "
+                          f"error.", OpFallbackWarning, stacklevel=3)
         return "ref"
 
 
 def reset() -> None:
-    """Forget loaded implementations and warnings (tests)."""
+    """Forget loaded implementations and issued warnings (registrations stay); for tests."""
     _loaded.clear()
     _warned.clear()
