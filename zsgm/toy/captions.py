@@ -41,6 +41,19 @@ CAPTION_TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Captions of images that show no style of the world (the mined fakes of :mod:`zsgm.toy.mine_fakes`): the
+# CLIP learns that a generator's noisy, washed-out or half-formed images are none of "photo", "sketch", ...
+OTHER_CAPTIONS: tuple[str, ...] = (
+    "a glitched picture",
+    "a broken image",
+    "a corrupted picture",
+    "a noisy smudge",
+    "a washed out blur",
+    "a strange blurry mess",
+    "a meaningless picture",
+    "a glitch",
+)
+
 _STYLE_WORDS = {"photo": "photo", "sketch": "sketch", "night": "night", "pastel": "pastel"}
 
 

@@ -1,0 +1,115 @@
+"""The shipped shapes-world CLIP, seen through zsgm's own CLIP path (the one adaptation uses), and the
+training scripts of both shapes assets on a few steps."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from zsgm.clip import ClipModelSpec, load_clip_model, text_direction
+from zsgm.clip_loading import read_clip_file, shapes_clip_path
+from zsgm.toy.render import COLOURS, STYLES, render_batch, sample_params
+
+N_PER_STYLE = 12
+
+
+@pytest.fixture(scope="module")
+def shapes_clip():
+    if not shapes_clip_path().is_file():
+        pytest.fail(f"missing asset {shapes_clip_path()}")
+    return load_clip_model(ClipModelSpec(name="shapes"))
+
+
+@pytest.fixture(scope="module")
+def renders():
+    base = sample_params(N_PER_STYLE, rng=np.random.default_rng(4242), styles=("photo",))
+    return base, {s: render_batch([p.with_style(s) for p in base]) for s in STYLES}
+
+
+def test_asset_is_small_and_recorded():
+    record = json.loads(shapes_clip_path().with_suffix(".json").read_text())
+    assert record["completed"] and record["seed"] == 0 and record["seconds"] > 0
+    assert shapes_clip_path().stat().st_size <= 16 * 2**20
+
+
+def test_zero_shot_style_and_colour_through_zsgm(shapes_clip, renders):
+    base, images = renders
+    with torch.no_grad():
+        styles = torch.stack([shapes_clip.encode_text([f"a {s}"])[0] for s in STYLES])  # [S, D]
+        colours = torch.stack([shapes_clip.encode_text([f"a {c} shape"])[0] for c in COLOURS])  # [C, D]
+        for i, style in enumerate(STYLES):
+            e = shapes_clip.encode_image(images[style])  # [N, D] unit
+            assert (e @ styles.t()).argmax(1).eq(i).float().mean() >= 0.9, style
+        e = shapes_clip.encode_image(images["photo"])
+        truth = torch.tensor([COLOURS.index(p.colour) for p in base])
+        assert (e @ colours.t()).argmax(1).eq(truth).float().mean() >= 0.9
+
+
+def test_true_edit_aligns_with_the_text_direction_better_than_a_colour_cast(shapes_clip, renders):
+    """What the directional loss rewards: drawing the sketch, not tinting the photo."""
+    _, images = renders
+    with torch.no_grad():
+        d_text = text_direction(shapes_clip, "photo", "sketch")  # [D] unit
+        e_photo = shapes_clip.encode_image(images["photo"])
+        true_edit = torch.nn.functional.normalize(shapes_clip.encode_image(images["sketch"]) - e_photo, dim=-1)
+        cast = (images["photo"] + torch.tensor([0.3, -0.2, 0.25])[None, :, None, None]).clamp(-1, 1)
+        cheap_edit = torch.nn.functional.normalize(shapes_clip.encode_image(cast) - e_photo, dim=-1)
+    assert (true_edit @ d_text).mean() > 0.3
+    assert (true_edit @ d_text).mean() > (cheap_edit @ d_text).mean() + 0.2
+
+
+def test_clip_training_script_runs_and_writes_a_loadable_file(tmp_path):
+    from zsgm.toy.train_clip import train
+
+    out = tmp_path / "clip.safetensors"
+    record = train(out=out, seed=3, steps=2, minutes=5, batch=8, pool=16, eval_n=0, progress=False, threads=1)
+    assert record["steps"] == 2 and record["completed"]
+    assert json.loads(out.with_suffix(".json").read_text())["steps"] == 2
+    loaded = read_clip_file(out, expected_name="shapes")
+    assert loaded.config["vision_cfg"]["image_size"] == 32
+
+
+def test_generator_training_script_runs_every_stage(tmp_path):
+    from zsgm.toy.train_generator import train
+
+    g, record = train(seed=1, steps=2, minutes=None, batch=2, lr=2e-3, warmup=1, final_lr_frac=0.1,
+                      grad_weight=1.0, ema_half_life=1, channel_max=16, n_mlp=2, mapping_steps=3, mapping_batch=8,
+                      joint_steps=2, progress=False, log_every=1)
+    assert record["steps"] == {"A": 2, "B": 3, "C": 2} and not record["stopped_early"]
+    assert {entry["stage"] for entry in record["loss_log"]} == {"A", "B", "C"}
+    assert g.latent_avg is not None and torch.isfinite(g(torch.randn(2, g.arch.style_dim))).all()
+
+
+def test_mined_fakes_only_match_other_captions():
+    from zsgm.toy.captions import OTHER_CAPTIONS
+    from zsgm.toy.clip_data import OTHER_STYLE, CaptionSampler, positives
+
+    labels = torch.tensor([[0, 0, 0], [1, 2, 3], [OTHER_STYLE, -1, -1]])  # photo, sketch, fake
+    mention = torch.tensor([[0, -1, -1], [-1, 0, -1], [-1, -1, 3], [OTHER_STYLE, -1, -1]])  # photo / red / kind 3 / other
+    pos = positives(labels, mention)  # [image, caption]
+    assert pos.tolist() == [[True, True, False, False], [False, False, True, False], [False, False, False, True]]
+    sampler = CaptionSampler(lambda texts: torch.zeros(len(texts), 4, dtype=torch.long),
+                             rng=np.random.default_rng(0))
+    text, mentioned = sampler.caption(OTHER_STYLE, -1, -1)
+    assert text in OTHER_CAPTIONS and mentioned == (OTHER_STYLE, -1, -1)
+
+
+def test_fine_tuning_round_starts_from_the_given_weights_and_uses_the_fakes(tmp_path):
+    from zsgm.toy.mine_fakes import load_fakes, save_fakes
+    from zsgm.toy.train_clip import train
+
+    fakes = tmp_path / "fakes.safetensors"
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    save_fakes(fakes, images, [{"source": "photo", "target": "sketch", "kept": 5}], clip_path="c.safetensors",
+               seconds=1.0)
+    assert torch.equal(load_fakes(fakes), images)
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    train(out=first, seed=3, steps=1, minutes=5, batch=8, pool=16, eval_n=0, progress=False, threads=1)
+    record = train(out=second, seed=3, steps=1, minutes=5, batch=8, pool=16, eval_n=0, progress=False, threads=1,
+                   init=first, fakes=fakes, fake_frac=0.25, lr=0.0)
+    assert record["init"] == first.name and record["fakes"] == {"file": fakes.name, "count": 5, "per_batch": 2}
+    a, b = read_clip_file(first).model.state_dict(), read_clip_file(second).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the round starts exactly at the given weights
+    with pytest.raises(ValueError, match="not a mined-fakes file"):
+        load_fakes(first)

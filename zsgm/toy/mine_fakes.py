@@ -1,0 +1,132 @@
+"""Mine the images a generator fools the shapes CLIP with, as hard negatives for its next training round.
+
+    python -m zsgm.toy.mine_fakes --clip zsgm/toy/assets/shapes_clip.safetensors --out fakes.pt
+
+Augmentation and universal perturbations (:mod:`zsgm.toy.train_clip`) cover the cheap edits one can
+foresee. A generator adapted with the directional loss finds others: at the NADA preset's learning rate
+the shapes generator turns every photo into a pale, noisy, pinkish-white field whose CLIP direction is
+*better* aligned with "photo -> sketch" than a true sketch's (measured: 0.70 against 0.66). Those images
+are neither a sketch nor any other style, and the ground-truth judges (:mod:`zsgm.toy.judges`, no CLIP)
+say so. This module runs short NADA adaptations of the shipped generator for several targets and learning
+rates, samples each adapted generator, and keeps the samples the judges classify as "other" (no style of
+the world): images of the form a guided generator actually produces, which the CLIP must not take for a
+style. :func:`zsgm.toy.train_clip.train` fine-tunes on them with captions such as "a glitched picture"
+(:data:`zsgm.toy.captions.OTHER_CAPTIONS`).
+
+The file written is a safetensors file with ``images`` (uint8 ``[N, 3, 32, 32]``) and, in its metadata, the
+runs that produced them and how many images each contributed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+# (source, target) pairs and (lr, steps) schedules of the adaptations mined by default: every style and
+# colour the world has, at the preset's learning rate (fast collapse) and below it (slow drift).
+DEFAULT_TASKS = (("photo", "sketch"), ("photo", "night"), ("photo", "pastel"), ("red", "blue"),
+                 ("blue", "green"), ("green", "yellow"), ("yellow", "red"))
+DEFAULT_SCHEDULES = ((0.002, 40), (0.002, 300), (0.0005, 300), (0.0002, 600))
+
+
+def adapted_generator(clip_path: Path, source: str, target: str, *, lr: float, steps: int, seed: int,
+                      work: Path):
+    """Adapt the shipped shapes generator with the NADA preset (given lr / steps) guided by ``clip_path``."""
+    from zsgm.generator import load_generator
+    from zsgm.loop import adapt
+    from zsgm.plugins import get_registry
+    from zsgm.recipe import merge_dicts, recipe_from_dict
+
+    registry = get_registry()
+    data = merge_dicts(registry.presets.get("nada").build(), {
+        "source": source, "target": target,
+        "generator": {"checkpoint": "shapes"},
+        "clip": {"models": [{"name": "shapes", "pretrained": str(clip_path)}]},
+        "optim": {"lr": lr, "steps": steps},
+        "run": {"seed": seed, "progress": False, "sample_every": 0, "checkpoint_every": 0, "n_samples": 4},
+    })
+    recipe = recipe_from_dict(data, registry=registry, source=f"mine {source}->{target}")
+    out = work / f"{source}-{target}-{lr:g}-{steps}"
+    adapt(recipe, out_dir=out, registry=registry)
+    generator, _ = load_generator(out / "generator.safetensors")
+    return generator
+
+
+def mine(clip_path: str | Path, *, tasks=DEFAULT_TASKS, schedules=DEFAULT_SCHEDULES, n_per_run: int = 128,
+         seed: int = 0, progress: bool = True) -> tuple[torch.Tensor, list[dict]]:
+    """Run every (task, schedule), keep the samples judged "other".
+
+    Returns:
+        uint8 images ``[N, 3, S, S]`` and one record per run (task, lr, steps, kept, style counts).
+    """
+    from collections import Counter
+
+    from tqdm.auto import tqdm
+
+    from zsgm.toy.assets import load_shapes_generator
+    from zsgm.toy.evaluate import paired_samples
+    from zsgm.toy.judges import OTHER, classify_style
+
+    source_g, _ = load_shapes_generator()
+    kept, records = [], []
+    jobs = [(t, s) for t in tasks for s in schedules]
+    with tempfile.TemporaryDirectory(prefix="zsgm-mine-") as tmp:
+        for i, ((src, tgt), (lr, steps)) in enumerate(tqdm(jobs, desc="mine fakes", disable=not progress)):
+            g = adapted_generator(Path(clip_path), src, tgt, lr=lr, steps=steps, seed=seed + i, work=Path(tmp))
+            _, fakes = paired_samples(source_g, g, n=n_per_run, seed=seed * 1000 + i)  # [n, 3, S, S]
+            styles = classify_style(fakes)
+            other = torch.tensor([s == OTHER for s in styles])
+            kept.append(((fakes[other].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+            records.append({"source": src, "target": tgt, "lr": lr, "steps": steps, "kept": int(other.sum()),
+                            "styles": dict(Counter(styles))})
+    return torch.cat(kept), records
+
+
+def save_fakes(path: str | Path, images: torch.Tensor, records: list[dict], *, clip_path: str | Path,
+               seconds: float) -> None:
+    """Write ``images`` and the mining record (metadata) atomically."""
+    from safetensors.torch import save_file
+
+    from zsgm.io_utils import atomic_write
+
+    meta = {"format": "zsgm-shapes-fakes", "runs": json.dumps(records), "clip": Path(clip_path).name,
+            "seconds": f"{seconds:.1f}"}
+    atomic_write(path, lambda tmp: save_file({"images": images.contiguous()}, tmp, metadata=meta))
+
+
+def load_fakes(path: str | Path) -> torch.Tensor:
+    """uint8 images ``[N, 3, S, S]`` from a file written by :func:`save_fakes`."""
+    from safetensors.torch import load_file, safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if meta.get("format") != "zsgm-shapes-fakes":
+        raise ValueError(f"{path}: not a mined-fakes file (metadata format {meta.get('format')!r})")
+    return load_file(str(path))["images"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip", required=True, help="the shapes CLIP file guiding the adaptations")
+    parser.add_argument("--out", required=True, help="the .safetensors of mined images to write")
+    parser.add_argument("--n-per-run", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    images, records = mine(args.clip, n_per_run=args.n_per_run, seed=args.seed, progress=not args.no_progress)
+    save_fakes(args.out, images, records, clip_path=args.clip, seconds=time.time() - started)
+    for r in records:
+        print(json.dumps(r))
+    print(f"kept {len(images)} images in {time.time() - started:.0f} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

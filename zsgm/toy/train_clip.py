@@ -1,0 +1,297 @@
+"""Train the shapes world's tiny CLIP: reproducible from a seed, CPU only, about ten minutes.
+
+    python -m zsgm.toy.train_clip --out zsgm/toy/assets/shapes_clip.safetensors --seed 0 --minutes 15
+
+The CLIP *guides* generator adaptation (a directional loss), so it must not be fooled cheaply: a
+generator that only tints the background, casts a colour over the image, shifts brightness or adds a
+fixed high-frequency pattern must not move the image embedding towards "sketch". Training therefore
+(see :mod:`zsgm.toy.clip_data` for the data side):
+
+- renders every style with label-preserving corruptions (background tints and smooth background
+  fields, global colour casts, brightness / contrast, blur, quantisation, Gaussian noise, gratings,
+  small shifts / scales / horizontal flips) applied to *every* style with its caption unchanged, so
+  none of them predicts a style or a colour (the shape's hue is never rotated: it is semantic);
+- adds *universal adversarial perturbations* (a bank of image-sized patterns, each updated by one
+  sign-gradient ascent step on the training loss whenever it is used, within an L-inf budget): the
+  fixed patterns a generator can add cheaply are exactly what random augmentation cannot cover;
+- draws captions from many phrasings (the renderer's captions, style-only, colour-only, kind-only and
+  the 79 ImageNet templates filled with a style or colour word, which is what ``text_direction``
+  averages), with *soft* contrastive targets: image i matches caption j whenever every attribute that
+  caption j mentions agrees with image i (many images in a batch share a caption).
+
+A second round (``--init`` the first round's weights, ``--fakes`` the images
+:mod:`zsgm.toy.mine_fakes` mined with it) fine-tunes with a fraction of every batch replaced by those
+fakes, captioned as "a glitched picture" and the like: hard negatives of the form a guided generator
+actually produces, which no hand-written augmentation foresaw.
+
+The schedule (warm-up, cosine) runs over ``--steps``; ``--minutes`` is only a wall-clock cap (when it
+stops training early the record says ``"completed": false`` and the run is no longer reproducible).
+Given the seed, the step count, the thread count and the torch version, the weights are bit-identical.
+The weights are stored as float16 (they load into the float32 model) to keep the file small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CONFIG: dict = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 32, "layers": 4, "width": 128, "patch_size": 4, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 4},
+}
+MEAN = (0.5, 0.5, 0.5)  # model input = image in [-1, 1]
+STD = (0.5, 0.5, 0.5)
+FILE_FORMAT = "zsgm-clip"
+DEFAULT_OUT = Path(__file__).parent / "assets" / "shapes_clip.safetensors"
+NUM_THREADS = 2
+
+
+def build_model(config: dict = CONFIG) -> torch.nn.Module:
+    """An open_clip ``CLIP`` from ``config`` (embed_dim, vision_cfg, text_cfg, optional quick_gelu)."""
+    from open_clip.model import CLIP
+
+    return CLIP(embed_dim=config["embed_dim"], vision_cfg=config["vision_cfg"], text_cfg=config["text_cfg"],
+                quick_gelu=config.get("quick_gelu", False))
+
+
+def save_weights(model: torch.nn.Module, path: str | Path, *, config: dict = CONFIG, name: str = "shapes",
+                 dtype: torch.dtype = torch.float16) -> None:
+    """Write the zsgm CLIP file (:func:`zsgm.clip_loading.write_clip_file`) with floating tensors stored as
+    ``dtype`` (they load into the float32 model)."""
+    import copy
+
+    from zsgm.clip_loading import write_clip_file
+
+    stored = copy.deepcopy(model).to(dtype)
+    write_clip_file(stored, path, config=config, name=name, mean=MEAN, std=STD)
+
+
+def soft_contrastive_loss(e_img: torch.Tensor, e_txt: torch.Tensor, pos: torch.Tensor,
+                          scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE with several positives per row.
+
+    Args:
+        e_img: [B, D] unit image embeddings. e_txt: [B, D] unit text embeddings.
+        pos: bool [B, B], ``pos[i, j]`` when caption j describes image i (the diagonal is True).
+        scale: the logit scale (a scalar tensor).
+
+    Returns:
+        scalar: mean of the image->text and text->image cross-entropies against the uniform
+        distribution over the positives.
+    """
+    logits = scale * e_img @ e_txt.t()  # [B, B]
+    t = pos.float()
+    i2t = -(t / t.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    t2i = -(t.t() / t.t().sum(1, keepdim=True) * logits.t().log_softmax(1)).sum(1).mean()
+    return 0.5 * (i2t + t2i)
+
+
+class UniversalPerturbations:
+    """A bank of ``k`` image-sized perturbations ``[k, 3, H, W]`` within ``|delta| <= eps`` ([-1, 1] units).
+
+    Each training step adds one randomly chosen perturbation to a random fraction of the batch; after the
+    backward pass every used perturbation takes one sign-gradient *ascent* step on the training loss (so
+    the bank tracks the model's current cheapest fixed patterns) and is clipped back to the budget.
+    """
+
+    def __init__(self, k: int, size: int, *, eps: float, step: float, g: torch.Generator):
+        self.eps, self.step = eps, step
+        self.delta = (torch.rand((k, 3, size, size), generator=g) * 2 - 1) * eps  # [k, 3, H, W]
+        self.grad: torch.Tensor | None = None
+        self.used: torch.Tensor | None = None
+
+    def apply(self, x: torch.Tensor, *, frac: float, g: torch.Generator) -> torch.Tensor:
+        """``x`` [B, 3, H, W] with perturbations added to a ``frac`` of the images (differentiable in the bank)."""
+        b = x.shape[0]
+        which = torch.randint(0, self.delta.shape[0], (b,), generator=g)
+        on = torch.rand((b,), generator=g) < frac
+        self.used = torch.unique(which[on])
+        d = self.delta.clone().requires_grad_(True)
+        self.grad = d
+        return x + d[which] * on[:, None, None, None].float()
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One ascent step on the perturbations used in the last :meth:`apply` (after ``backward``)."""
+        if self.grad is None or self.grad.grad is None or self.used is None or len(self.used) == 0:
+            return
+        g = self.grad.grad[self.used]
+        self.delta[self.used] = (self.delta[self.used] + self.step * g.sign()).clamp(-self.eps, self.eps)
+        self.grad = None
+
+
+def lr_at(step: int, *, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up for ``warmup`` steps, then cosine decay to 0 at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 15.0, batch: int = 256,
+          lr: float = 1e-3, pool: int = 8192, augment: bool = True, uap: bool = True, uap_eps: float = 0.08,
+          eval_n: int = 100, progress: bool = True, threads: int = NUM_THREADS, init: str | Path | None = None,
+          fakes: str | Path | None = None, fake_frac: float = 0.2) -> dict:
+    """Train, save the weights to ``out`` and the record to ``out`` with suffix ``.json``.
+
+    Args:
+        out: the ``.safetensors`` path.
+        seed: seeds the render pool, the model init, augmentation and captions.
+        steps: optimiser steps (the schedule's length).
+        minutes: wall-clock cap for the whole run (pool rendering included).
+        batch: images (and captions) per step.
+        lr: peak AdamW learning rate.
+        pool: number of pre-rendered images (styles, kinds, colours uniform).
+        augment: False trains on clean renders (the baseline the robustness metrics compare against).
+        uap: use the universal adversarial perturbation bank (only with ``augment``).
+        uap_eps: its L-inf budget in [-1, 1] units.
+        eval_n: renders per style for the final evaluation (0: skip).
+        progress: show a tqdm bar.
+        threads: torch CPU threads (part of what makes the weights bit-identical).
+        init: start from the weights of this zsgm CLIP file (a fine-tuning round) instead of a random init.
+        fakes: a file of mined fakes (:func:`zsgm.toy.mine_fakes.save_fakes`); ``fake_frac`` of every batch
+            is drawn from it with the "other" label.
+
+    Returns:
+        the record written next to the weights.
+    """
+    from tqdm.auto import tqdm
+
+    from zsgm.io_utils import atomic_write_text
+    from zsgm.toy.clip_data import OTHER_STYLE, CaptionSampler, augment_batch, render_pool
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    started = time.time()
+    deadline = started + minutes * 60.0
+    rng = np.random.default_rng(seed)
+    images_u8, alpha_u8, labels = render_pool(pool, rng=rng, progress=progress)  # [P,3,H,W], [P,1,H,W], [P,3]
+    render_seconds = time.time() - started
+
+    model = build_model()
+    if init is not None:
+        from zsgm.clip_loading import read_clip_file
+
+        model.load_state_dict(read_clip_file(init).model.float().state_dict())
+    model.train()
+    fake_u8 = None
+    n_fake = 0
+    if fakes is not None:
+        from zsgm.toy.mine_fakes import load_fakes
+
+        fake_u8 = load_fakes(fakes)  # [F, 3, H, W]
+        n_fake = int(round(batch * fake_frac)) if len(fake_u8) else 0
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tokenizer = SimpleTokenizer(context_length=CONFIG["text_cfg"]["context_length"])
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    g = torch.Generator().manual_seed(seed + 1)
+    sampler = CaptionSampler(tokenizer, rng=np.random.default_rng(seed + 2))
+    bank = UniversalPerturbations(16, images_u8.shape[-1], eps=uap_eps, step=uap_eps / 4, g=g) \
+        if (uap and augment) else None
+    warmup = max(1, min(50, steps // 10))
+    losses: list[float] = []
+    step = 0
+    bar = tqdm(total=steps, desc="train shapes CLIP", unit="step", disable=not progress)
+    while step < steps and time.time() < deadline:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps=steps, lr=lr, warmup=warmup)
+        idx = torch.randint(0, len(labels), (batch,), generator=g)
+        x = images_u8[idx].float() / 127.5 - 1.0  # [B, 3, H, W]
+        lab = labels[idx].clone()  # [B, 3] style, colour, kind
+        alpha = alpha_u8[idx].float() / 255.0  # [B, 1, H, W]
+        if n_fake:
+            fidx = torch.randint(0, len(fake_u8), (n_fake,), generator=g)
+            x[-n_fake:] = fake_u8[fidx].float() / 127.5 - 1.0
+            lab[-n_fake:] = torch.tensor([OTHER_STYLE, -1, -1])
+            alpha[-n_fake:] = 0.0  # no known shape: corruptions treat the whole fake as background
+        if augment:
+            x = augment_batch(x, alpha, lab, g=g)
+            if bank is not None:
+                x = bank.apply(x, frac=0.25, g=g)
+        tokens, pos = sampler.sample(lab)  # [B, L], bool [B, B]
+        e_img = F.normalize(model.encode_image(x), dim=-1)
+        e_txt = F.normalize(model.encode_text(tokens), dim=-1)
+        loss = soft_contrastive_loss(e_img, e_txt, pos, model.logit_scale.exp().clamp(max=100.0))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if bank is not None:
+            bank.update()
+        losses.append(float(loss.detach()))
+        step += 1
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", scale=f"{float(model.logit_scale.detach().exp()):.1f}")
+    bar.close()
+    train_seconds = time.time() - started
+    model.eval()
+    out = Path(out)
+    save_weights(model, out)
+    record = {
+        "name": "shapes", "file": out.name, "seed": seed, "steps": step, "steps_planned": steps,
+        "completed": step == steps, "batch": batch, "lr": lr, "pool": pool, "augment": augment,
+        "uap": bank is not None, "uap_eps": uap_eps if bank is not None else None,
+        "init": Path(init).name if init is not None else None,
+        "fakes": {"file": Path(fakes).name, "count": len(fake_u8), "per_batch": n_fake} if fakes is not None else None,
+        "seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
+        "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vision_parameters": sum(p.numel() for p in model.visual.parameters()),
+        "config": CONFIG, "mean": list(MEAN), "std": list(STD), "stored_dtype": "float16",
+        "file_bytes": out.stat().st_size,
+        "loss_first_20": float(np.mean(losses[:20])) if losses else None,
+        "loss_last_50": float(np.mean(losses[-50:])) if losses else None,
+        "loss_curve": [round(float(np.mean(losses[i:i + 50])), 4) for i in range(0, len(losses), 50)],
+    }
+    if eval_n:
+        from zsgm.toy.eval_clip import evaluate, load_shapes_clip
+
+        t0 = time.time()
+        record["metrics"] = evaluate(load_shapes_clip(out), n=eval_n, seed=10_000 + seed)
+        record["eval_seconds"] = round(time.time() - t0, 1)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="the .safetensors to write (record: same name .json)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=700, help="optimiser steps (the schedule's length)")
+    parser.add_argument("--minutes", type=float, default=15.0, help="wall-clock cap, rendering included")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--pool", type=int, default=8192, help="pre-rendered images")
+    parser.add_argument("--no-augment", action="store_true", help="baseline: clean renders, no perturbations")
+    parser.add_argument("--no-uap", action="store_true", help="no universal adversarial perturbations")
+    parser.add_argument("--uap-eps", type=float, default=0.08)
+    parser.add_argument("--eval-n", type=int, default=100, help="renders per style for the final evaluation")
+    parser.add_argument("--threads", type=int, default=NUM_THREADS, help="torch CPU threads")
+    parser.add_argument("--init", help="fine-tune: start from this zsgm CLIP file")
+    parser.add_argument("--fakes", help="mined fakes (python -m zsgm.toy.mine_fakes) used as 'other' images")
+    parser.add_argument("--fake-frac", type=float, default=0.2, help="fraction of every batch drawn from --fakes")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    record = train(out=args.out, seed=args.seed, steps=args.steps, minutes=args.minutes, batch=args.batch,
+                   lr=args.lr, pool=args.pool, augment=not args.no_augment, uap=not args.no_uap,
+                   uap_eps=args.uap_eps, eval_n=args.eval_n, progress=not args.no_progress, threads=args.threads,
+                   init=args.init, fakes=args.fakes, fake_frac=args.fake_frac)
+    record.pop("loss_curve", None)
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
