@@ -160,7 +160,7 @@ def test_recipe_errors_name_the_field():
 def test_air_preset_has_published_defaults():
     data = get_registry().presets.get("air").build()
     assert data["optim"] == {"steps": 301, "batch_size": 2, "lr": 0.002, "mixing": 0.0, "ema_decay": 0.99}
-    assert [m["name"] for m in data["clip"]["models"]] == ["ViT-B-32"]
+    assert [m["name"] for m in data["clip"]["models"]] == ["ViT-B-32-quickgelu"]
     assert data["clip"]["text_aggregate"] == "air"
     uses = {t["use"]: t for t in data["techniques"]}
     assert uses["directional"]["weight"] == uses["air"]["weight"] == 1.0

@@ -6,7 +6,8 @@ from __future__ import annotations
 def air_preset(**_ignored) -> dict:
     """Recipe dict for the published AIR defaults.
 
-    Base: NADA's directional loss with the AIR template rule (``clip.text_aggregate = "air"``), ViT-B/32 only,
+    Base: NADA's directional loss with the AIR template rule (``clip.text_aggregate = "air"``), ViT-B/32 only
+    (``ViT-B-32-quickgelu``: the OpenAI weights were trained with QuickGELU),
     NADA layer selection with k = 18 and the NADA slot map, EMA 0.99; batch 2, lr 0.002, 301 steps.
     AIR: t_int 30, t_thresh 150, w1 = w2 = 1, 4 context tokens from "a photo of a", 200 prompt steps at lr 1e-3,
     1000 fixed latents at psi 0.7. ``batch_prompt`` is 1 instead of the released 5 (identical copies get identical
@@ -16,7 +17,7 @@ def air_preset(**_ignored) -> dict:
         "source": "photo",
         "target": "sketch",
         "clip": {
-            "models": [{"name": "ViT-B-32", "pretrained": "openai", "weight": 1.0}],
+            "models": [{"name": "ViT-B-32-quickgelu", "pretrained": "openai", "weight": 1.0}],
             "preprocess": "nada",
             "text_aggregate": "air",
         },
