@@ -100,16 +100,53 @@ def test_fine_tuning_round_starts_from_the_given_weights_and_uses_the_fakes(tmp_
     from zsgm.toy.train_clip import train
 
     fakes = tmp_path / "fakes.safetensors"
-    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
-    save_fakes(fakes, images, [{"source": "photo", "target": "sketch", "kept": 5}], clip_path="c.safetensors",
-               seconds=1.0)
-    assert torch.equal(load_fakes(fakes), images)
+    mined = {"images": torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8),
+             "sources": torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8),
+             "task": torch.tensor([0, 0, 1, 1, 1])}
+    tasks = [("photo", "sketch"), ("red", "blue")]
+    save_fakes(fakes, mined, [{"source": "photo", "target": "sketch", "kept": 2}], tasks=tasks,
+               clip_path="c.safetensors", seconds=1.0)
+    loaded = load_fakes(fakes)
+    assert all(torch.equal(loaded[k], mined[k]) for k in mined) and loaded["tasks"] == tasks
     first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     train(out=first, seed=3, steps=1, minutes=5, batch=8, pool=16, eval_n=0, progress=False, threads=1)
     record = train(out=second, seed=3, steps=1, minutes=5, batch=8, pool=16, eval_n=0, progress=False, threads=1,
-                   init=first, fakes=fakes, fake_frac=0.25, lr=0.0)
-    assert record["init"] == first.name and record["fakes"] == {"file": fakes.name, "count": 5, "per_batch": 2}
+                   init=first, fakes=fakes, fake_frac=0.25, lr=0.0, directional_weight=1.0,
+                   fake_direction_weight=1.0, pairs=4)
+    assert record["init"] == first.name
+    assert record["fakes"] == {"files": [fakes.name], "count": 5, "per_batch": 2}
+    assert record["direction_loss_last_50"] > 0 and record["fake_direction_loss_last_50"] >= 0
     a, b = read_clip_file(first).model.state_dict(), read_clip_file(second).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the round starts exactly at the given weights
     with pytest.raises(ValueError, match="not a mined-fakes file"):
         load_fakes(first)
+
+
+def test_geometry_captions_name_only_what_the_image_shows():
+    from zsgm.toy.clip_data import CaptionSampler, geometry_labels, positives
+    from zsgm.toy.render import ShapeParams
+
+    left_small = ShapeParams(kind="circle", colour="red", cx=0.3, cy=0.5, radius=0.21)
+    assert geometry_labels(left_small) == (0, -1, 0)  # left, vertically between bins, small
+    labels = torch.tensor([[0, 0, 0, 0, -1, 0], [0, 0, 0, 1, 1, 1]])  # two red photo circles: left/small, right/large
+    mention = torch.tensor([[-1, -1, 0, 0, -1, -1],   # "a circle on the left"
+                            [-1, -1, 0, -1, -1, 1],   # "a circle, large"
+                            [-1, -1, 0, -1, 0, -1]])  # "a circle at the top": neither image is at the top
+    assert positives(labels, mention).tolist() == [[True, False, False], [False, True, False]]
+    sampler = CaptionSampler(lambda texts: torch.zeros(len(texts), 4, dtype=torch.long), rng=np.random.default_rng(0))
+    for _ in range(20):
+        text, mentioned = sampler.geometry("a photo of a red circle", (0, 0, 0), 0, -1, 0, p=1.0)
+        assert mentioned[:3] == (0, 0, 0) and mentioned[4] == -1  # never names a bin the image is not in
+        assert ("left" in text) == (mentioned[3] == 0) and ("small" in text) == (mentioned[5] == 0)
+
+
+def test_first_format_fakes_load_as_images_only(tmp_path):
+    from safetensors.torch import save_file
+
+    from zsgm.toy.mine_fakes import load_fakes
+
+    path = tmp_path / "old.safetensors"
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    save_file({"images": images}, str(path), metadata={"format": "zsgm-shapes-fakes", "runs": "[]"})
+    loaded = load_fakes(path)
+    assert torch.equal(loaded["images"], images) and loaded["sources"] is None and loaded["tasks"] == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,8 +66,52 @@ def render_pool(n: int, *, rng: np.random.Generator, size: int = 32, progress: b
     for i, p in enumerate(tqdm(params, desc="render pool", unit="img", disable=not progress, mininterval=2)):
         images[i] = render(p, size=size)
         alpha[i] = np.round(coverage(p, size=size) * 255)
-    labels = torch.tensor([[STYLES.index(p.style), COLOURS.index(p.colour), KINDS.index(p.kind)] for p in params])
+    labels = torch.tensor([[STYLES.index(p.style), COLOURS.index(p.colour), KINDS.index(p.kind), *geometry_labels(p)]
+                           for p in params])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(alpha)[:, None], labels
+
+
+# Where and how big: words captions may use, and the thresholds (fractions of the image side) that decide
+# them. A shape between two bins gets -1 (no word fits it, so no caption naming a bin describes it).
+HORIZONTAL = ("left", "right")
+VERTICAL = ("top", "bottom")
+SIZES = ("small", "large")
+SIDE_THRESHOLDS = (0.42, 0.58)  # centre below the first: left / top; above the second: right / bottom
+SIZE_THRESHOLDS = (0.24, 0.28)  # radius below the first: small; above the second: large
+
+
+def _bin(value: float, thresholds: tuple[float, float]) -> int:
+    return 0 if value < thresholds[0] else 1 if value > thresholds[1] else -1
+
+
+def geometry_labels(params: ShapeParams) -> tuple[int, int, int]:
+    """``(horizontal, vertical, size)`` indices into ``HORIZONTAL``, ``VERTICAL``, ``SIZES`` (-1: between)."""
+    return (_bin(params.cx, SIDE_THRESHOLDS), _bin(params.cy, SIDE_THRESHOLDS),
+            _bin(params.radius, SIZE_THRESHOLDS))
+
+
+def render_paired_pool(n: int, *, rng: np.random.Generator, size: int = 32, progress: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random shapes, each rendered in every style and once more as a photo in another colour: the
+    true edits whose CLIP directions the directional term of :func:`zsgm.toy.train_clip.train` aligns with
+    the text directions.
+
+    Returns:
+        images uint8 [n, len(STYLES) + 1, 3, size, size] (the styles in ``STYLES`` order, then the
+        recoloured photo) and labels long [n, 3]: colour, the other colour, kind (indices).
+    """
+    from tqdm.auto import tqdm
+
+    params = sample_params(n, rng=rng, styles=("photo",))
+    images = np.empty((n, len(STYLES) + 1, size, size, 3), np.uint8)
+    labels = []
+    for i, p in enumerate(tqdm(params, desc="render pairs", unit="shape", disable=not progress, mininterval=2)):
+        for j, style in enumerate(STYLES):
+            images[i, j] = render(p.with_style(style), size=size)
+        other = COLOURS[(COLOURS.index(p.colour) + 1 + int(rng.integers(len(COLOURS) - 1))) % len(COLOURS)]
+        images[i, len(STYLES)] = render(attrs.evolve(p, colour=other), size=size)
+        labels.append([COLOURS.index(p.colour), COLOURS.index(other), KINDS.index(p.kind)])
+    return torch.from_numpy(images).permute(0, 1, 4, 2, 3).contiguous(), torch.tensor(labels)
 
 
 def _u(g: torch.Generator, *shape: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
@@ -227,6 +272,23 @@ class CaptionSampler:
                        (f"a {k}, {s}", (style, -1, kind)), (f"an outline of a {k}", (style, -1, kind))]
         return options[int(self.rng.integers(len(options)))]
 
+    def geometry(self, text: str, mention: tuple, h: int, v: int, size: int, *, p: float = 0.4
+                 ) -> tuple[str, tuple]:
+        """With probability ``p``, add where / how big the shape is to ``text`` (only facts the labels know):
+        "..., small", "... on the left", "... at the top right". Returns the caption and its 6-way mention."""
+        if self.rng.random() >= p:
+            return text, (*mention, -1, -1, -1)
+        use_h = h >= 0 and self.rng.random() < 0.6
+        use_v = v >= 0 and self.rng.random() < 0.6
+        use_s = size >= 0 and self.rng.random() < 0.6
+        where = " ".join(w for w, on in ((VERTICAL[v] if v >= 0 else "", use_v),
+                                         (HORIZONTAL[h] if h >= 0 else "", use_h)) if on)
+        if where:
+            text += (" on the " if use_h and not use_v else " at the ") + where
+        if use_s:
+            text += f", {SIZES[size]}"
+        return text, (*mention, h if use_h else -1, v if use_v else -1, size if use_s else -1)
+
     def tokens(self, texts: list[str]) -> torch.Tensor:
         """``[T, L]`` token ids (cached per string)."""
         todo = [t for t in dict.fromkeys(texts) if t not in self._tokens]
@@ -241,8 +303,12 @@ class CaptionSampler:
         Returns:
             tokens [B, L] and bool positives [B, B] (``[i, j]``: caption j describes image i).
         """
-        caps = [self.caption(*row) for row in labels.tolist()]
-        mention = torch.tensor([m for _, m in caps])  # [B, 3]
+        rows = labels.tolist()
+        caps = [self.caption(*row[:3]) for row in rows]
+        if labels.shape[1] == 6:  # geometry labels: some captions also say where and how big
+            caps = [self.geometry(t, m, *row[3:]) if row[0] != OTHER_STYLE else (t, (*m, -1, -1, -1))
+                    for (t, m), row in zip(caps, rows)]
+        mention = torch.tensor([m for _, m in caps])  # [B, 3] or [B, 6]
         return self.tokens([t for t, _ in caps]), positives(labels, mention)
 
 
@@ -252,13 +318,17 @@ def positives(labels: torch.Tensor, mention: torch.Tensor) -> torch.Tensor:
     A mined fake (style ``OTHER_STYLE``, colour and kind -1) matches only the captions of fakes.
 
     Args:
-        labels: [B_img, 3] (style, colour, kind) of the images.
-        mention: [B_cap, 3] the attributes each caption mentions, -1 where it does not.
+        labels: [B_img, 3] (style, colour, kind) of the images, or [B_img, 6] with the geometry labels
+            (horizontal, vertical, size; -1 = between bins).
+        mention: [B_cap, 3 or 6] the attributes each caption mentions, -1 where it does not.
     """
+    extra = torch.ones(len(labels), len(mention), dtype=torch.bool)
+    for i in range(3, mention.shape[1]):  # geometry: the image's bin must be the one named
+        extra &= (mention[:, i][None, :] < 0) | (mention[:, i][None, :] == labels[:, i][:, None])
     ls, lc, lk = (labels[:, i][:, None] for i in range(3))  # [B, 1]
     ms, mc, mk = (mention[:, i][None, :] for i in range(3))  # [1, B]
     ok_style = (ms < 0) | (ms == ls)
     ok_kind = (mk < 0) | (mk == lk)
     visible = ls != SKETCH
     ok_colour = (mc < 0) | (visible & (mc == lc)) | (~visible & (ms == SKETCH))
-    return ok_style & ok_kind & ok_colour
+    return ok_style & ok_kind & ok_colour & extra

@@ -13,8 +13,11 @@ the world): images of the form a guided generator actually produces, which the C
 style. :func:`zsgm.toy.train_clip.train` fine-tunes on them with captions such as "a glitched picture"
 (:data:`zsgm.toy.captions.OTHER_CAPTIONS`).
 
-The file written is a safetensors file with ``images`` (uint8 ``[N, 3, 32, 32]``) and, in its metadata, the
-runs that produced them and how many images each contributed.
+The file written is a safetensors file with ``images`` (uint8 ``[N, 3, 32, 32]``), the source generator's
+image for the same latent and noise (``sources``, same shape), the index of the run's task (``task``, int64
+``[N]``) and, in its metadata, the tasks (``[source, target]`` texts) and the runs with their counts. The
+pairs let the next round also penalise the fake's *direction* (``E(fake) - E(source)``) along the text
+direction of its task, which is what the adaptation loss rewarded.
 """
 
 from __future__ import annotations
@@ -57,12 +60,17 @@ def adapted_generator(clip_path: Path, source: str, target: str, *, lr: float, s
     return generator
 
 
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def mine(clip_path: str | Path, *, tasks=DEFAULT_TASKS, schedules=DEFAULT_SCHEDULES, n_per_run: int = 128,
-         seed: int = 0, progress: bool = True) -> tuple[torch.Tensor, list[dict]]:
+         seed: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
     """Run every (task, schedule), keep the samples judged "other".
 
     Returns:
-        uint8 images ``[N, 3, S, S]`` and one record per run (task, lr, steps, kept, style counts).
+        ``{"images", "sources": uint8 [N, 3, S, S], "task": int64 [N]}`` and one record per run (task, lr,
+        steps, kept, style counts).
     """
     from collections import Counter
 
@@ -73,47 +81,62 @@ def mine(clip_path: str | Path, *, tasks=DEFAULT_TASKS, schedules=DEFAULT_SCHEDU
     from zsgm.toy.judges import OTHER, classify_style
 
     source_g, _ = load_shapes_generator()
-    kept, records = [], []
+    kept, sources, task_ids, records = [], [], [], []
     jobs = [(t, s) for t in tasks for s in schedules]
     with tempfile.TemporaryDirectory(prefix="zsgm-mine-") as tmp:
         for i, ((src, tgt), (lr, steps)) in enumerate(tqdm(jobs, desc="mine fakes", disable=not progress)):
             g = adapted_generator(Path(clip_path), src, tgt, lr=lr, steps=steps, seed=seed + i, work=Path(tmp))
-            _, fakes = paired_samples(source_g, g, n=n_per_run, seed=seed * 1000 + i)  # [n, 3, S, S]
+            src_images, fakes = paired_samples(source_g, g, n=n_per_run, seed=seed * 1000 + i)  # [n, 3, S, S]
             styles = classify_style(fakes)
             other = torch.tensor([s == OTHER for s in styles])
-            kept.append(((fakes[other].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+            kept.append(_to_u8(fakes[other]))
+            sources.append(_to_u8(src_images[other]))
+            task_ids.append(torch.full((int(other.sum()),), list(tasks).index((src, tgt)), dtype=torch.int64))
             records.append({"source": src, "target": tgt, "lr": lr, "steps": steps, "kept": int(other.sum()),
                             "styles": dict(Counter(styles))})
-    return torch.cat(kept), records
+    mined = {"images": torch.cat(kept), "sources": torch.cat(sources), "task": torch.cat(task_ids)}
+    return mined, records
 
 
-def save_fakes(path: str | Path, images: torch.Tensor, records: list[dict], *, clip_path: str | Path,
+def save_fakes(path: str | Path, mined: dict, records: list[dict], *, tasks, clip_path: str | Path,
                seconds: float) -> None:
-    """Write ``images`` and the mining record (metadata) atomically."""
+    """Write the mined tensors (``images``, ``sources``, ``task``) and the record (metadata) atomically."""
     from safetensors.torch import save_file
 
     from zsgm.io_utils import atomic_write
 
-    meta = {"format": "zsgm-shapes-fakes", "runs": json.dumps(records), "clip": Path(clip_path).name,
-            "seconds": f"{seconds:.1f}"}
-    atomic_write(path, lambda tmp: save_file({"images": images.contiguous()}, tmp, metadata=meta))
+    n = len(mined["images"])
+    if len(mined["sources"]) != n or len(mined["task"]) != n:
+        raise ValueError("save_fakes: images, sources and task must have the same length")
+    meta = {"format": "zsgm-shapes-fakes", "tasks": json.dumps([list(t) for t in tasks]),
+            "runs": json.dumps(records), "clip": Path(clip_path).name, "seconds": f"{seconds:.1f}"}
+    tensors = {k: mined[k].contiguous() for k in ("images", "sources", "task")}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def load_fakes(path: str | Path) -> torch.Tensor:
-    """uint8 images ``[N, 3, S, S]`` from a file written by :func:`save_fakes`."""
+def load_fakes(path: str | Path) -> dict:
+    """``{"images", "sources", "task", "tasks": [(source, target), ...]}`` from :func:`save_fakes`'s file.
+
+    The first version of the format stored ``images`` only (it made the second round of the shipped CLIP);
+    such a file loads with ``sources`` and ``task`` None and ``tasks`` empty (usable as "other" images, not
+    for the direction hinge)."""
     from safetensors.torch import load_file, safe_open
 
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
     if meta.get("format") != "zsgm-shapes-fakes":
         raise ValueError(f"{path}: not a mined-fakes file (metadata format {meta.get('format')!r})")
-    return load_file(str(path))["images"]
+    data = load_file(str(path))
+    if "tasks" not in meta:
+        return {"images": data["images"], "sources": None, "task": None, "tasks": []}
+    return {**data, "tasks": [tuple(t) for t in json.loads(meta["tasks"])]}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", required=True, help="the shapes CLIP file guiding the adaptations")
     parser.add_argument("--out", required=True, help="the .safetensors of mined images to write")
+    parser.add_argument("--tasks", nargs="+", help="SOURCE:TARGET pairs (default: every style and colour)")
     parser.add_argument("--n-per-run", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -121,11 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
-    images, records = mine(args.clip, n_per_run=args.n_per_run, seed=args.seed, progress=not args.no_progress)
-    save_fakes(args.out, images, records, clip_path=args.clip, seconds=time.time() - started)
+    tasks = tuple(tuple(t.split(":", 1)) for t in args.tasks) if args.tasks else DEFAULT_TASKS
+    mined, records = mine(args.clip, tasks=tasks, n_per_run=args.n_per_run, seed=args.seed,
+                          progress=not args.no_progress)
+    save_fakes(args.out, mined, records, tasks=tasks, clip_path=args.clip, seconds=time.time() - started)
     for r in records:
         print(json.dumps(r))
-    print(f"kept {len(images)} images in {time.time() - started:.0f} s -> {args.out}")
+    print(f"kept {len(mined['images'])} images in {time.time() - started:.0f} s -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,14 @@ fixed high-frequency pattern must not move the image embedding towards "sketch".
 A second round (``--init`` the first round's weights, ``--fakes`` the images
 :mod:`zsgm.toy.mine_fakes` mined with it) fine-tunes with a fraction of every batch replaced by those
 fakes, captioned as "a glitched picture" and the like: hard negatives of the form a guided generator
-actually produces, which no hand-written augmentation foresaw.
+actually produces, which no hand-written augmentation foresaw. Two more terms train the quantity the
+adaptation loss reads, the *direction* between two images:
+
+- ``--directional-weight``: for pairs of renders of the same shape in two styles (or as a photo in two
+  colours), ``1 - cos(E_I(x_t) - E_I(x_s), dT(s -> t))`` with ``dT`` the template-ensembled text direction
+  (8 random ImageNet templates per step), so that a true edit is the best-aligned edit there is;
+- ``--fake-direction-weight``: for each mined fake and its source image, ``relu(cos(E_I(fake) - E_I(src),
+  dT(task)) - margin)``: what fooled the previous round must no longer point along its task's direction.
 
 The schedule (warm-up, cosine) runs over ``--steps``; ``--minutes`` is only a wall-clock cap (when it
 stops training early the record says ``"completed": false`` and the run is no longer reproducible).
@@ -42,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from zsgm.toy.render import COLOURS, STYLES
 
 CONFIG: dict = {
     "embed_dim": 128,
@@ -129,6 +138,77 @@ class UniversalPerturbations:
         self.grad = None
 
 
+class DirectionBank:
+    """Text directions between the world's names (styles, then colours) for one training step: unit
+    features of ``n_templates`` random ImageNet templates per name, ``dT(a -> b) = normalize(mean_k(e_b,k -
+    e_a,k))`` as :func:`zsgm.clip.text_direction` computes it (differentiable in the text tower)."""
+
+    def __init__(self, model, tokenizer, names: list[str], *, g: torch.Generator, n_templates: int = 8):
+        from zsgm.clip_templates import IMAGENET_TEMPLATES
+
+        pick = torch.randperm(len(IMAGENET_TEMPLATES), generator=g)[:n_templates].tolist()
+        texts = [IMAGENET_TEMPLATES[k].format(n) for n in names for k in pick]
+        feats = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)  # [names * K, D]
+        self.feats = feats.reshape(len(names), n_templates, -1)  # [names, K, D]
+        self.index = {n: i for i, n in enumerate(names)}
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Unit directions [M, D] from name indices ``a`` [M] to ``b`` [M]."""
+        return F.normalize((self.feats[b] - self.feats[a]).mean(1), dim=-1)
+
+
+def _image_direction(model, x_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+    """Unit ``E_I(x_t) - E_I(x_s)`` [M, D] for image batches in [-1, 1]."""
+    e = F.normalize(model.encode_image(torch.cat([x_s, x_t])), dim=-1)
+    return F.normalize(e[len(x_s):] - e[:len(x_s)], dim=-1)
+
+
+def true_edit_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Tensor, directions: DirectionBank,
+                             *, pairs: int, g: torch.Generator, content_margin: float = 0.0) -> torch.Tensor:
+    """``mean(1 - cos(image direction, text direction))`` over ``pairs`` style pairs and ``pairs // 2``
+    colour pairs drawn from the paired pool ``[n, S + 1, 3, H, W]`` (labels: colour, other colour, kind).
+
+    With ``content_margin > 0`` it adds, per style pair, ``relu(margin - (cos_true - cos_other))`` where
+    ``cos_other`` is the cosine of the edit from the same source to *another* shape in the target style:
+    the true edit must beat an edit that changes the content (what a collapsing generator produces).
+    """
+    n_styles = len(STYLES)
+    b = torch.randint(0, len(pair_u8), (pairs,), generator=g)
+    s = torch.randint(0, n_styles, (pairs,), generator=g)
+    t = (s + torch.randint(1, n_styles, (pairs,), generator=g)) % n_styles  # t != s
+    x_s, x_t = pair_u8[b, s], pair_u8[b, t]
+    a_idx, b_idx = s, t
+    nc = max(1, pairs // 2)
+    bc = torch.randint(0, len(pair_u8), (nc,), generator=g)
+    x_s = torch.cat([x_s, pair_u8[bc, 0]])  # photo in its own colour
+    x_t = torch.cat([x_t, pair_u8[bc, n_styles]])  # the same photo recoloured
+    a_idx = torch.cat([a_idx, n_styles + pair_labels[bc, 0]])
+    b_idx = torch.cat([b_idx, n_styles + pair_labels[bc, 1]])
+    d_txt = directions(a_idx, b_idx)  # [M, D]
+    if content_margin <= 0:
+        d_img = _image_direction(model, x_s.float() / 127.5 - 1.0, x_t.float() / 127.5 - 1.0)
+        return (1.0 - (d_img * d_txt).sum(-1)).mean()
+    other = (b + torch.randint(1, len(pair_u8), (pairs,), generator=g)) % len(pair_u8)  # another shape
+    x_o = pair_u8[other, t]
+    e = F.normalize(model.encode_image(torch.cat([x_s, x_t, x_o]).float() / 127.5 - 1.0), dim=-1)
+    m = len(x_s)
+    e_s, e_t, e_o = e[:m], e[m:2 * m], e[2 * m:]
+    cos_true = (F.normalize(e_t - e_s, dim=-1) * d_txt).sum(-1)  # [M]
+    cos_other = (F.normalize(e_o - e_s[:pairs], dim=-1) * d_txt[:pairs]).sum(-1)  # [pairs]
+    ranking = F.relu(content_margin - (cos_true[:pairs] - cos_other)).mean()
+    return (1.0 - cos_true).mean() + ranking
+
+
+def fake_direction_loss(model, fake_u8, fake_src_u8, fake_task, tasks, directions: DirectionBank, *, n: int,
+                        margin: float, g: torch.Generator) -> torch.Tensor:
+    """``mean(relu(cos(E_I(fake) - E_I(source), dT(task)) - margin))`` over ``n`` mined fakes."""
+    idx = torch.randint(0, len(fake_u8), (n,), generator=g)
+    a = torch.tensor([directions.index[tasks[int(k)][0]] for k in fake_task[idx]])
+    b = torch.tensor([directions.index[tasks[int(k)][1]] for k in fake_task[idx]])
+    d_img = _image_direction(model, fake_src_u8[idx].float() / 127.5 - 1.0, fake_u8[idx].float() / 127.5 - 1.0)
+    return F.relu((d_img * directions(a, b)).sum(-1) - margin).mean()
+
+
 def lr_at(step: int, *, steps: int, lr: float, warmup: int) -> float:
     """Linear warm-up for ``warmup`` steps, then cosine decay to 0 at ``steps``."""
     if step < warmup:
@@ -140,7 +220,9 @@ def lr_at(step: int, *, steps: int, lr: float, warmup: int) -> float:
 def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 15.0, batch: int = 256,
           lr: float = 1e-3, pool: int = 8192, augment: bool = True, uap: bool = True, uap_eps: float = 0.08,
           eval_n: int = 100, progress: bool = True, threads: int = NUM_THREADS, init: str | Path | None = None,
-          fakes: str | Path | None = None, fake_frac: float = 0.2) -> dict:
+          fakes: list | str | Path | None = None, fake_frac: float = 0.2, directional_weight: float = 0.0,
+          fake_direction_weight: float = 0.0, pairs: int = 64, fake_margin: float = 0.1,
+          geometry_captions: bool = False, content_margin: float = 0.0) -> dict:
     """Train, save the weights to ``out`` and the record to ``out`` with suffix ``.json``.
 
     Args:
@@ -158,8 +240,16 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         progress: show a tqdm bar.
         threads: torch CPU threads (part of what makes the weights bit-identical).
         init: start from the weights of this zsgm CLIP file (a fine-tuning round) instead of a random init.
-        fakes: a file of mined fakes (:func:`zsgm.toy.mine_fakes.save_fakes`); ``fake_frac`` of every batch
-            is drawn from it with the "other" label.
+        fakes: file(s) of mined fakes (:func:`zsgm.toy.mine_fakes.save_fakes`); ``fake_frac`` of every batch
+            is drawn from them with the "other" label.
+        directional_weight: weight of the true-edit direction term (0: off).
+        fake_direction_weight: weight of the fake-direction hinge (needs ``fakes``; 0: off).
+        pairs: render pairs per step for the direction term (half as many colour pairs and fakes).
+        fake_margin: the hinge's margin on the fakes' cosine.
+        content_margin: with the direction term, a true edit's cosine must beat by this margin the cosine
+            of an edit from the same source to another shape in the target style (0: off).
+        geometry_captions: some captions also say where the shape is and how big ("on the left", "small"),
+            so that the embedding keeps geometry and a generator cannot move or resize shapes for free.
 
     Returns:
         the record written next to the weights.
@@ -174,7 +264,9 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
     started = time.time()
     deadline = started + minutes * 60.0
     rng = np.random.default_rng(seed)
-    images_u8, alpha_u8, labels = render_pool(pool, rng=rng, progress=progress)  # [P,3,H,W], [P,1,H,W], [P,3]
+    images_u8, alpha_u8, labels = render_pool(pool, rng=rng, progress=progress)  # [P,3,H,W], [P,1,H,W], [P,6]
+    if not geometry_captions:
+        labels = labels[:, :3]  # style, colour, kind only
     render_seconds = time.time() - started
 
     model = build_model()
@@ -185,11 +277,25 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
     model.train()
     fake_u8 = None
     n_fake = 0
-    if fakes is not None:
+    fake_files = [] if fakes is None else ([fakes] if isinstance(fakes, (str, Path)) else list(fakes))
+    if fake_files:
         from zsgm.toy.mine_fakes import load_fakes
 
-        fake_u8 = load_fakes(fakes)  # [F, 3, H, W]
+        mined = [load_fakes(f) for f in fake_files]
+        fake_u8 = torch.cat([m["images"] for m in mined])  # [F, 3, H, W]: all are "other" images
+        paired = [m for m in mined if m["sources"] is not None]  # those usable by the direction hinge
+        fake_src_u8 = torch.cat([m["sources"] for m in paired]) if paired else None  # [Fp, 3, H, W]
+        fake_pair_u8 = torch.cat([m["images"] for m in paired]) if paired else None  # [Fp, 3, H, W]
+        fake_tasks = [t for m in paired for t in m["tasks"]]  # (source, target) texts
+        offsets = np.cumsum([0] + [len(m["tasks"]) for m in paired[:-1]])
+        fake_task = torch.cat([m["task"] + int(o) for m, o in zip(paired, offsets)]) if paired else None  # [Fp]
         n_fake = int(round(batch * fake_frac)) if len(fake_u8) else 0
+    pair_u8 = pair_labels = None
+    if directional_weight > 0 or fake_direction_weight > 0:
+        from zsgm.toy.clip_data import render_paired_pool
+
+        pair_u8, pair_labels = render_paired_pool(max(64, pool // 8), rng=rng, progress=progress)
+    names = list(STYLES) + list(COLOURS)  # what text directions are built between
     from open_clip.tokenizer import SimpleTokenizer
 
     tokenizer = SimpleTokenizer(context_length=CONFIG["text_cfg"]["context_length"])
@@ -203,6 +309,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         if (uap and augment) else None
     warmup = max(1, min(50, steps // 10))
     losses: list[float] = []
+    dir_losses: list[float] = []
+    fake_losses: list[float] = []
     step = 0
     bar = tqdm(total=steps, desc="train shapes CLIP", unit="step", disable=not progress)
     while step < steps and time.time() < deadline:
@@ -210,12 +318,12 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
             group["lr"] = lr_at(step, steps=steps, lr=lr, warmup=warmup)
         idx = torch.randint(0, len(labels), (batch,), generator=g)
         x = images_u8[idx].float() / 127.5 - 1.0  # [B, 3, H, W]
-        lab = labels[idx].clone()  # [B, 3] style, colour, kind
+        lab = labels[idx].clone()  # [B, 3 or 6] style, colour, kind (, horizontal, vertical, size)
         alpha = alpha_u8[idx].float() / 255.0  # [B, 1, H, W]
         if n_fake:
             fidx = torch.randint(0, len(fake_u8), (n_fake,), generator=g)
             x[-n_fake:] = fake_u8[fidx].float() / 127.5 - 1.0
-            lab[-n_fake:] = torch.tensor([OTHER_STYLE, -1, -1])
+            lab[-n_fake:] = torch.tensor([OTHER_STYLE] + [-1] * (lab.shape[1] - 1))
             alpha[-n_fake:] = 0.0  # no known shape: corruptions treat the whole fake as background
         if augment:
             x = augment_batch(x, alpha, lab, g=g)
@@ -225,6 +333,18 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         e_img = F.normalize(model.encode_image(x), dim=-1)
         e_txt = F.normalize(model.encode_text(tokens), dim=-1)
         loss = soft_contrastive_loss(e_img, e_txt, pos, model.logit_scale.exp().clamp(max=100.0))
+        if pair_u8 is not None:
+            directions = DirectionBank(model, tokenizer, names, g=g)
+            if directional_weight > 0:
+                term = true_edit_direction_loss(model, pair_u8, pair_labels, directions, pairs=pairs, g=g,
+                                                content_margin=content_margin)
+                loss = loss + directional_weight * term
+                dir_losses.append(float(term.detach()))
+            if fake_direction_weight > 0 and fake_src_u8 is not None:
+                term = fake_direction_loss(model, fake_pair_u8, fake_src_u8, fake_task, fake_tasks, directions,
+                                           n=max(1, pairs // 2), margin=fake_margin, g=g)
+                loss = loss + fake_direction_weight * term
+                fake_losses.append(float(term.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -245,7 +365,12 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         "completed": step == steps, "batch": batch, "lr": lr, "pool": pool, "augment": augment,
         "uap": bank is not None, "uap_eps": uap_eps if bank is not None else None,
         "init": Path(init).name if init is not None else None,
-        "fakes": {"file": Path(fakes).name, "count": len(fake_u8), "per_batch": n_fake} if fakes is not None else None,
+        "fakes": {"files": [Path(f).name for f in fake_files], "count": len(fake_u8), "per_batch": n_fake}
+        if fake_files else None,
+        "geometry_captions": geometry_captions, "directional_weight": directional_weight,
+        "content_margin": content_margin, "fake_direction_weight": fake_direction_weight,
+        "direction_loss_last_50": float(np.mean(dir_losses[-50:])) if dir_losses else None,
+        "fake_direction_loss_last_50": float(np.mean(fake_losses[-50:])) if fake_losses else None,
         "seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
         "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -281,14 +406,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-n", type=int, default=100, help="renders per style for the final evaluation")
     parser.add_argument("--threads", type=int, default=NUM_THREADS, help="torch CPU threads")
     parser.add_argument("--init", help="fine-tune: start from this zsgm CLIP file")
-    parser.add_argument("--fakes", help="mined fakes (python -m zsgm.toy.mine_fakes) used as 'other' images")
+    parser.add_argument("--fakes", nargs="+", help="mined fakes (python -m zsgm.toy.mine_fakes) used as 'other' images")
+    parser.add_argument("--geometry-captions", action="store_true", help="captions may name position and size")
+    parser.add_argument("--directional-weight", type=float, default=0.0, help="true-edit direction term")
+    parser.add_argument("--content-margin", type=float, default=0.0,
+                        help="true edit must beat an edit to another shape by this cosine margin")
+    parser.add_argument("--fake-direction-weight", type=float, default=0.0, help="fake-direction hinge")
     parser.add_argument("--fake-frac", type=float, default=0.2, help="fraction of every batch drawn from --fakes")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     record = train(out=args.out, seed=args.seed, steps=args.steps, minutes=args.minutes, batch=args.batch,
                    lr=args.lr, pool=args.pool, augment=not args.no_augment, uap=not args.no_uap,
                    uap_eps=args.uap_eps, eval_n=args.eval_n, progress=not args.no_progress, threads=args.threads,
-                   init=args.init, fakes=args.fakes, fake_frac=args.fake_frac)
+                   init=args.init, fakes=args.fakes, fake_frac=args.fake_frac,
+                   geometry_captions=args.geometry_captions, directional_weight=args.directional_weight, fake_direction_weight=args.fake_direction_weight,
+                   content_margin=args.content_margin)
     record.pop("loss_curve", None)
     print(json.dumps(record, indent=2))
 
