@@ -43,7 +43,7 @@ def task_texts(task: str) -> tuple[str, str]:
 
 
 def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: int, registry,
-            n_eval: int, overrides: dict | None = None) -> dict:
+            n_eval: int, overrides: dict | None = None, lr: float | None = None) -> dict:
     """Adapt and judge one (method, task); returns the evaluation record with ``seconds``."""
     source, target = task_texts(task)
     data = method_recipe(method, registry)
@@ -55,15 +55,18 @@ def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: 
     })
     if steps is not None:
         data = merge_dicts(data, {"optim": {"steps": steps}})
+    if lr is not None:
+        data = merge_dicts(data, {"optim": {"lr": lr}})
     if overrides:
         data = merge_dicts(data, overrides)
     recipe = recipe_from_dict(data, registry=registry, source=f"{method} on {task}")
-    out = out_root / f"{method}--{source}-to-{target}"
+    label = method if lr is None else f"{method} (lr {lr:g})"
+    out = out_root / (f"{method}--{source}-to-{target}" + ("" if lr is None else f"--lr{lr:g}"))
     started = time.time()
     adapt(recipe, out_dir=out, registry=registry, resume=(out / "checkpoints" / "last.pt").exists())
     seconds = time.time() - started
     record = evaluate_run(out, n=n_eval, registry=registry)
-    record.update({"method": method, "seconds": seconds})
+    record.update({"method": label, "seconds": seconds})
     atomic_write_text(out / "eval.json", json.dumps(record, indent=2) + "\n")
     return record
 
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=["nada"])
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--steps", type=int, help="override every preset's step count")
+    parser.add_argument("--lr", type=float, help="override every preset's learning rate (the row says so)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-eval", type=int, default=256)
     parser.add_argument("--out", default="runs/shapes-benchmark")
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods:
         for task in args.tasks:
             record = run_one(method, task, out_root=Path(args.out), steps=args.steps, seed=args.seed,
-                             registry=registry, n_eval=args.n_eval)
+                             registry=registry, n_eval=args.n_eval, lr=args.lr)
             records.append(record)
             print(table([record]).splitlines()[-1], flush=True)
     text = table(records)
