@@ -1,0 +1,51 @@
+"""Adaptation on the shipped shapes world, judged by the ground-truth judges: the README's main job, the
+`zsgm eval` table and the benchmark's row labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from zsgm.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "recipes" / "shapes-pastel.toml"
+
+
+def test_adapt_then_eval_on_shapes_writes_the_judges_table(tmp_path, capsys):
+    out = tmp_path / "sketch"
+    assert main(["adapt", "--preset", "nada", "--generator", "shapes", "--clip", "shapes", "--source", "photo",
+                 "--target", "sketch", "--steps", "4", "--sample-every", "0", "--out", str(out),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "-n", "16", "--out", str(tmp_path / "table.md")]) == 0
+    printed = capsys.readouterr().out
+    assert "| sketch | style:sketch | directional+layer-freeze |" in printed
+    record = json.loads((out / "eval.json").read_text())
+    assert record["steps"] == 4 and record["n"] == 16
+    for key in ("target_rate", "content_iou", "background_artefact", "diversity_ratio"):
+        assert 0.0 <= record[key] <= 2.0, key
+    assert (tmp_path / "table.md").read_text() in printed
+
+
+def test_readme_pastel_recipe_reaches_pastel_and_keeps_the_shapes(tmp_path):
+    """The README's main job, in full (301 steps, ~20 s): measured 1.00 target rate, IoU 0.79."""
+    from zsgm.toy.evaluate import evaluate_run
+
+    out = tmp_path / "pastel"
+    assert main(["adapt", str(EXAMPLE), "--sample-every", "0", "--checkpoint-every", "0", "--out", str(out),
+                 "--no-progress"]) == 0
+    record = evaluate_run(out, n=64)
+    assert record["task"] == "style:pastel"
+    assert record["target_rate"] >= 0.9 and record["content_iou"] >= 0.7, record
+    assert record["background_artefact"] <= 0.1 and record["diversity_ratio"] >= 0.8, record
+
+
+def test_benchmark_rows_name_an_overridden_learning_rate(tmp_path):
+    from zsgm.plugins import get_registry
+    from zsgm.toy.benchmark import run_one, table
+
+    record = run_one("nada", "red:blue", out_root=tmp_path, steps=2, seed=0, registry=get_registry(), n_eval=8,
+                     lr=0.001)
+    assert record["method"] == "nada (lr 0.001)" and record["task"] == "colour:blue"
+    assert (tmp_path / "nada--red-to-blue--lr0.001" / "eval.json").exists()
+    assert table([record]).splitlines()[-1].startswith("| nada (lr 0.001) | colour:blue | 2 |")
