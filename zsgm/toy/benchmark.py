@@ -24,14 +24,22 @@ from zsgm.toy.evaluate import COLUMNS, evaluate_run
 DEFAULT_TASKS = ("photo:sketch", "red:blue")
 
 
-def method_recipe(method: str, registry) -> dict:
-    """Recipe dict of a method: ``preset`` or ``preset+technique`` (technique replaces layer-freeze)."""
+def method_recipe(method: str, registry, *, technique_options: dict | None = None) -> dict:
+    """Recipe dict of a method: ``preset`` or ``preset+technique`` (technique replaces layer-freeze).
+
+    Args:
+        technique_options: ``{technique name: {option: value}}`` merged into those techniques' entries
+            (e.g. fewer stage-1 iterations for a quick run).
+    """
     preset, _, extra = method.partition("+")
     data = registry.presets.get(preset).build()
     if extra:
         techniques = [t for t in data.get("techniques", []) if t.get("use") != "layer-freeze"]
         techniques.append({"use": extra})
         data = {**data, "techniques": techniques}
+    if technique_options:
+        data = {**data, "techniques": [merge_dicts(t, technique_options.get(t["use"], {}))
+                                       for t in data.get("techniques", [])]}
     return data
 
 
@@ -43,10 +51,11 @@ def task_texts(task: str) -> tuple[str, str]:
 
 
 def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: int, registry,
-            n_eval: int, overrides: dict | None = None, lr: float | None = None) -> dict:
+            n_eval: int, overrides: dict | None = None, lr: float | None = None,
+            technique_options: dict | None = None) -> dict:
     """Adapt and judge one (method, task); returns the evaluation record with ``seconds``."""
     source, target = task_texts(task)
-    data = method_recipe(method, registry)
+    data = method_recipe(method, registry, technique_options=technique_options)
     data = merge_dicts(data, {
         "source": source, "target": target,
         "generator": {"checkpoint": "shapes"},
