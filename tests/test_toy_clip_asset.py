@@ -102,7 +102,8 @@ def test_fine_tuning_round_starts_from_the_given_weights_and_uses_the_fakes(tmp_
     fakes = tmp_path / "fakes.safetensors"
     mined = {"images": torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8),
              "sources": torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8),
-             "task": torch.tensor([0, 0, 1, 1, 1])}
+             "task": torch.tensor([0, 0, 1, 1, 1]),
+             "other": torch.tensor([True, True, False, True, True])}  # the third kept for its IoU only
     tasks = [("photo", "sketch"), ("red", "blue")]
     save_fakes(fakes, mined, [{"source": "photo", "target": "sketch", "kept": 2}], tasks=tasks,
                clip_path="c.safetensors", seconds=1.0)
@@ -114,7 +115,7 @@ def test_fine_tuning_round_starts_from_the_given_weights_and_uses_the_fakes(tmp_
                    init=first, fakes=fakes, fake_frac=0.25, lr=0.0, directional_weight=1.0,
                    fake_direction_weight=1.0, pairs=4)
     assert record["init"] == first.name
-    assert record["fakes"] == {"files": [fakes.name], "count": 5, "per_batch": 2}
+    assert record["fakes"] == {"files": [fakes.name], "count": 4, "per_batch": 2}  # "other" images only
     assert record["direction_loss_last_50"] > 0 and record["fake_direction_loss_last_50"] >= 0
     a, b = read_clip_file(first).model.state_dict(), read_clip_file(second).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the round starts exactly at the given weights

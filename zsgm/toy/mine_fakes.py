@@ -17,7 +17,10 @@ The file written is a safetensors file with ``images`` (uint8 ``[N, 3, 32, 32]``
 image for the same latent and noise (``sources``, same shape), the index of the run's task (``task``, int64
 ``[N]``) and, in its metadata, the tasks (``[source, target]`` texts) and the runs with their counts. The
 pairs let the next round also penalise the fake's *direction* (``E(fake) - E(source)``) along the text
-direction of its task, which is what the adaptation loss rewarded.
+direction of its task, which is what the adaptation loss rewarded. With ``--max-iou`` the samples whose
+shape collapsed or moved (content IoU with their source below the bound) are kept as well, whatever
+their style, flagged ``other = 0``: they feed only that direction hinge, since a collapsed sketch is
+still a sketch.
 """
 
 from __future__ import annotations
@@ -65,12 +68,14 @@ def _to_u8(x: torch.Tensor) -> torch.Tensor:
 
 
 def mine(clip_path: str | Path, *, tasks=DEFAULT_TASKS, schedules=DEFAULT_SCHEDULES, n_per_run: int = 128,
-         seed: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
-    """Run every (task, schedule), keep the samples judged "other".
+         seed: int = 0, progress: bool = True, max_iou: float | None = None) -> tuple[dict, list[dict]]:
+    """Run every (task, schedule), keep the samples judged "other" and, with ``max_iou``, those whose
+    content IoU with their source sample is below it (a collapsed or resized shape, whatever its style).
 
     Returns:
-        ``{"images", "sources": uint8 [N, 3, S, S], "task": int64 [N]}`` and one record per run (task, lr,
-        steps, kept, style counts).
+        ``{"images", "sources": uint8 [N, 3, S, S], "task": int64 [N], "other": bool [N]}`` (``other``: judged
+        "other"; the rest were kept for their IoU only) and one record per run (task, lr, steps, kept,
+        style counts).
     """
     from collections import Counter
 
@@ -78,23 +83,30 @@ def mine(clip_path: str | Path, *, tasks=DEFAULT_TASKS, schedules=DEFAULT_SCHEDU
 
     from zsgm.toy.assets import load_shapes_generator
     from zsgm.toy.evaluate import paired_samples
-    from zsgm.toy.judges import OTHER, classify_style
+    from zsgm.toy.judges import OTHER, analyse, classify_style, mask_iou
 
     source_g, _ = load_shapes_generator()
-    kept, sources, task_ids, records = [], [], [], []
+    kept, sources, task_ids, flags, records = [], [], [], [], []
     jobs = [(t, s) for t in tasks for s in schedules]
     with tempfile.TemporaryDirectory(prefix="zsgm-mine-") as tmp:
         for i, ((src, tgt), (lr, steps)) in enumerate(tqdm(jobs, desc="mine fakes", disable=not progress)):
             g = adapted_generator(Path(clip_path), src, tgt, lr=lr, steps=steps, seed=seed + i, work=Path(tmp))
             src_images, fakes = paired_samples(source_g, g, n=n_per_run, seed=seed * 1000 + i)  # [n, 3, S, S]
-            styles = classify_style(fakes)
+            analysis = analyse(fakes)
+            styles = classify_style(analysis)
             other = torch.tensor([s == OTHER for s in styles])
-            kept.append(_to_u8(fakes[other]))
-            sources.append(_to_u8(src_images[other]))
-            task_ids.append(torch.full((int(other.sum()),), list(tasks).index((src, tgt)), dtype=torch.int64))
-            records.append({"source": src, "target": tgt, "lr": lr, "steps": steps, "kept": int(other.sum()),
+            keep = other.clone()
+            if max_iou is not None:
+                keep |= mask_iou(analyse(src_images).filled, analysis.filled) < max_iou
+            kept.append(_to_u8(fakes[keep]))
+            sources.append(_to_u8(src_images[keep]))
+            flags.append(other[keep])
+            task_ids.append(torch.full((int(keep.sum()),), list(tasks).index((src, tgt)), dtype=torch.int64))
+            records.append({"source": src, "target": tgt, "lr": lr, "steps": steps, "kept": int(keep.sum()),
+                            "kept_other": int(other.sum()),
                             "styles": dict(Counter(styles))})
-    mined = {"images": torch.cat(kept), "sources": torch.cat(sources), "task": torch.cat(task_ids)}
+    mined = {"images": torch.cat(kept), "sources": torch.cat(sources), "task": torch.cat(task_ids),
+             "other": torch.cat(flags)}
     return mined, records
 
 
@@ -110,7 +122,10 @@ def save_fakes(path: str | Path, mined: dict, records: list[dict], *, tasks, cli
         raise ValueError("save_fakes: images, sources and task must have the same length")
     meta = {"format": "zsgm-shapes-fakes", "tasks": json.dumps([list(t) for t in tasks]),
             "runs": json.dumps(records), "clip": Path(clip_path).name, "seconds": f"{seconds:.1f}"}
-    tensors = {k: mined[k].contiguous() for k in ("images", "sources", "task")}
+    other = mined.get("other")
+    if other is None:
+        other = torch.ones(n, dtype=torch.bool)
+    tensors = {**{k: mined[k].contiguous() for k in ("images", "sources", "task")}, "other": other.to(torch.uint8)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -127,9 +142,12 @@ def load_fakes(path: str | Path) -> dict:
     if meta.get("format") != "zsgm-shapes-fakes":
         raise ValueError(f"{path}: not a mined-fakes file (metadata format {meta.get('format')!r})")
     data = load_file(str(path))
+    n = len(data["images"])
     if "tasks" not in meta:
-        return {"images": data["images"], "sources": None, "task": None, "tasks": []}
-    return {**data, "tasks": [tuple(t) for t in json.loads(meta["tasks"])]}
+        return {"images": data["images"], "sources": None, "task": None, "tasks": [],
+                "other": torch.ones(n, dtype=torch.bool)}
+    other = data["other"].bool() if "other" in data else torch.ones(n, dtype=torch.bool)
+    return {**data, "other": other, "tasks": [tuple(t) for t in json.loads(meta["tasks"])]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="the .safetensors of mined images to write")
     parser.add_argument("--tasks", nargs="+", help="SOURCE:TARGET pairs (default: every style and colour)")
     parser.add_argument("--n-per-run", type=int, default=128)
+    parser.add_argument("--max-iou", type=float,
+                        help="also keep samples whose content IoU with their source is below this (direction hinge only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
@@ -146,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     tasks = tuple(tuple(t.split(":", 1)) for t in args.tasks) if args.tasks else DEFAULT_TASKS
     mined, records = mine(args.clip, tasks=tasks, n_per_run=args.n_per_run, seed=args.seed,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, max_iou=args.max_iou)
     save_fakes(args.out, mined, records, tasks=tasks, clip_path=args.clip, seconds=time.time() - started)
     for r in records:
         print(json.dumps(r))

@@ -200,13 +200,15 @@ def true_edit_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Te
 
 
 def fake_direction_loss(model, fake_u8, fake_src_u8, fake_task, tasks, directions: DirectionBank, *, n: int,
-                        margin: float, g: torch.Generator) -> torch.Tensor:
-    """``mean(relu(cos(E_I(fake) - E_I(source), dT(task)) - margin))`` over ``n`` mined fakes."""
+                        margin: float | torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``mean(relu(cos(E_I(fake) - E_I(source), dT(task)) - margin))`` over ``n`` mined fakes (``margin``: a
+    float, or one per fake ``[F]``)."""
     idx = torch.randint(0, len(fake_u8), (n,), generator=g)
     a = torch.tensor([directions.index[tasks[int(k)][0]] for k in fake_task[idx]])
     b = torch.tensor([directions.index[tasks[int(k)][1]] for k in fake_task[idx]])
     d_img = _image_direction(model, fake_src_u8[idx].float() / 127.5 - 1.0, fake_u8[idx].float() / 127.5 - 1.0)
-    return F.relu((d_img * directions(a, b)).sum(-1) - margin).mean()
+    m = margin[idx] if isinstance(margin, torch.Tensor) else margin
+    return F.relu((d_img * directions(a, b)).sum(-1) - m).mean()
 
 
 def lr_at(step: int, *, steps: int, lr: float, warmup: int) -> float:
@@ -222,7 +224,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
           eval_n: int = 100, progress: bool = True, threads: int = NUM_THREADS, init: str | Path | None = None,
           fakes: list | str | Path | None = None, fake_frac: float = 0.2, directional_weight: float = 0.0,
           fake_direction_weight: float = 0.0, pairs: int = 64, fake_margin: float = 0.1,
-          geometry_captions: bool = False, content_margin: float = 0.0) -> dict:
+          geometry_captions: bool = False, content_margin: float = 0.0, collapse_margin: float = 0.5) -> dict:
     """Train, save the weights to ``out`` and the record to ``out`` with suffix ``.json``.
 
     Args:
@@ -246,6 +248,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         fake_direction_weight: weight of the fake-direction hinge (needs ``fakes``; 0: off).
         pairs: render pairs per step for the direction term (half as many colour pairs and fakes).
         fake_margin: the hinge's margin on the fakes' cosine.
+        collapse_margin: the hinge's margin for fakes kept only for their low content IoU (not "other").
         content_margin: with the direction term, a true edit's cosine must beat by this margin the cosine
             of an edit from the same source to another shape in the target style (0: off).
         geometry_captions: some captions also say where the shape is and how big ("on the left", "small"),
@@ -282,13 +285,17 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         from zsgm.toy.mine_fakes import load_fakes
 
         mined = [load_fakes(f) for f in fake_files]
-        fake_u8 = torch.cat([m["images"] for m in mined])  # [F, 3, H, W]: all are "other" images
+        fake_u8 = torch.cat([m["images"][m["other"]] for m in mined])  # [F, 3, H, W]: the "other" images
         paired = [m for m in mined if m["sources"] is not None]  # those usable by the direction hinge
         fake_src_u8 = torch.cat([m["sources"] for m in paired]) if paired else None  # [Fp, 3, H, W]
         fake_pair_u8 = torch.cat([m["images"] for m in paired]) if paired else None  # [Fp, 3, H, W]
         fake_tasks = [t for m in paired for t in m["tasks"]]  # (source, target) texts
         offsets = np.cumsum([0] + [len(m["tasks"]) for m in paired[:-1]])
         fake_task = torch.cat([m["task"] + int(o) for m, o in zip(paired, offsets)]) if paired else None  # [Fp]
+        # per paired fake: "other" images may not point along their task at all (fake_margin); those kept
+        # only for a collapsed / moved shape still made part of the edit, so they get the looser collapse_margin
+        fake_margins = torch.cat([torch.where(m["other"], fake_margin, collapse_margin) for m in paired]) \
+            if paired else None  # [Fp]
         n_fake = int(round(batch * fake_frac)) if len(fake_u8) else 0
     pair_u8 = pair_labels = None
     if directional_weight > 0 or fake_direction_weight > 0:
@@ -342,7 +349,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
                 dir_losses.append(float(term.detach()))
             if fake_direction_weight > 0 and fake_src_u8 is not None:
                 term = fake_direction_loss(model, fake_pair_u8, fake_src_u8, fake_task, fake_tasks, directions,
-                                           n=max(1, pairs // 2), margin=fake_margin, g=g)
+                                           n=max(1, pairs // 2), margin=fake_margins, g=g)
                 loss = loss + fake_direction_weight * term
                 fake_losses.append(float(term.detach()))
         opt.zero_grad(set_to_none=True)
@@ -368,7 +375,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         "fakes": {"files": [Path(f).name for f in fake_files], "count": len(fake_u8), "per_batch": n_fake}
         if fake_files else None,
         "geometry_captions": geometry_captions, "directional_weight": directional_weight,
-        "content_margin": content_margin, "fake_direction_weight": fake_direction_weight,
+        "content_margin": content_margin, "collapse_margin": collapse_margin, "fake_direction_weight": fake_direction_weight,
         "direction_loss_last_50": float(np.mean(dir_losses[-50:])) if dir_losses else None,
         "fake_direction_loss_last_50": float(np.mean(fake_losses[-50:])) if fake_losses else None,
         "seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
@@ -411,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--directional-weight", type=float, default=0.0, help="true-edit direction term")
     parser.add_argument("--content-margin", type=float, default=0.0,
                         help="true edit must beat an edit to another shape by this cosine margin")
+    parser.add_argument("--collapse-margin", type=float, default=0.5,
+                        help="hinge margin for fakes mined for a collapsed / moved shape only")
     parser.add_argument("--fake-direction-weight", type=float, default=0.0, help="fake-direction hinge")
     parser.add_argument("--fake-frac", type=float, default=0.2, help="fraction of every batch drawn from --fakes")
     parser.add_argument("--no-progress", action="store_true")
@@ -420,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
                    uap_eps=args.uap_eps, eval_n=args.eval_n, progress=not args.no_progress, threads=args.threads,
                    init=args.init, fakes=args.fakes, fake_frac=args.fake_frac,
                    geometry_captions=args.geometry_captions, directional_weight=args.directional_weight, fake_direction_weight=args.fake_direction_weight,
-                   content_margin=args.content_margin)
+                   content_margin=args.content_margin, collapse_margin=args.collapse_margin)
     record.pop("loss_curve", None)
     print(json.dumps(record, indent=2))
 
