@@ -6,6 +6,12 @@
 - :mod:`zsgm.toy.masks`: background estimate, ink / filled masks of any image batch (torch, no scipy).
 - :mod:`zsgm.toy.judges`: :func:`classify_style`, :func:`classify_colour`, :func:`content_iou`,
   :func:`background_change`, :func:`diversity`, :func:`diversity_ratio`, :func:`judge_batch`.
+- :mod:`zsgm.toy.evaluate` (``zsgm eval``) and :mod:`zsgm.toy.benchmark`: judge runs, write the table.
+- :mod:`zsgm.toy.assets`: the shipped generator (``--generator shapes``); the shipped CLIP is loaded by
+  :mod:`zsgm.clip_loading` (``--clip shapes``).
+- Training the assets: :mod:`zsgm.toy.train_generator` (with :mod:`zsgm.toy.latents`,
+  :mod:`zsgm.toy.generator_quality`), :mod:`zsgm.toy.train_clip` (with :mod:`zsgm.toy.clip_data`,
+  :mod:`zsgm.toy.eval_clip`) and :mod:`zsgm.toy.mine_fakes` (the CLIP's hard negatives). See docs/SHAPES.md.
 """
 
 from zsgm.toy.captions import caption, colour_words, kind_words, style_words
