@@ -50,24 +50,31 @@ def task_texts(task: str) -> tuple[str, str]:
     return source, target
 
 
+def shapes_recipe_data(method: str, source: str, target: str, registry, *, seed: int, steps: int | None = None,
+                       lr: float | None = None, clip_file: str | Path | None = None, n_samples: int = 8,
+                       technique_options: dict | None = None, overrides: dict | None = None) -> dict:
+    """Recipe dict of ``method`` (see :func:`method_recipe`) on the shipped shapes generator and CLIP (or the
+    shapes-format CLIP file ``clip_file``), quiet and without periodic grids or checkpoints."""
+    clip = {"name": "shapes"} if clip_file is None else {"name": "shapes", "pretrained": str(clip_file)}
+    data = merge_dicts(method_recipe(method, registry, technique_options=technique_options), {
+        "source": source, "target": target,
+        "generator": {"checkpoint": "shapes"},
+        "clip": {"models": [clip]},
+        "run": {"seed": seed, "progress": False, "sample_every": 0, "checkpoint_every": 0, "n_samples": n_samples},
+    })
+    optim = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
+    if optim:
+        data = merge_dicts(data, {"optim": optim})
+    return merge_dicts(data, overrides) if overrides else data
+
+
 def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: int, registry,
             n_eval: int, overrides: dict | None = None, lr: float | None = None,
             technique_options: dict | None = None) -> dict:
     """Adapt and judge one (method, task); returns the evaluation record with ``seconds``."""
     source, target = task_texts(task)
-    data = method_recipe(method, registry, technique_options=technique_options)
-    data = merge_dicts(data, {
-        "source": source, "target": target,
-        "generator": {"checkpoint": "shapes"},
-        "clip": {"models": [{"name": "shapes"}]},
-        "run": {"seed": seed, "progress": False, "sample_every": 0, "checkpoint_every": 0, "n_samples": 8},
-    })
-    if steps is not None:
-        data = merge_dicts(data, {"optim": {"steps": steps}})
-    if lr is not None:
-        data = merge_dicts(data, {"optim": {"lr": lr}})
-    if overrides:
-        data = merge_dicts(data, overrides)
+    data = shapes_recipe_data(method, source, target, registry, seed=seed, steps=steps, lr=lr,
+                              technique_options=technique_options, overrides=overrides)
     recipe = recipe_from_dict(data, registry=registry, source=f"{method} on {task}")
     label = method if lr is None else f"{method} (lr {lr:g})"
     out = out_root / (f"{method}--{source}-to-{target}" + ("" if lr is None else f"--lr{lr:g}"))

@@ -2,8 +2,9 @@
 
     python -m zsgm.toy.eval_clip zsgm/toy/assets/shapes_clip.safetensors [--n 100] [--attack]
 
-Everything is measured on fresh renders (a seed the training pool never used), loading the file with
-open_clip directly (not through :mod:`zsgm.clip`):
+Everything is measured on fresh renders (a seed the training pool never used), loading
+the file with :func:`zsgm.clip_loading.read_clip_file` and the bare open_clip model (not :mod:`zsgm.clip`'s
+preprocessing):
 
 - zero-shot style / colour / kind accuracy, clean and corrupted (Gaussian noise, blur, strong background
   tints, strong colour casts, another style's background behind a photo);
@@ -63,21 +64,11 @@ class ShapesClip:
 
 
 def load_shapes_clip(path: str | Path) -> ShapesClip:
-    """Load a zsgm CLIP ``.safetensors`` (metadata: format, config, mean, std) with open_clip directly."""
-    from open_clip.model import CLIP
-    from open_clip.tokenizer import SimpleTokenizer
-    from safetensors.torch import load_file, safe_open
+    """Load a zsgm CLIP ``.safetensors`` (:func:`zsgm.clip_loading.read_clip_file`) for these measurements."""
+    from zsgm.clip_loading import read_clip_file
 
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    if meta.get("format") != "zsgm-clip":
-        raise ValueError(f"{path}: expected metadata format 'zsgm-clip', found {meta.get('format')!r}")
-    config = json.loads(meta["config"])
-    model = CLIP(embed_dim=config["embed_dim"], vision_cfg=config["vision_cfg"], text_cfg=config["text_cfg"],
-                 quick_gelu=config.get("quick_gelu", False))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
-    tokenizer = SimpleTokenizer(context_length=config["text_cfg"]["context_length"])
-    return ShapesClip(model, tokenizer, json.loads(meta["mean"]), json.loads(meta["std"]), config)
+    loaded = read_clip_file(path)
+    return ShapesClip(loaded.model, loaded.tokenizer, loaded.mean, loaded.std, loaded.config)
 
 
 def paired_renders(n: int, *, seed: int, size: int = 32) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list]:

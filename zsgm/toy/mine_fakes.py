@@ -41,21 +41,15 @@ DEFAULT_SCHEDULES = ((0.002, 40), (0.002, 300), (0.0005, 300), (0.0002, 600))
 
 
 def adapted_generator(clip_path: Path, source: str, target: str, *, lr: float, steps: int, seed: int,
-                      work: Path):
+                      work: Path, registry):
     """Adapt the shipped shapes generator with the NADA preset (given lr / steps) guided by ``clip_path``."""
     from zsgm.generator import load_generator
     from zsgm.loop import adapt
-    from zsgm.plugins import get_registry
-    from zsgm.recipe import merge_dicts, recipe_from_dict
+    from zsgm.recipe import recipe_from_dict
+    from zsgm.toy.benchmark import shapes_recipe_data
 
-    registry = get_registry()
-    data = merge_dicts(registry.presets.get("nada").build(), {
-        "source": source, "target": target,
-        "generator": {"checkpoint": "shapes"},
-        "clip": {"models": [{"name": "shapes", "pretrained": str(clip_path)}]},
-        "optim": {"lr": lr, "steps": steps},
-        "run": {"seed": seed, "progress": False, "sample_every": 0, "checkpoint_every": 0, "n_samples": 4},
-    })
+    data = shapes_recipe_data("nada", source, target, registry, seed=seed, steps=steps, lr=lr,
+                              clip_file=clip_path, n_samples=4)
     recipe = recipe_from_dict(data, registry=registry, source=f"mine {source}->{target}")
     out = work / f"{source}-{target}-{lr:g}-{steps}"
     adapt(recipe, out_dir=out, registry=registry)
@@ -85,12 +79,16 @@ def mine(clip_path: str | Path, *, tasks=DEFAULT_TASKS, schedules=DEFAULT_SCHEDU
     from zsgm.toy.evaluate import paired_samples
     from zsgm.toy.judges import OTHER, analyse, classify_style, mask_iou
 
+    from zsgm.plugins import get_registry
+
+    registry = get_registry()
     source_g, _ = load_shapes_generator()
     kept, sources, task_ids, flags, records = [], [], [], [], []
     jobs = [(t, s) for t in tasks for s in schedules]
     with tempfile.TemporaryDirectory(prefix="zsgm-mine-") as tmp:
         for i, ((src, tgt), (lr, steps)) in enumerate(tqdm(jobs, desc="mine fakes", disable=not progress)):
-            g = adapted_generator(Path(clip_path), src, tgt, lr=lr, steps=steps, seed=seed + i, work=Path(tmp))
+            g = adapted_generator(Path(clip_path), src, tgt, lr=lr, steps=steps, seed=seed + i, work=Path(tmp),
+                                  registry=registry)
             src_images, fakes = paired_samples(source_g, g, n=n_per_run, seed=seed * 1000 + i)  # [n, 3, S, S]
             analysis = analyse(fakes)
             styles = classify_style(analysis)

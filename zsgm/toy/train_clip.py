@@ -64,14 +64,6 @@ DEFAULT_OUT = Path(__file__).parent / "assets" / "shapes_clip.safetensors"
 NUM_THREADS = 2
 
 
-def build_model(config: dict = CONFIG) -> torch.nn.Module:
-    """An open_clip ``CLIP`` from ``config`` (embed_dim, vision_cfg, text_cfg, optional quick_gelu)."""
-    from open_clip.model import CLIP
-
-    return CLIP(embed_dim=config["embed_dim"], vision_cfg=config["vision_cfg"], text_cfg=config["text_cfg"],
-                quick_gelu=config.get("quick_gelu", False))
-
-
 def save_weights(model: torch.nn.Module, path: str | Path, *, config: dict = CONFIG, name: str = "shapes",
                  dtype: torch.dtype = torch.float16) -> None:
     """Write the zsgm CLIP file (:func:`zsgm.clip_loading.write_clip_file`) with floating tensors stored as
@@ -272,7 +264,9 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         labels = labels[:, :3]  # style, colour, kind only
     render_seconds = time.time() - started
 
-    model = build_model()
+    from zsgm.clip_loading import build_clip_from_config
+
+    model = build_clip_from_config(CONFIG)
     if init is not None:
         from zsgm.clip_loading import read_clip_file
 

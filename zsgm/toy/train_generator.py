@@ -133,6 +133,7 @@ def train(*, seed: int, steps: int, minutes: float | None, batch: int, lr: float
     mean_code = designed_code(torch.randn((16384, LATENT_DIM), generator=rng)).mean(0)  # [D]
     log, start, cpu_start = [], time.perf_counter(), time.process_time()
     done = {"A": 0, "B": 0, "C": 0}
+    ema_beta = 0.5 ** (1.0 / ema_half_life)
     total = steps + mapping_steps + joint_steps
     bar = None
     if progress:
@@ -154,6 +155,20 @@ def train(*, seed: int, steps: int, minutes: float | None, batch: int, lr: float
                         "seconds": round(time.perf_counter() - start, 1)})
         return smooth
 
+    def schedule(opt, n: int):
+        """Yield the learning-rate factor of each of ``n`` steps (set on ``opt``) until time runs out."""
+        for step in range(n):
+            if out_of_time():
+                return
+            f = lr_factor(step, steps=n, warmup=warmup, final_frac=final_lr_frac)
+            _set_lr(opt, f)
+            yield f
+
+    @torch.no_grad()
+    def average_into(g_avg) -> None:
+        for pe, p in zip(g_avg.parameters(), g.parameters()):
+            pe.lerp_(p, 1.0 - ema_beta)
+
     def image_step(opt, ws, target, noise) -> float:
         img = g.synthesis(ws, noise=noise)
         loss = regression_loss(img, target, grad_weight=grad_weight, mse_weight=mse_weight)
@@ -169,13 +184,8 @@ def train(*, seed: int, steps: int, minutes: float | None, batch: int, lr: float
             synth.setdefault(affine_lr_mult if ".modulation." in name else 1.0, []).append(p)
     opt = _adam(synth, lr)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
-    ema_beta = 0.5 ** (1.0 / ema_half_life)
     smooth = None
-    for step in range(steps):
-        if out_of_time():
-            break
-        f = lr_factor(step, steps=steps, warmup=warmup, final_frac=final_lr_frac)
-        _set_lr(opt, f)
+    for f in schedule(opt, steps):
         z = torch.randn((batch, LATENT_DIM), generator=rng)  # [B, D]
         code = designed_code(z)  # [B, D]
         psi = torch.rand((batch, 1), generator=rng) * 0.5 + 0.5
@@ -184,9 +194,7 @@ def train(*, seed: int, steps: int, minutes: float | None, batch: int, lr: float
         ws = code[:, None, :].repeat(1, g.n_latent, 1)  # [B, L, D]
         value = image_step(opt, ws, render_photo_clean(params_from_z(z), size=SIZE),
                            g.make_noise(batch, mode="random", rng=rng))
-        with torch.no_grad():
-            for pe, p in zip(g_ema.parameters(), g.parameters()):
-                pe.lerp_(p, 1.0 - ema_beta)
+        average_into(g_ema)
         smooth = tick("A", value, smooth, f)
     with torch.no_grad():  # continue from the averaged synthesis
         for p, pe in zip(g.parameters(), g_ema.parameters()):
@@ -195,11 +203,7 @@ def train(*, seed: int, steps: int, minutes: float | None, batch: int, lr: float
     # -- stage B: the mapping learns z -> designed code
     opt = _adam({mapping_lr_mult: list(g.style.parameters())}, lr)
     smooth = None
-    for step in range(mapping_steps):
-        if out_of_time():
-            break
-        f = lr_factor(step, steps=mapping_steps, warmup=warmup, final_frac=final_lr_frac)
-        _set_lr(opt, f)
+    for f in schedule(opt, mapping_steps):
         z = torch.randn((mapping_batch, LATENT_DIM), generator=rng)
         loss = (g.mapping(z) - designed_code(z)).square().mean()
         opt.zero_grad(set_to_none=True)
@@ -212,18 +216,12 @@ def train(*, seed: int, steps: int, minutes: float | None, batch: int, lr: float
     opt = _adam(synth, lr * 0.25)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     smooth = None
-    for step in range(joint_steps):
-        if out_of_time():
-            break
-        f = lr_factor(step, steps=joint_steps, warmup=warmup, final_frac=final_lr_frac)
-        _set_lr(opt, f)
+    for f in schedule(opt, joint_steps):
         z = torch.randn((batch, LATENT_DIM), generator=rng)
         ws = g.mapping(z)[:, None, :].repeat(1, g.n_latent, 1)
         value = image_step(opt, ws, render_photo_clean(params_from_z(z), size=SIZE),
                            g.make_noise(batch, mode="random", rng=rng))
-        with torch.no_grad():
-            for pe, p in zip(g_ema.parameters(), g.parameters()):
-                pe.lerp_(p, 1.0 - ema_beta)
+        average_into(g_ema)
         smooth = tick("C", value, smooth, f)
     g.style.requires_grad_(True)
     if bar is not None:
