@@ -151,3 +151,97 @@ def test_first_format_fakes_load_as_images_only(tmp_path):
     save_file({"images": images}, str(path), metadata={"format": "zsgm-shapes-fakes", "runs": "[]"})
     loaded = load_fakes(path)
     assert torch.equal(loaded["images"], images) and loaded["sources"] is None and loaded["tasks"] == []
+
+
+def _tiny_clip_and_directions(seed: int = 0):
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from zsgm.clip_loading import build_clip_from_config
+    from zsgm.toy.train_clip import CONFIG, DirectionBank
+
+    torch.manual_seed(seed)
+    model = build_clip_from_config(CONFIG)
+    tokenizer = SimpleTokenizer(context_length=CONFIG["text_cfg"]["context_length"])
+    directions = DirectionBank(model, tokenizer, list(STYLES) + list(COLOURS), g=torch.Generator().manual_seed(1),
+                               n_templates=2)
+    return model, directions
+
+
+def _paired_pool(n: int = 6):
+    from zsgm.toy.clip_data import render_paired_pool
+
+    return render_paired_pool(n, rng=np.random.default_rng(0))
+
+
+def test_adversarial_search_finds_a_more_aligned_perturbation_than_its_random_start():
+    from zsgm.toy.train_clip import adversarial_direction_loss
+
+    model, directions = _tiny_clip_and_directions()
+    pair_u8, pair_labels = _paired_pool()
+    kwargs = dict(n=4, eps=0.1, margin=-1.0)  # margin -1: the hinge is the mean cosine + 1
+    start = adversarial_direction_loss(model, pair_u8, pair_labels, directions, pgd_steps=0,
+                                       g=torch.Generator().manual_seed(5), **kwargs)
+    found = adversarial_direction_loss(model, pair_u8, pair_labels, directions, pgd_steps=3,
+                                       g=torch.Generator().manual_seed(5), **kwargs)
+    assert found.item() > start.item() + 1e-3  # same images and start: the ascent raised the cosine
+    found.backward()
+    assert model.visual.conv1.weight.grad is not None  # the term trains the image tower
+
+
+def test_direction_term_on_blends_differs_from_the_true_edit_only_when_asked():
+    from zsgm.toy.train_clip import true_edit_direction_loss
+
+    model, directions = _tiny_clip_and_directions()
+    pair_u8, pair_labels = _paired_pool()
+
+    def term(blend_min):
+        return float(true_edit_direction_loss(model, pair_u8, pair_labels, directions, pairs=4,
+                                              g=torch.Generator().manual_seed(2), blend_min=blend_min))
+
+    assert term(1.0) == term(1.0)
+    assert abs(term(0.2) - term(1.0)) > 1e-4
+
+
+def test_geometry_variants_keep_the_shape_and_change_its_silhouette():
+    from zsgm.toy.train_clip import _filled_iou, geometry_variant
+
+    rng = np.random.default_rng(0)
+    for p in sample_params(40, rng=np.random.default_rng(1)):
+        q = geometry_variant(p, rng=rng)  # ShapeParams validates that it stays inside the image
+        assert (q.kind, q.colour, q.style, q.seed) == (p.kind, p.colour, p.style, p.seed)
+        assert (q.radius, q.cx, q.cy) != (p.radius, p.cx, p.cy)
+        assert _filled_iou(p, p) == 1.0 and _filled_iou(p, q) < 1.0
+
+
+def test_geometry_ranking_margin_scales_with_the_silhouette_change():
+    from zsgm.toy.train_clip import geometry_ranking_loss
+
+    model, directions = _tiny_clip_and_directions()
+    zero = geometry_ranking_loss(model, directions, n=6, margin=0.0, rng=np.random.default_rng(3))
+    big = geometry_ranking_loss(model, directions, n=6, margin=10.0, rng=np.random.default_rng(3))
+    assert big.item() > zero.item() >= 0.0  # same shapes: a larger margin can only raise the hinge
+    big.backward()
+    assert model.visual.conv1.weight.grad is not None
+
+
+def test_training_round_records_every_new_term(tmp_path):
+    from zsgm.toy.train_clip import train
+
+    record = train(out=tmp_path / "c.safetensors", seed=3, steps=1, minutes=5, batch=8, pool=16, eval_n=0,
+                   progress=False, threads=1, directional_weight=1.0, blend_min=0.5, adversarial_weight=1.0,
+                   adv_steps=1, geometry_weight=1.0, gradient_weight=1.0, pairs=4)
+    assert record["blend_min"] == 0.5 and record["adv_steps"] == 1
+    assert record["adversarial_loss_last_50"] is not None and record["geometry_loss_last_50"] is not None
+    assert record["gradient_loss_last_50"] is not None
+
+
+def test_gradient_alignment_term_trains_the_image_tower_through_a_double_backward():
+    from zsgm.toy.train_clip import gradient_alignment_loss
+
+    model, directions = _tiny_clip_and_directions()
+    pair_u8, pair_labels = _paired_pool()
+    term = gradient_alignment_loss(model, pair_u8, pair_labels, directions, n=4, g=torch.Generator().manual_seed(0))
+    assert 0.0 <= term.item() <= 2.0  # 1 - a cosine
+    term.backward()
+    grad = model.visual.conv1.weight.grad
+    assert grad is not None and grad.abs().sum() > 0

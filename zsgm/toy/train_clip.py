@@ -31,6 +31,18 @@ adaptation loss reads, the *direction* between two images:
 - ``--fake-direction-weight``: for each mined fake and its source image, ``relu(cos(E_I(fake) - E_I(src),
   dT(task)) - margin)``: what fooled the previous round must no longer point along its task's direction.
 
+Four more terms shape the direction field around the true edits (rounds 7 and later, none shipped yet;
+``docs/SHAPES.md`` has what each did to the guided generator):
+
+- ``--adversarial-weight``: per-image projected-gradient perturbations within L-inf ``--adv-eps`` must not
+  point along any style or colour direction (:func:`adversarial_direction_loss`);
+- ``--blend-min``: the direction term also holds on blends between a source and its true edit
+  (:func:`true_edit_direction_loss`);
+- ``--geometry-weight``: the true edit must beat the same edit with the shape resized or moved, by a margin
+  that grows with the silhouette change (:func:`geometry_ranking_loss`);
+- ``--gradient-weight``: the input gradient of the direction must point at the true edit
+  (:func:`gradient_alignment_loss`).
+
 The schedule (warm-up, cosine) runs over ``--steps``; ``--minutes`` is only a wall-clock cap (when it
 stops training early the record says ``"completed": false`` and the run is no longer reproducible).
 Given the seed, the step count, the thread count and the torch version, the weights are bit-identical.
@@ -156,13 +168,19 @@ def _image_direction(model, x_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tenso
 
 
 def true_edit_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Tensor, directions: DirectionBank,
-                             *, pairs: int, g: torch.Generator, content_margin: float = 0.0) -> torch.Tensor:
+                             *, pairs: int, g: torch.Generator, content_margin: float = 0.0,
+                             blend_min: float = 1.0) -> torch.Tensor:
     """``mean(1 - cos(image direction, text direction))`` over ``pairs`` style pairs and ``pairs // 2``
     colour pairs drawn from the paired pool ``[n, S + 1, 3, H, W]`` (labels: colour, other colour, kind).
 
     With ``content_margin > 0`` it adds, per style pair, ``relu(margin - (cos_true - cos_other))`` where
     ``cos_other`` is the cosine of the edit from the same source to *another* shape in the target style:
     the true edit must beat an edit that changes the content (what a collapsing generator produces).
+
+    With ``blend_min < 1`` the target image is the blend ``(1 - t) x_s + t x_t``, ``t ~ U(blend_min, 1)`` per
+    pair: every point on the straight path from a source to its true edit must already point along the
+    text direction, so that a generator starting at the source is pulled onto that path (and not towards
+    whatever else scores a little along the direction first, such as erasing the shape).
     """
     n_styles = len(STYLES)
     b = torch.randint(0, len(pair_u8), (pairs,), generator=g)
@@ -177,6 +195,9 @@ def true_edit_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Te
     a_idx = torch.cat([a_idx, n_styles + pair_labels[bc, 0]])
     b_idx = torch.cat([b_idx, n_styles + pair_labels[bc, 1]])
     d_txt = directions(a_idx, b_idx)  # [M, D]
+    if blend_min < 1.0:
+        t_blend = blend_min + (1.0 - blend_min) * torch.rand((len(x_s), 1, 1, 1), generator=g)  # [M, 1, 1, 1]
+        x_t = (x_s.float() * (1.0 - t_blend) + x_t.float() * t_blend)  # [M, 3, H, W], still 0..255 units
     if content_margin <= 0:
         d_img = _image_direction(model, x_s.float() / 127.5 - 1.0, x_t.float() / 127.5 - 1.0)
         return (1.0 - (d_img * d_txt).sum(-1)).mean()
@@ -203,6 +224,147 @@ def fake_direction_loss(model, fake_u8, fake_src_u8, fake_task, tasks, direction
     return F.relu((d_img * directions(a, b)).sum(-1) - m).mean()
 
 
+def adversarial_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Tensor, directions: DirectionBank,
+                                *, n: int, eps: float, pgd_steps: int, margin: float,
+                                g: torch.Generator) -> torch.Tensor:
+    """``mean(relu(cos(E_I(x + delta) - E_I(x), dT(a -> b)) - margin))`` with ``delta`` found per image by
+    ``pgd_steps`` steps of projected sign-gradient ascent on that cosine within ``|delta| <= eps``.
+
+    A perturbation that small cannot make a sketch, a night scene or another colour, so it must not point
+    along their text directions: this is the edit a guided generator finds first (an image-specific
+    pattern), and a model trained against it has input gradients closer to the true edit. Sources are
+    ``n`` renders of the paired pool ``[P, S + 1, 3, H, W]`` in a random style with a random other style as
+    the target, plus ``n // 2`` photos with another colour as the target.
+    """
+    n_styles = len(STYLES)
+    b = torch.randint(0, len(pair_u8), (n,), generator=g)
+    s = torch.randint(0, n_styles, (n,), generator=g)
+    t = (s + torch.randint(1, n_styles, (n,), generator=g)) % n_styles  # t != s
+    nc = max(1, n // 2)
+    bc = torch.randint(0, len(pair_u8), (nc,), generator=g)
+    x = torch.cat([pair_u8[b, s], pair_u8[bc, 0]]).float() / 127.5 - 1.0  # [M, 3, H, W]
+    a_idx = torch.cat([s, n_styles + pair_labels[bc, 0]])
+    b_idx = torch.cat([t, n_styles + pair_labels[bc, 1]])
+    d_txt = directions(a_idx, b_idx)  # [M, D], differentiable in the text tower
+    d_fixed = d_txt.detach()
+    with torch.no_grad():
+        e_src = F.normalize(model.encode_image(x), dim=-1)  # [M, D]
+    delta = (torch.rand(x.shape, generator=g) * 2 - 1) * eps
+    for _ in range(pgd_steps):
+        delta.requires_grad_(True)
+        e_adv = F.normalize(model.encode_image((x + delta).clamp(-1, 1)), dim=-1)
+        cos = (F.normalize(e_adv - e_src, dim=-1) * d_fixed).sum()
+        (grad,) = torch.autograd.grad(cos, delta)
+        delta = (delta.detach() + 0.5 * eps * grad.sign()).clamp(-eps, eps)
+    e_src = F.normalize(model.encode_image(x), dim=-1)
+    e_adv = F.normalize(model.encode_image((x + delta).clamp(-1, 1)), dim=-1)
+    cos = (F.normalize(e_adv - e_src, dim=-1) * d_txt).sum(-1)  # [M]
+    return F.relu(cos - margin).mean()
+
+
+def gradient_alignment_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Tensor, directions: DirectionBank,
+                            *, n: int, g: torch.Generator, lam_max: float = 0.8) -> torch.Tensor:
+    """``1 - mean cos(grad_x <E_I(x) - E_I(x_s), dT>, x_t - x)`` at points ``x = x_s + lam (x_t - x_s)``,
+    ``lam ~ U(0, lam_max)``, on the straight path from a render ``x_s`` to its true edit ``x_t``.
+
+    The directional loss moves a generator's pixels along this input gradient (Adam only sees its
+    direction); a gradient that points at the true edit turns the guided adaptation into something close to
+    regressing onto the true edit, which the shapes generator can do (:func:`zsgm.toy.diagnose.reach`).
+    Sources and targets are drawn as in :func:`true_edit_direction_loss` (``n`` style pairs and ``n // 2``
+    colour pairs). Needs a double backward pass through the image tower.
+    """
+    n_styles = len(STYLES)
+    b = torch.randint(0, len(pair_u8), (n,), generator=g)
+    s = torch.randint(0, n_styles, (n,), generator=g)
+    t = (s + torch.randint(1, n_styles, (n,), generator=g)) % n_styles
+    nc = max(1, n // 2)
+    bc = torch.randint(0, len(pair_u8), (nc,), generator=g)
+    x_s = torch.cat([pair_u8[b, s], pair_u8[bc, 0]]).float() / 127.5 - 1.0  # [M, 3, H, W]
+    x_t = torch.cat([pair_u8[b, t], pair_u8[bc, n_styles]]).float() / 127.5 - 1.0
+    d_txt = directions(torch.cat([s, n_styles + pair_labels[bc, 0]]),
+                       torch.cat([t, n_styles + pair_labels[bc, 1]])).detach()  # [M, D]
+    lam = lam_max * torch.rand((len(x_s), 1, 1, 1), generator=g)
+    x = (x_s + lam * (x_t - x_s)).requires_grad_(True)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention has no double backward
+        e_s = F.normalize(model.encode_image(x_s), dim=-1)
+        e = F.normalize(model.encode_image(x), dim=-1)
+        (grad,) = torch.autograd.grad(((e - e_s) * d_txt).sum(), x, create_graph=True)  # [M, 3, H, W]
+    return 1.0 - F.cosine_similarity(grad.flatten(1), (x_t - x).detach().flatten(1), dim=1).mean()
+
+
+def geometry_variant(params, *, rng: np.random.Generator):
+    """The same shape (kind, colour, style, seed) resized by a factor in [0.55, 0.9] or [1.1, 2] and/or moved
+    by up to 0.3 of the image side: what a generator that makes the style edit but drifts the geometry
+    produces."""
+    import attrs
+
+    from zsgm.toy.render import BORDER_MARGIN
+
+    lo, hi = 0.08, 0.5 - BORDER_MARGIN
+    kind = rng.integers(3)  # 0: resize, 1: move, 2: both
+    radius = params.radius
+    if kind != 1:
+        factor = rng.uniform(0.55, 0.9) if rng.random() < 0.5 else rng.uniform(1.1, 2.0)
+        radius = float(np.clip(params.radius * factor, lo, hi))
+    cx, cy = params.cx, params.cy
+    if kind != 0:
+        cx, cy = cx + rng.uniform(-0.3, 0.3), cy + rng.uniform(-0.3, 0.3)
+    lim = (radius + BORDER_MARGIN, 1.0 - radius - BORDER_MARGIN)
+    if lim[0] > lim[1]:
+        lim = (0.5, 0.5)
+    return attrs.evolve(params, radius=radius, cx=float(np.clip(cx, *lim)), cy=float(np.clip(cy, *lim)))
+
+
+def _filled_iou(a, b) -> float:
+    """IoU of the filled silhouettes of two shapes (style ignored)."""
+    from zsgm.toy.clip_data import coverage
+
+    ma, mb = coverage(a.with_style("photo")) > 0.5, coverage(b.with_style("photo")) > 0.5
+    return float((ma & mb).sum() / max(1, (ma | mb).sum()))
+
+
+def geometry_ranking_loss(model, directions: DirectionBank, *, n: int, margin: float,
+                          rng: np.random.Generator) -> torch.Tensor:
+    """``mean(relu(margin * (1 - IoU) - (cos_true - cos_moved)))`` over ``n`` fresh shapes, each edited from a
+    random style to another (or, for a third of them, from a photo in its colour to another colour): the
+    true edit must point along ``dT`` better than the same edit with the shape resized or moved
+    (:func:`geometry_variant`), by a margin that grows with how much the silhouette changed (``IoU`` of the
+    true and the moved silhouettes), so that every step of a geometry drift costs something. Without it a
+    sketch edit scores as well with the outline twice as large, and the guided generator takes that
+    freedom."""
+    import attrs
+
+    from zsgm.toy.render import render_batch, sample_params
+
+    n_styles = len(STYLES)
+    src, true, moved, a_idx, b_idx = [], [], [], [], []
+    for p in sample_params(n, rng=rng):
+        if rng.random() < 1 / 3:
+            p = p.with_style("photo")
+            other = COLOURS[(COLOURS.index(p.colour) + rng.integers(1, len(COLOURS))) % len(COLOURS)]
+            t = attrs.evolve(p, colour=other)
+            a_idx.append(n_styles + COLOURS.index(p.colour))
+            b_idx.append(n_styles + COLOURS.index(other))
+        else:
+            target = STYLES[(STYLES.index(p.style) + rng.integers(1, n_styles)) % n_styles]
+            t = p.with_style(target)
+            a_idx.append(STYLES.index(p.style))
+            b_idx.append(STYLES.index(target))
+        src.append(p)
+        true.append(t)
+        moved.append(geometry_variant(t, rng=rng))
+    change = torch.tensor([1.0 - _filled_iou(a, b) for a, b in zip(true, moved)])  # [n] in [0, 1]
+    x = render_batch(src + true + moved)  # [3n, 3, H, W] in [-1, 1]
+    e = F.normalize(model.encode_image(x), dim=-1)
+    e_s, e_t, e_m = e[:n], e[n:2 * n], e[2 * n:]
+    d_txt = directions(torch.tensor(a_idx), torch.tensor(b_idx))  # [n, D]
+    cos_true = (F.normalize(e_t - e_s, dim=-1) * d_txt).sum(-1)
+    cos_moved = (F.normalize(e_m - e_s, dim=-1) * d_txt).sum(-1)
+    return F.relu(margin * change - (cos_true - cos_moved)).mean()
+
+
 def lr_at(step: int, *, steps: int, lr: float, warmup: int) -> float:
     """Linear warm-up for ``warmup`` steps, then cosine decay to 0 at ``steps``."""
     if step < warmup:
@@ -216,7 +378,10 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
           eval_n: int = 100, progress: bool = True, threads: int = NUM_THREADS, init: str | Path | None = None,
           fakes: list | str | Path | None = None, fake_frac: float = 0.2, directional_weight: float = 0.0,
           fake_direction_weight: float = 0.0, pairs: int = 64, fake_margin: float = 0.1,
-          geometry_captions: bool = False, content_margin: float = 0.0, collapse_margin: float = 0.5) -> dict:
+          geometry_captions: bool = False, content_margin: float = 0.0, collapse_margin: float = 0.5,
+          adversarial_weight: float = 0.0, adv_eps: float = 0.1, adv_steps: int = 3, adv_margin: float = 0.2,
+          blend_min: float = 1.0, geometry_weight: float = 0.0, geometry_margin: float = 0.15,
+          gradient_weight: float = 0.0) -> dict:
     """Train, save the weights to ``out`` and the record to ``out`` with suffix ``.json``.
 
     Args:
@@ -245,6 +410,15 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
             of an edit from the same source to another shape in the target style (0: off).
         geometry_captions: some captions also say where the shape is and how big ("on the left", "small"),
             so that the embedding keeps geometry and a generator cannot move or resize shapes for free.
+        adversarial_weight: weight of the per-image adversarial direction hinge (0: off; see
+            :func:`adversarial_direction_loss`), with its budget ``adv_eps`` ([-1, 1] units), its
+            ``adv_steps`` ascent steps and its ``adv_margin``.
+        blend_min: the direction term's targets are blends ``t ~ U(blend_min, 1)`` of source and true edit
+            (1: the true edit only; see :func:`true_edit_direction_loss`).
+        geometry_weight: weight of the geometry ranking term (0: off; see :func:`geometry_ranking_loss`) with
+            its ``geometry_margin``.
+        gradient_weight: weight of the input-gradient alignment term (0: off; see
+            :func:`gradient_alignment_loss`).
 
     Returns:
         the record written next to the weights.
@@ -292,7 +466,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
             if paired else None  # [Fp]
         n_fake = int(round(batch * fake_frac)) if len(fake_u8) else 0
     pair_u8 = pair_labels = None
-    if directional_weight > 0 or fake_direction_weight > 0:
+    if directional_weight > 0 or fake_direction_weight > 0 or adversarial_weight > 0 or geometry_weight > 0 \
+            or gradient_weight > 0:
         from zsgm.toy.clip_data import render_paired_pool
 
         pair_u8, pair_labels = render_paired_pool(max(64, pool // 8), rng=rng, progress=progress)
@@ -312,6 +487,10 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
     losses: list[float] = []
     dir_losses: list[float] = []
     fake_losses: list[float] = []
+    adv_losses: list[float] = []
+    geo_losses: list[float] = []
+    grad_losses: list[float] = []
+    geometry_rng = np.random.default_rng(seed + 3)
     step = 0
     bar = tqdm(total=steps, desc="train shapes CLIP", unit="step", disable=not progress)
     while step < steps and time.time() < deadline:
@@ -338,7 +517,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
             directions = DirectionBank(model, tokenizer, names, g=g)
             if directional_weight > 0:
                 term = true_edit_direction_loss(model, pair_u8, pair_labels, directions, pairs=pairs, g=g,
-                                                content_margin=content_margin)
+                                                content_margin=content_margin, blend_min=blend_min)
                 loss = loss + directional_weight * term
                 dir_losses.append(float(term.detach()))
             if fake_direction_weight > 0 and fake_src_u8 is not None:
@@ -346,6 +525,20 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
                                            n=max(1, pairs // 2), margin=fake_margins, g=g)
                 loss = loss + fake_direction_weight * term
                 fake_losses.append(float(term.detach()))
+            if adversarial_weight > 0:
+                term = adversarial_direction_loss(model, pair_u8, pair_labels, directions, n=max(1, pairs // 2),
+                                                  eps=adv_eps, pgd_steps=adv_steps, margin=adv_margin, g=g)
+                loss = loss + adversarial_weight * term
+                adv_losses.append(float(term.detach()))
+            if geometry_weight > 0:
+                term = geometry_ranking_loss(model, directions, n=max(1, pairs // 2), margin=geometry_margin,
+                                             rng=geometry_rng)
+                loss = loss + geometry_weight * term
+                geo_losses.append(float(term.detach()))
+            if gradient_weight > 0:
+                term = gradient_alignment_loss(model, pair_u8, pair_labels, directions, n=max(1, pairs // 2), g=g)
+                loss = loss + gradient_weight * term
+                grad_losses.append(float(term.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -372,6 +565,16 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         "content_margin": content_margin, "collapse_margin": collapse_margin, "fake_direction_weight": fake_direction_weight,
         "direction_loss_last_50": float(np.mean(dir_losses[-50:])) if dir_losses else None,
         "fake_direction_loss_last_50": float(np.mean(fake_losses[-50:])) if fake_losses else None,
+        "adversarial_weight": adversarial_weight, "adv_eps": adv_eps, "adv_steps": adv_steps,
+        "adv_margin": adv_margin, "blend_min": blend_min,
+        "geometry_weight": geometry_weight, "geometry_margin": geometry_margin,
+        "geometry_loss_first_20": float(np.mean(geo_losses[:20])) if geo_losses else None,
+        "geometry_loss_last_50": float(np.mean(geo_losses[-50:])) if geo_losses else None,
+        "gradient_weight": gradient_weight,
+        "gradient_loss_first_20": float(np.mean(grad_losses[:20])) if grad_losses else None,
+        "gradient_loss_last_50": float(np.mean(grad_losses[-50:])) if grad_losses else None,
+        "adversarial_loss_first_20": float(np.mean(adv_losses[:20])) if adv_losses else None,
+        "adversarial_loss_last_50": float(np.mean(adv_losses[-50:])) if adv_losses else None,
         "seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
         "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -415,6 +618,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--collapse-margin", type=float, default=0.5,
                         help="hinge margin for fakes mined for a collapsed / moved shape only")
     parser.add_argument("--fake-direction-weight", type=float, default=0.0, help="fake-direction hinge")
+    parser.add_argument("--adversarial-weight", type=float, default=0.0,
+                        help="per-image adversarial direction hinge (PGD within --adv-eps)")
+    parser.add_argument("--adv-eps", type=float, default=0.1, help="its L-inf budget in [-1, 1] units")
+    parser.add_argument("--adv-steps", type=int, default=3, help="its projected ascent steps")
+    parser.add_argument("--adv-margin", type=float, default=0.2, help="its hinge margin on the cosine")
+    parser.add_argument("--blend-min", type=float, default=1.0,
+                        help="direction-term targets are source/true-edit blends t ~ U(blend-min, 1)")
+    parser.add_argument("--geometry-weight", type=float, default=0.0,
+                        help="the true edit must beat the same edit with the shape resized or moved")
+    parser.add_argument("--geometry-margin", type=float, default=0.15,
+                        help="its cosine margin for a complete change of silhouette (scaled by 1 - IoU)")
+    parser.add_argument("--gradient-weight", type=float, default=0.0,
+                        help="input gradient of the direction must point at the true edit")
     parser.add_argument("--fake-frac", type=float, default=0.2, help="fraction of every batch drawn from --fakes")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -423,7 +639,11 @@ def main(argv: list[str] | None = None) -> None:
                    uap_eps=args.uap_eps, eval_n=args.eval_n, progress=not args.no_progress, threads=args.threads,
                    init=args.init, fakes=args.fakes, fake_frac=args.fake_frac,
                    geometry_captions=args.geometry_captions, directional_weight=args.directional_weight, fake_direction_weight=args.fake_direction_weight,
-                   content_margin=args.content_margin, collapse_margin=args.collapse_margin)
+                   content_margin=args.content_margin, collapse_margin=args.collapse_margin,
+                   adversarial_weight=args.adversarial_weight, adv_eps=args.adv_eps, adv_steps=args.adv_steps,
+                   adv_margin=args.adv_margin, blend_min=args.blend_min,
+                   geometry_weight=args.geometry_weight, geometry_margin=args.geometry_margin,
+                   gradient_weight=args.gradient_weight)
     record.pop("loss_curve", None)
     print(json.dumps(record, indent=2))
 
