@@ -1,0 +1,46 @@
+"""The shapes-world diagnostics: can the generator reach the true edit, and does the CLIP prefer it."""
+
+import pytest
+import torch
+
+from zsgm.clip import ClipModelSpec, load_clip_model
+from zsgm.toy.assets import load_shapes_generator
+from zsgm.toy.diagnose import generator_gap, reach, true_edit
+from zsgm.toy.render import ShapeParams
+
+
+def test_true_edit_changes_only_what_the_target_names():
+    p = ShapeParams(kind="square", colour="red", cx=0.5, cy=0.5, radius=0.25)
+    assert true_edit(p, "a pencil sketch") == p.with_style("sketch")
+    blue = true_edit(p, "a blue shape")
+    assert (blue.colour, blue.style, blue.kind, blue.radius) == ("blue", "photo", "square", 0.25)
+    with pytest.raises(ValueError, match="a cat"):
+        true_edit(p, "a cat")
+
+
+def test_reach_trains_only_the_named_layers_and_judges_the_result():
+    record = reach("sketch", steps=3, n_eval=8, progress=False)
+    assert record["task"] == "style:sketch" and record["steps"] == 3 and 0.0 <= record["target_rate"] <= 1.0
+    assert record["mse_first_20"] > 0 and record["trained"] == ["conv1", "to_rgb1", "convs"]
+    with pytest.raises(ValueError, match="no synthesis module"):
+        reach("sketch", steps=1, trained=("nonexistent",), progress=False)
+
+
+@pytest.fixture(scope="module")
+def world():
+    g, _ = load_shapes_generator()
+    return g, load_clip_model(ClipModelSpec(name="shapes"))
+
+
+def test_gap_of_an_unchanged_generator_has_no_adapted_direction(world):
+    g, clip = world
+    gap = generator_gap(g, g, clip, source="photo", target="sketch", n=16)
+    assert gap["n"] == 16 and abs(gap["adapted"]) < 1e-6  # the same images: no edit, no direction
+    assert gap["true_edit"] > gap["true_edit_other_shape"] > 0.3  # the shipped CLIP's measured ordering
+
+
+def test_gap_of_a_colour_task_counts_only_samples_in_the_source_colour(world):
+    g, clip = world
+    gap = generator_gap(g, g, clip, source="red", target="blue", n=32)
+    assert 0 < gap["n"] < 32  # about a quarter of the samples are red
+    assert gap["true_edit"] > 0.5

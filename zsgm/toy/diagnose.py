@@ -1,0 +1,189 @@
+"""Why did a shapes adaptation miss its target: the guide, or the optimiser?
+
+The shapes world knows the true edit of every sample (the generator's latent says which shape it draws,
+:mod:`zsgm.toy.latents`), so two questions a real world cannot answer have numbers here:
+
+- **reach**: can the generator make the edit at all with the recipe's optimiser? :func:`reach` trains a copy
+  of the shapes generator towards the true edits by pixel regression, with NADA's optimiser settings
+  (Adam, betas (0, 0.99) and lr 0.002, both under the rosinality ``reg_ratio`` 0.8, batch 2, 301 steps,
+  the layers NADA's preset trains), then judges it like any run. If this passes, the generator has the
+  capacity and the optimiser the budget.
+- **gap**: does the guide prefer the true edit? :func:`direction_gap` measures, under the run's own CLIP,
+  the directional cosine of the adapted generator's samples and the one the true edits of the same
+  samples would reach. ``true > adapted`` means the CLIP ranks the true edit higher and the optimisation
+  stopped somewhere else; ``adapted >= true`` means the CLIP itself prefers what the run made.
+
+    python -m zsgm.toy.diagnose reach --target sketch
+    python -m zsgm.toy.diagnose gap runs/sketch
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import attrs
+import torch
+import torch.nn.functional as F
+
+from zsgm.toy.evaluate import EVAL_SEED, evaluate_generators, parse_target
+
+NADA_TRAINED = ("conv1", "to_rgb1", "convs")  # what the nada preset trains (k = all slots, slot_map "nada")
+
+
+def true_edit(params, target: str):
+    """The shape ``params`` as the target text asks for it: another style, or another colour."""
+    kind, name = parse_target(target)
+    return params.with_style(name) if kind == "style" else attrs.evolve(params, colour=name)
+
+
+def _trainable(generator, prefixes) -> list[torch.nn.Parameter]:
+    for p in generator.parameters():
+        p.requires_grad_(False)
+    chosen = [p for n, p in generator.named_parameters() if n.split(".")[0] in prefixes]
+    for p in chosen:
+        p.requires_grad_(True)
+    return chosen
+
+
+def reach(target: str, *, steps: int = 301, batch: int = 2, lr: float = 0.002, reg_ratio: float = 0.8,
+          betas: tuple[float, float] = (0.0, 0.99), trained: tuple[str, ...] = NADA_TRAINED, seed: int = 0,
+          n_eval: int = 256, progress: bool = True) -> dict:
+    """Regress a copy of the shapes generator onto the true edits of its own samples; judge the result.
+
+    Args:
+        target: target text the judges understand ("sketch", "a blue shape", ...).
+        steps, batch, lr, reg_ratio, betas: the optimiser (rosinality convention, as the loop's).
+        trained: top-level synthesis modules that train (default: what NADA's preset trains).
+        seed: seeds latents and noise.
+        n_eval: samples judged.
+
+    Returns:
+        the judges' record (as ``zsgm eval``) plus ``mse_first_20`` and ``mse_last_20``.
+    """
+    from tqdm.auto import tqdm
+
+    from zsgm.toy.assets import load_shapes_generator
+    from zsgm.toy.latents import params_from_z
+    from zsgm.toy.render import render_batch
+
+    parse_target(target)  # a clear error before any work
+    g_src, _ = load_shapes_generator()
+    g_tgt = copy.deepcopy(g_src).train()
+    params = _trainable(g_tgt, trained)
+    if not params:
+        raise ValueError(f"reach: no synthesis module named {', '.join(trained)}")
+    opt = torch.optim.Adam(params, lr=lr * reg_ratio, betas=(betas[0] ** reg_ratio, betas[1] ** reg_ratio))
+    rng = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc=f"reach {target}", unit="step", disable=not progress):
+        z = torch.randn((batch, g_src.arch.style_dim), generator=rng)  # [B, D]
+        with torch.no_grad():
+            ws = g_src.mapping(z)[:, None].repeat(1, g_src.n_latent, 1)  # [B, L, D]
+        noise = g_src.make_noise(batch, mode="random", rng=rng)
+        goal = render_batch([true_edit(p, target) for p in params_from_z(z)])  # [B, 3, S, S]
+        loss = F.mse_loss(g_tgt.synthesis(ws, noise=noise), goal)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    record = evaluate_generators(g_src, g_tgt.eval(), target=target, n=n_eval)
+    record.update({"mode": "reach", "steps": steps, "batch": batch, "lr": lr, "trained": list(trained),
+                   "mse_first_20": sum(losses[:20]) / max(1, len(losses[:20])),
+                   "mse_last_20": sum(losses[-20:]) / max(1, len(losses[-20:]))})
+    return record
+
+
+@torch.no_grad()
+def generator_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128, seed: int = EVAL_SEED) -> dict:
+    """Directional cosines under ``clip`` from the source samples to: the adapted samples, their true edits,
+    and the true edits of *other* samples (what a content-blind edit would reach).
+
+    When ``source`` names a colour ("red"), only the samples drawn in that colour count (a red -> blue
+    direction says nothing about a green shape), so ``n`` may be smaller than asked.
+
+    Returns:
+        ``{"adapted": ..., "true_edit": ..., "true_edit_other_shape": ..., "n": ...}`` (means over samples).
+    """
+    from zsgm.clip import text_direction
+    from zsgm.toy.latents import params_from_z
+    from zsgm.toy.render import render_batch
+
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn((n, g_src.arch.style_dim), generator=rng)  # [n, D]
+    ws = g_src.mapping(z)[:, None].repeat(1, g_src.n_latent, 1)
+    noise = g_src.make_noise(n, mode="random", rng=rng)
+    params = params_from_z(z)
+    try:
+        kind, name = parse_target(source)
+    except ValueError:
+        kind, name = "style", None
+    keep = torch.tensor([kind != "colour" or p.colour == name for p in params])  # [n]
+    if not keep.any():
+        raise ValueError(f"none of {n} samples is drawn in the source colour {name!r}")
+    ws, noise = ws[keep], [m[keep] if m is not None else None for m in noise]
+    params = [p for p, k in zip(params, keep.tolist()) if k]
+    x_src, x_tgt = g_src.synthesis(ws, noise=noise), g_tgt.synthesis(ws, noise=noise)
+    x_true = render_batch([true_edit(p, target) for p in params])
+    d = text_direction(clip, source, target)  # [D]
+    e_src, e_tgt, e_true = (clip.encode_image(x) for x in (x_src, x_tgt, x_true))
+
+    def cos(e_to: torch.Tensor) -> float:
+        return float(F.cosine_similarity(e_to - e_src, d[None], dim=1).mean())
+
+    return {"adapted": cos(e_tgt), "true_edit": cos(e_true), "true_edit_other_shape": cos(e_true.roll(1, 0)),
+            "n": len(params)}
+
+
+def direction_gap(run_dir: str | Path, *, n: int = 128, registry=None) -> dict:
+    """:func:`generator_gap` for a finished shapes run, under the run's first CLIP model."""
+    from zsgm.generator import load_generator
+    from zsgm.plugins import get_registry
+    from zsgm.recipe import load_recipe
+    from zsgm.run import load_clip_asset, load_generator_asset
+
+    run_dir = Path(run_dir)
+    registry = registry or get_registry()
+    recipe = load_recipe(run_dir / "recipe.toml", registry=registry)
+    adapted = run_dir / "generator.safetensors"
+    if not adapted.exists():
+        raise FileNotFoundError(f"{adapted} does not exist: the run has not finished (resume it first)")
+    if recipe.source is None or recipe.target is None:
+        raise ValueError(f"{run_dir}: the recipe needs source and target texts for a direction")
+    device = torch.device("cpu")
+    g_src, _ = load_generator_asset(recipe.generator.checkpoint, registry, device)
+    g_tgt, _ = load_generator(adapted)
+    clip = load_clip_asset(recipe.clip.models[0], registry, device, preprocess=recipe.clip.preprocess)
+    record = generator_gap(g_src.eval(), g_tgt.eval(), clip, source=recipe.source, target=recipe.target, n=n)
+    return {"mode": "gap", "run": str(run_dir), "source": recipe.source, "target": recipe.target, **record}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    p_reach = sub.add_parser("reach", help="regress the generator onto the true edits with NADA's optimiser")
+    p_reach.add_argument("--target", required=True, help='target text, e.g. "sketch" or "a blue shape"')
+    p_reach.add_argument("--steps", type=int, default=301)
+    p_reach.add_argument("--batch", type=int, default=2)
+    p_reach.add_argument("--lr", type=float, default=0.002)
+    p_reach.add_argument("--seed", type=int, default=0)
+    p_reach.add_argument("--n-eval", type=int, default=256)
+    p_gap = sub.add_parser("gap", help="directional cosine of a run's samples against their true edits")
+    p_gap.add_argument("run", help="a finished shapes run directory")
+    p_gap.add_argument("--n", type=int, default=128)
+    args = parser.parse_args(argv)
+    try:
+        if args.mode == "reach":
+            record = reach(args.target, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                           n_eval=args.n_eval)
+        else:
+            record = direction_gap(args.run, n=args.n)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"zsgm.toy.diagnose: {exc}\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
