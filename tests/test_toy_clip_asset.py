@@ -195,8 +195,8 @@ def test_direction_term_on_blends_differs_from_the_true_edit_only_when_asked():
     pair_u8, pair_labels = _paired_pool()
 
     def term(blend_min):
-        return float(true_edit_direction_loss(model, pair_u8, pair_labels, directions, pairs=4,
-                                              g=torch.Generator().manual_seed(2), blend_min=blend_min))
+        return true_edit_direction_loss(model, pair_u8, pair_labels, directions, pairs=4,
+                                        g=torch.Generator().manual_seed(2), blend_min=blend_min).item()
 
     assert term(1.0) == term(1.0)
     assert abs(term(0.2) - term(1.0)) > 1e-4
