@@ -167,6 +167,28 @@ def _image_direction(model, x_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tenso
     return F.normalize(e[len(x_s):] - e[:len(x_s)], dim=-1)
 
 
+def sample_edit_pairs(pair_u8: torch.Tensor, pair_labels: torch.Tensor, n: int, g: torch.Generator):
+    """``n`` style edits and ``max(1, n // 2)`` colour edits from the paired pool ``[P, S + 1, 3, H, W]``
+    (labels: colour, other colour, kind): each shape in a random style to a random other style, then
+    photos to their other colour.
+
+    Returns:
+        ``(x_s, x_t, a_idx, b_idx, b, t)``: uint8 sources and true edits ``[M, 3, H, W]``, the name indices
+        of the text direction (styles, then colours) ``[M]``, and the pool rows ``b`` and target styles
+        ``t`` of the ``n`` style edits.
+    """
+    n_styles = len(STYLES)
+    b = torch.randint(0, len(pair_u8), (n,), generator=g)
+    s = torch.randint(0, n_styles, (n,), generator=g)
+    t = (s + torch.randint(1, n_styles, (n,), generator=g)) % n_styles  # t != s
+    bc = torch.randint(0, len(pair_u8), (max(1, n // 2),), generator=g)
+    x_s = torch.cat([pair_u8[b, s], pair_u8[bc, 0]])  # style sources, then photos in their own colour
+    x_t = torch.cat([pair_u8[b, t], pair_u8[bc, n_styles]])  # true edits: other style, or recoloured
+    a_idx = torch.cat([s, n_styles + pair_labels[bc, 0]])
+    b_idx = torch.cat([t, n_styles + pair_labels[bc, 1]])
+    return x_s, x_t, a_idx, b_idx, b, t
+
+
 def true_edit_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Tensor, directions: DirectionBank,
                              *, pairs: int, g: torch.Generator, content_margin: float = 0.0,
                              blend_min: float = 1.0) -> torch.Tensor:
@@ -182,18 +204,7 @@ def true_edit_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Te
     text direction, so that a generator starting at the source is pulled onto that path (and not towards
     whatever else scores a little along the direction first, such as erasing the shape).
     """
-    n_styles = len(STYLES)
-    b = torch.randint(0, len(pair_u8), (pairs,), generator=g)
-    s = torch.randint(0, n_styles, (pairs,), generator=g)
-    t = (s + torch.randint(1, n_styles, (pairs,), generator=g)) % n_styles  # t != s
-    x_s, x_t = pair_u8[b, s], pair_u8[b, t]
-    a_idx, b_idx = s, t
-    nc = max(1, pairs // 2)
-    bc = torch.randint(0, len(pair_u8), (nc,), generator=g)
-    x_s = torch.cat([x_s, pair_u8[bc, 0]])  # photo in its own colour
-    x_t = torch.cat([x_t, pair_u8[bc, n_styles]])  # the same photo recoloured
-    a_idx = torch.cat([a_idx, n_styles + pair_labels[bc, 0]])
-    b_idx = torch.cat([b_idx, n_styles + pair_labels[bc, 1]])
+    x_s, x_t, a_idx, b_idx, b, t = sample_edit_pairs(pair_u8, pair_labels, pairs, g)
     d_txt = directions(a_idx, b_idx)  # [M, D]
     if blend_min < 1.0:
         t_blend = blend_min + (1.0 - blend_min) * torch.rand((len(x_s), 1, 1, 1), generator=g)  # [M, 1, 1, 1]
@@ -236,15 +247,8 @@ def adversarial_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.
     ``n`` renders of the paired pool ``[P, S + 1, 3, H, W]`` in a random style with a random other style as
     the target, plus ``n // 2`` photos with another colour as the target.
     """
-    n_styles = len(STYLES)
-    b = torch.randint(0, len(pair_u8), (n,), generator=g)
-    s = torch.randint(0, n_styles, (n,), generator=g)
-    t = (s + torch.randint(1, n_styles, (n,), generator=g)) % n_styles  # t != s
-    nc = max(1, n // 2)
-    bc = torch.randint(0, len(pair_u8), (nc,), generator=g)
-    x = torch.cat([pair_u8[b, s], pair_u8[bc, 0]]).float() / 127.5 - 1.0  # [M, 3, H, W]
-    a_idx = torch.cat([s, n_styles + pair_labels[bc, 0]])
-    b_idx = torch.cat([t, n_styles + pair_labels[bc, 1]])
+    x_u8, _, a_idx, b_idx, _, _ = sample_edit_pairs(pair_u8, pair_labels, n, g)
+    x = x_u8.float() / 127.5 - 1.0  # [M, 3, H, W]
     d_txt = directions(a_idx, b_idx)  # [M, D], differentiable in the text tower
     d_fixed = d_txt.detach()
     with torch.no_grad():
@@ -270,19 +274,12 @@ def gradient_alignment_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Ten
     The directional loss moves a generator's pixels along this input gradient (Adam only sees its
     direction); a gradient that points at the true edit turns the guided adaptation into something close to
     regressing onto the true edit, which the shapes generator can do (:func:`zsgm.toy.diagnose.reach`).
-    Sources and targets are drawn as in :func:`true_edit_direction_loss` (``n`` style pairs and ``n // 2``
+    Sources and targets come from :func:`sample_edit_pairs` (``n`` style pairs and ``n // 2``
     colour pairs). Needs a double backward pass through the image tower.
     """
-    n_styles = len(STYLES)
-    b = torch.randint(0, len(pair_u8), (n,), generator=g)
-    s = torch.randint(0, n_styles, (n,), generator=g)
-    t = (s + torch.randint(1, n_styles, (n,), generator=g)) % n_styles
-    nc = max(1, n // 2)
-    bc = torch.randint(0, len(pair_u8), (nc,), generator=g)
-    x_s = torch.cat([pair_u8[b, s], pair_u8[bc, 0]]).float() / 127.5 - 1.0  # [M, 3, H, W]
-    x_t = torch.cat([pair_u8[b, t], pair_u8[bc, n_styles]]).float() / 127.5 - 1.0
-    d_txt = directions(torch.cat([s, n_styles + pair_labels[bc, 0]]),
-                       torch.cat([t, n_styles + pair_labels[bc, 1]])).detach()  # [M, D]
+    x_s, x_t, a_idx, b_idx, _, _ = sample_edit_pairs(pair_u8, pair_labels, n, g)
+    x_s, x_t = x_s.float() / 127.5 - 1.0, x_t.float() / 127.5 - 1.0  # [M, 3, H, W]
+    d_txt = directions(a_idx, b_idx).detach()  # [M, D]
     lam = lam_max * torch.rand((len(x_s), 1, 1, 1), generator=g)
     x = (x_s + lam * (x_t - x_s)).requires_grad_(True)
     from torch.nn.attention import SDPBackend, sdpa_kernel
