@@ -139,23 +139,15 @@ def generator_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128,
 
 def direction_gap(run_dir: str | Path, *, n: int = 128, registry=None) -> dict:
     """:func:`generator_gap` for a finished shapes run, under the run's first CLIP model."""
-    from zsgm.generator import load_generator
     from zsgm.plugins import get_registry
-    from zsgm.recipe import load_recipe
-    from zsgm.run import load_clip_asset, load_generator_asset
+    from zsgm.run import load_clip_asset
+    from zsgm.toy.evaluate import load_finished_run
 
-    run_dir = Path(run_dir)
     registry = registry or get_registry()
-    recipe = load_recipe(run_dir / "recipe.toml", registry=registry)
-    adapted = run_dir / "generator.safetensors"
-    if not adapted.exists():
-        raise FileNotFoundError(f"{adapted} does not exist: the run has not finished (resume it first)")
+    recipe, g_src, g_tgt = load_finished_run(run_dir, registry)
     if recipe.source is None or recipe.target is None:
         raise ValueError(f"{run_dir}: the recipe needs source and target texts for a direction")
-    device = torch.device("cpu")
-    g_src, _ = load_generator_asset(recipe.generator.checkpoint, registry, device)
-    g_tgt, _ = load_generator(adapted)
-    clip = load_clip_asset(recipe.clip.models[0], registry, device, preprocess=recipe.clip.preprocess)
+    clip = load_clip_asset(recipe.clip.models[0], registry, torch.device("cpu"), preprocess=recipe.clip.preprocess)
     record = generator_gap(g_src.eval(), g_tgt.eval(), clip, source=recipe.source, target=recipe.target, n=n)
     return {"mode": "gap", "run": str(run_dir), "source": recipe.source, "target": recipe.target, **record}
 

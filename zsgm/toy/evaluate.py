@@ -84,22 +84,34 @@ def evaluate_generators(g_src, g_tgt, *, target: str, n: int = 256, seed: int = 
     return {"task": f"{kind}:{name}", "truncation": truncation, "seed": seed, **scores}
 
 
-def evaluate_run(run_dir: str | Path, *, n: int = 256, seed: int = EVAL_SEED, truncation: float = 1.0,
-                 registry=None) -> dict:
-    """Evaluate a finished run directory (reads ``recipe.toml`` and ``generator.safetensors``); writes ``eval.json``."""
+def load_finished_run(run_dir: str | Path, registry):
+    """``(recipe, source generator, adapted generator)`` of a finished run directory, on the CPU.
+
+    Raises:
+        FileNotFoundError: the run has no ``generator.safetensors`` yet.
+    """
     from zsgm.generator import load_generator
-    from zsgm.plugins import get_registry
     from zsgm.recipe import load_recipe
     from zsgm.run import load_generator_asset
 
     run_dir = Path(run_dir)
-    registry = registry or get_registry()
     recipe = load_recipe(run_dir / "recipe.toml", registry=registry)
     adapted = run_dir / "generator.safetensors"
     if not adapted.exists():
         raise FileNotFoundError(f"{adapted} does not exist: the run has not finished (resume it first)")
     g_src, _ = load_generator_asset(recipe.generator.checkpoint, registry, torch.device("cpu"))
     g_tgt, _ = load_generator(adapted)
+    return recipe, g_src, g_tgt
+
+
+def evaluate_run(run_dir: str | Path, *, n: int = 256, seed: int = EVAL_SEED, truncation: float = 1.0,
+                 registry=None) -> dict:
+    """Evaluate a finished run directory (reads ``recipe.toml`` and ``generator.safetensors``); writes ``eval.json``."""
+    from zsgm.plugins import get_registry
+
+    run_dir = Path(run_dir)
+    registry = registry or get_registry()
+    recipe, g_src, g_tgt = load_finished_run(run_dir, registry)
     if recipe.target is None:
         raise ValueError(f"{run_dir}: the recipe has no target text to judge against")
     scores = evaluate_generators(g_src, g_tgt, target=recipe.target, n=n, seed=seed, truncation=truncation)
