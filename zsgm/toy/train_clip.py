@@ -250,17 +250,15 @@ def adversarial_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.
     x_u8, _, a_idx, b_idx, _, _ = sample_edit_pairs(pair_u8, pair_labels, n, g)
     x = x_u8.float() / 127.5 - 1.0  # [M, 3, H, W]
     d_txt = directions(a_idx, b_idx)  # [M, D], differentiable in the text tower
-    d_fixed = d_txt.detach()
-    with torch.no_grad():
-        e_src = F.normalize(model.encode_image(x), dim=-1)  # [M, D]
+    e_src = F.normalize(model.encode_image(x), dim=-1)  # [M, D], differentiable: the final hinge trains it
+    e_src_fixed, d_fixed = e_src.detach(), d_txt.detach()  # what the search ascends against
     delta = (torch.rand(x.shape, generator=g) * 2 - 1) * eps
     for _ in range(pgd_steps):
         delta.requires_grad_(True)
         e_adv = F.normalize(model.encode_image((x + delta).clamp(-1, 1)), dim=-1)
-        cos = (F.normalize(e_adv - e_src, dim=-1) * d_fixed).sum()
+        cos = (F.normalize(e_adv - e_src_fixed, dim=-1) * d_fixed).sum()
         (grad,) = torch.autograd.grad(cos, delta)
         delta = (delta.detach() + 0.5 * eps * grad.sign()).clamp(-eps, eps)
-    e_src = F.normalize(model.encode_image(x), dim=-1)
     e_adv = F.normalize(model.encode_image((x + delta).clamp(-1, 1)), dim=-1)
     cos = (F.normalize(e_adv - e_src, dim=-1) * d_txt).sum(-1)  # [M]
     return F.relu(cos - margin).mean()
@@ -360,6 +358,11 @@ def geometry_ranking_loss(model, directions: DirectionBank, *, n: int, margin: f
     cos_true = (F.normalize(e_t - e_s, dim=-1) * d_txt).sum(-1)
     cos_moved = (F.normalize(e_m - e_s, dim=-1) * d_txt).sum(-1)
     return F.relu(margin * change - (cos_true - cos_moved)).mean()
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    """Mean of a loss log slice; None when the term never ran."""
+    return float(np.mean(values)) if values else None
 
 
 def lr_at(step: int, *, steps: int, lr: float, warmup: int) -> float:
@@ -463,8 +466,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
             if paired else None  # [Fp]
         n_fake = int(round(batch * fake_frac)) if len(fake_u8) else 0
     pair_u8 = pair_labels = None
-    if directional_weight > 0 or fake_direction_weight > 0 or adversarial_weight > 0 or geometry_weight > 0 \
-            or gradient_weight > 0:
+    pair_terms = (directional_weight, fake_direction_weight, adversarial_weight, geometry_weight, gradient_weight)
+    if any(w > 0 for w in pair_terms):
         from zsgm.toy.clip_data import render_paired_pool
 
         pair_u8, pair_labels = render_paired_pool(max(64, pool // 8), rng=rng, progress=progress)
@@ -488,6 +491,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
     geo_losses: list[float] = []
     grad_losses: list[float] = []
     geometry_rng = np.random.default_rng(seed + 3)
+    n_aux = max(1, pairs // 2)  # items per step of the fake, adversarial, geometry and gradient terms
     step = 0
     bar = tqdm(total=steps, desc="train shapes CLIP", unit="step", disable=not progress)
     while step < steps and time.time() < deadline:
@@ -519,21 +523,21 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
                 dir_losses.append(float(term.detach()))
             if fake_direction_weight > 0 and fake_src_u8 is not None:
                 term = fake_direction_loss(model, fake_pair_u8, fake_src_u8, fake_task, fake_tasks, directions,
-                                           n=max(1, pairs // 2), margin=fake_margins, g=g)
+                                           n=n_aux, margin=fake_margins, g=g)
                 loss = loss + fake_direction_weight * term
                 fake_losses.append(float(term.detach()))
             if adversarial_weight > 0:
-                term = adversarial_direction_loss(model, pair_u8, pair_labels, directions, n=max(1, pairs // 2),
+                term = adversarial_direction_loss(model, pair_u8, pair_labels, directions, n=n_aux,
                                                   eps=adv_eps, pgd_steps=adv_steps, margin=adv_margin, g=g)
                 loss = loss + adversarial_weight * term
                 adv_losses.append(float(term.detach()))
             if geometry_weight > 0:
-                term = geometry_ranking_loss(model, directions, n=max(1, pairs // 2), margin=geometry_margin,
+                term = geometry_ranking_loss(model, directions, n=n_aux, margin=geometry_margin,
                                              rng=geometry_rng)
                 loss = loss + geometry_weight * term
                 geo_losses.append(float(term.detach()))
             if gradient_weight > 0:
-                term = gradient_alignment_loss(model, pair_u8, pair_labels, directions, n=max(1, pairs // 2), g=g)
+                term = gradient_alignment_loss(model, pair_u8, pair_labels, directions, n=n_aux, g=g)
                 loss = loss + gradient_weight * term
                 grad_losses.append(float(term.detach()))
         opt.zero_grad(set_to_none=True)
@@ -560,18 +564,15 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         if fake_files else None,
         "geometry_captions": geometry_captions, "directional_weight": directional_weight,
         "content_margin": content_margin, "collapse_margin": collapse_margin, "fake_direction_weight": fake_direction_weight,
-        "direction_loss_last_50": float(np.mean(dir_losses[-50:])) if dir_losses else None,
-        "fake_direction_loss_last_50": float(np.mean(fake_losses[-50:])) if fake_losses else None,
+        "direction_loss_last_50": _mean_or_none(dir_losses[-50:]),
+        "fake_direction_loss_last_50": _mean_or_none(fake_losses[-50:]),
         "adversarial_weight": adversarial_weight, "adv_eps": adv_eps, "adv_steps": adv_steps,
         "adv_margin": adv_margin, "blend_min": blend_min,
         "geometry_weight": geometry_weight, "geometry_margin": geometry_margin,
-        "geometry_loss_first_20": float(np.mean(geo_losses[:20])) if geo_losses else None,
-        "geometry_loss_last_50": float(np.mean(geo_losses[-50:])) if geo_losses else None,
         "gradient_weight": gradient_weight,
-        "gradient_loss_first_20": float(np.mean(grad_losses[:20])) if grad_losses else None,
-        "gradient_loss_last_50": float(np.mean(grad_losses[-50:])) if grad_losses else None,
-        "adversarial_loss_first_20": float(np.mean(adv_losses[:20])) if adv_losses else None,
-        "adversarial_loss_last_50": float(np.mean(adv_losses[-50:])) if adv_losses else None,
+        **{f"{name}_loss_{part}": _mean_or_none(values[:20] if part == "first_20" else values[-50:])
+           for name, values in (("geometry", geo_losses), ("gradient", grad_losses), ("adversarial", adv_losses))
+           for part in ("first_20", "last_50")},
         "seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
         "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
         "parameters": sum(p.numel() for p in model.parameters()),
