@@ -48,6 +48,48 @@ def _trainable(generator, prefixes) -> list[torch.nn.Parameter]:
     return chosen
 
 
+def reach_trajectory(target: str, *, snapshots: tuple[int, ...] = (301,), batch: int = 2, lr: float = 0.002,
+                     reg_ratio: float = 0.8, betas: tuple[float, float] = (0.0, 0.99),
+                     trained: tuple[str, ...] = NADA_TRAINED, seed: int = 0, progress: bool = True):
+    """Regress a copy of the shapes generator onto the true edits of its own samples.
+
+    Yields ``(step, generator, losses)`` after each of ``snapshots`` (ascending step counts): the generator
+    being trained (in eval mode; do not keep it across yields without copying) and the MSE of every step so
+    far. See :func:`reach` for the settings.
+    """
+    from tqdm.auto import tqdm
+
+    from zsgm.toy.assets import load_shapes_generator
+    from zsgm.toy.latents import params_from_z
+    from zsgm.toy.render import render_batch
+
+    parse_target(target)  # a clear error before any work
+    if list(snapshots) != sorted(set(snapshots)) or snapshots[0] < 1:
+        raise ValueError(f"snapshots must be ascending positive step counts, got {list(snapshots)}")
+    g_src, _ = load_shapes_generator()
+    g_tgt = copy.deepcopy(g_src).train()
+    params = _trainable(g_tgt, trained)
+    if not params:
+        raise ValueError(f"reach: no synthesis module named {', '.join(trained)}")
+    opt = torch.optim.Adam(params, lr=lr * reg_ratio, betas=(betas[0] ** reg_ratio, betas[1] ** reg_ratio))
+    rng = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in tqdm(range(1, snapshots[-1] + 1), desc=f"reach {target}", unit="step", disable=not progress):
+        z = torch.randn((batch, g_src.arch.style_dim), generator=rng)  # [B, D]
+        with torch.no_grad():
+            ws = g_src.mapping(z)[:, None].repeat(1, g_src.n_latent, 1)  # [B, L, D]
+        noise = g_src.make_noise(batch, mode="random", rng=rng)
+        goal = render_batch([true_edit(p, target) for p in params_from_z(z)])  # [B, 3, S, S]
+        loss = F.mse_loss(g_tgt.synthesis(ws, noise=noise), goal)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step in snapshots:
+            yield step, g_tgt.eval(), losses
+            g_tgt.train()
+
+
 def reach(target: str, *, steps: int = 301, batch: int = 2, lr: float = 0.002, reg_ratio: float = 0.8,
           betas: tuple[float, float] = (0.0, 0.99), trained: tuple[str, ...] = NADA_TRAINED, seed: int = 0,
           n_eval: int = 256, progress: bool = True) -> dict:
@@ -63,33 +105,12 @@ def reach(target: str, *, steps: int = 301, batch: int = 2, lr: float = 0.002, r
     Returns:
         the judges' record (as ``zsgm eval``) plus ``mse_first_20`` and ``mse_last_20``.
     """
-    from tqdm.auto import tqdm
-
     from zsgm.toy.assets import load_shapes_generator
-    from zsgm.toy.latents import params_from_z
-    from zsgm.toy.render import render_batch
 
-    parse_target(target)  # a clear error before any work
+    _, g_tgt, losses = next(reach_trajectory(target, snapshots=(steps,), batch=batch, lr=lr, reg_ratio=reg_ratio,
+                                             betas=betas, trained=trained, seed=seed, progress=progress))
     g_src, _ = load_shapes_generator()
-    g_tgt = copy.deepcopy(g_src).train()
-    params = _trainable(g_tgt, trained)
-    if not params:
-        raise ValueError(f"reach: no synthesis module named {', '.join(trained)}")
-    opt = torch.optim.Adam(params, lr=lr * reg_ratio, betas=(betas[0] ** reg_ratio, betas[1] ** reg_ratio))
-    rng = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in tqdm(range(steps), desc=f"reach {target}", unit="step", disable=not progress):
-        z = torch.randn((batch, g_src.arch.style_dim), generator=rng)  # [B, D]
-        with torch.no_grad():
-            ws = g_src.mapping(z)[:, None].repeat(1, g_src.n_latent, 1)  # [B, L, D]
-        noise = g_src.make_noise(batch, mode="random", rng=rng)
-        goal = render_batch([true_edit(p, target) for p in params_from_z(z)])  # [B, 3, S, S]
-        loss = F.mse_loss(g_tgt.synthesis(ws, noise=noise), goal)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    record = evaluate_generators(g_src, g_tgt.eval(), target=target, n=n_eval)
+    record = evaluate_generators(g_src, g_tgt, target=target, n=n_eval)
     record.update({"mode": "reach", "steps": steps, "batch": batch, "lr": lr, "trained": list(trained),
                    "mse_first_20": sum(losses[:20]) / max(1, len(losses[:20])),
                    "mse_last_20": sum(losses[-20:]) / max(1, len(losses[-20:]))})
@@ -97,17 +118,15 @@ def reach(target: str, *, steps: int = 301, batch: int = 2, lr: float = 0.002, r
 
 
 @torch.no_grad()
-def generator_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128, seed: int = EVAL_SEED) -> dict:
-    """Directional cosines under ``clip`` from the source samples to: the adapted samples, their true edits,
-    and the true edits of *other* samples (what a content-blind edit would reach).
+def true_edit_triples(g_src, g_tgt, *, source: str, target: str, n: int = 128, seed: int = EVAL_SEED):
+    """Source samples, adapted samples and true edits of the same ``n`` latents and noise.
 
-    When ``source`` names a colour ("red"), only the samples drawn in that colour count (a red -> blue
-    direction says nothing about a green shape), so ``n`` may be smaller than asked.
+    When ``source`` names a colour ("red"), only the samples drawn in that colour are kept (a red -> blue
+    edit says nothing about a green shape), so fewer than ``n`` may come back.
 
     Returns:
-        ``{"adapted": ..., "true_edit": ..., "true_edit_other_shape": ..., "n": ...}`` (means over samples).
+        ``(x_src, x_tgt, x_true)``, each ``[m, 3, S, S]`` in [-1, 1], ``m <= n``.
     """
-    from zsgm.clip import text_direction
     from zsgm.toy.latents import params_from_z
     from zsgm.toy.render import render_batch
 
@@ -125,8 +144,24 @@ def generator_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128,
         raise ValueError(f"none of {n} samples is drawn in the source colour {name!r}")
     ws, noise = ws[keep], [m[keep] if m is not None else None for m in noise]
     params = [p for p, k in zip(params, keep.tolist()) if k]
-    x_src, x_tgt = g_src.synthesis(ws, noise=noise), g_tgt.synthesis(ws, noise=noise)
     x_true = render_batch([true_edit(p, target) for p in params])
+    return g_src.synthesis(ws, noise=noise), g_tgt.synthesis(ws, noise=noise), x_true
+
+
+@torch.no_grad()
+def generator_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128, seed: int = EVAL_SEED) -> dict:
+    """Directional cosines under ``clip`` from the source samples to: the adapted samples, their true edits,
+    and the true edits of *other* samples (what a content-blind edit would reach).
+
+    Colour sources keep only the samples in that colour (:func:`true_edit_triples`), so ``n`` may be
+    smaller than asked.
+
+    Returns:
+        ``{"adapted": ..., "true_edit": ..., "true_edit_other_shape": ..., "n": ...}`` (means over samples).
+    """
+    from zsgm.clip import text_direction
+
+    x_src, x_tgt, x_true = true_edit_triples(g_src, g_tgt, source=source, target=target, n=n, seed=seed)
     d = text_direction(clip, source, target)  # [D]
     e_src, e_tgt, e_true = (clip.encode_image(x) for x in (x_src, x_tgt, x_true))
 
@@ -134,7 +169,7 @@ def generator_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128,
         return float(F.cosine_similarity(e_to - e_src, d[None], dim=1).mean())
 
     return {"adapted": cos(e_tgt), "true_edit": cos(e_true), "true_edit_other_shape": cos(e_true.roll(1, 0)),
-            "n": len(params)}
+            "n": len(x_src)}
 
 
 def direction_gap(run_dir: str | Path, *, n: int = 128, registry=None) -> dict:

@@ -21,6 +21,11 @@ direction of its task, which is what the adaptation loss rewarded. With ``--max-
 shape collapsed or moved (content IoU with their source below the bound) are kept as well, whatever
 their style, flagged ``other = 0``: they feed only that direction hinge, since a collapsed sketch is
 still a sketch.
+
+``--trajectory`` mines differently (:func:`mine_trajectories`): it keeps *every* sample along each task's
+NADA run, at several steps, with the true edit of the same latent (``truths``) and the step (``step``), for
+the ranking term of :func:`zsgm.toy.train_clip.train` (``--rank-weight``): the guide is trained with the
+generator in the loop.
 """
 
 from __future__ import annotations
@@ -55,6 +60,102 @@ def adapted_generator(clip_path: Path, source: str, target: str, *, lr: float, s
     adapt(recipe, out_dir=out, registry=registry)
     generator, _ = load_generator(out / "generator.safetensors")
     return generator
+
+
+def trajectory_generators(clip_path: Path, source: str, target: str, *, snapshots: tuple[int, ...], seed: int,
+                          work: Path, registry, lr: float | None = None):
+    """Yield ``(step, generator)`` along one NADA preset adaptation guided by ``clip_path``: the run stops
+    after each of ``snapshots`` (ascending step counts, the last one the run's length), hands out the
+    generator it has reached, and resumes from its checkpoint, so every snapshot lies on one trajectory."""
+    from zsgm.checkpoint import load_run_checkpoint
+    from zsgm.loop import adapt
+    from zsgm.recipe import recipe_from_dict
+    from zsgm.run import build_run
+    from zsgm.toy.benchmark import shapes_recipe_data
+
+    if list(snapshots) != sorted(set(snapshots)) or snapshots[0] < 1:
+        raise ValueError(f"snapshots must be ascending positive step counts, got {list(snapshots)}")
+    data = shapes_recipe_data("nada", source, target, registry, seed=seed, steps=snapshots[-1], lr=lr,
+                              clip_file=clip_path, n_samples=4)
+    recipe = recipe_from_dict(data, registry=registry, source=f"trajectory {source}->{target}")
+    out = work / f"trajectory-{source}-{target}-{seed}"
+    done = 0
+    for step in snapshots:
+        adapt(recipe, out_dir=out, registry=registry, resume=done > 0, stop_after=step - done)
+        done = step
+        run = build_run(recipe, out_dir=out, registry=registry)
+        load_run_checkpoint(run)
+        yield step, run.sample_generator().eval()
+
+
+def mine_trajectories(clip_path: str | Path, *, tasks=DEFAULT_TASKS, snapshots=(20, 50, 100, 200, 301),
+                      n_per_snapshot: int = 64, seed: int = 0, progress: bool = True,
+                      positives: str = "render") -> tuple[dict, list[dict]]:
+    """Every sample along NADA trajectories, paired with its source sample and its *true* edit.
+
+    For each task one NADA preset run guided by ``clip_path`` is stopped at each of ``snapshots``; the
+    generator reached there draws ``n_per_snapshot`` latents (colour tasks keep those in the source colour)
+    and every sample is kept with the source generator's image and the render of the shape the latent
+    encodes, in the target style or colour (:func:`zsgm.toy.diagnose.true_edit_triples`). A CLIP trained
+    to rank the true edit's direction above each of these (``rank_weight`` of
+    :func:`zsgm.toy.train_clip.train`) demotes exactly the path its own guidance made the generator take.
+
+    ``positives="reach"`` pairs each sample instead with what the generator draws for the same latent at the
+    same step of :func:`zsgm.toy.diagnose.reach_trajectory` (regressed onto the true edits with the same
+    optimiser): a generator-made true edit, so that a CLIP cannot meet the ranking by telling generator
+    images from renders.
+
+    Returns:
+        ``{"images", "sources", "truths": uint8 [N, 3, S, S], "task", "step": int64 [N], "other": bool [N]}``
+        and one record per (task, snapshot).
+    """
+    from collections import Counter
+
+    from tqdm.auto import tqdm
+
+    from zsgm.plugins import get_registry
+    from zsgm.toy.assets import load_shapes_generator
+    from zsgm.toy.diagnose import reach_trajectory, true_edit_triples
+    from zsgm.toy.evaluate import parse_target
+    from zsgm.toy.judges import OTHER, analyse, classify_style
+    from zsgm.toy.render import COLOURS
+
+    if positives not in ("render", "reach"):
+        raise ValueError(f"positives must be 'render' or 'reach', got {positives!r}")
+    registry = get_registry()
+    source_g, _ = load_shapes_generator()
+    parts: dict[str, list] = {k: [] for k in ("images", "sources", "truths", "task", "step", "other")}
+    records = []
+    bar = tqdm(total=len(tasks) * len(snapshots), desc="mine trajectories", disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="zsgm-trajectory-") as tmp:
+        for i, (src, tgt) in enumerate(tasks):
+            try:  # a colour source keeps about one sample in len(COLOURS): draw that many more
+                draws = n_per_snapshot * (len(COLOURS) if parse_target(src)[0] == "colour" else 1)
+            except ValueError:
+                draws = n_per_snapshot
+            reached = reach_trajectory(tgt, snapshots=tuple(snapshots), seed=seed + i, progress=False) \
+                if positives == "reach" else None
+            for step, g in trajectory_generators(Path(clip_path), src, tgt, snapshots=tuple(snapshots),
+                                                 seed=seed + i, work=Path(tmp), registry=registry):
+                sample_seed = seed * 1000 + 10 * i + snapshots.index(step)
+                x_src, x_fake, x_true = true_edit_triples(source_g, g, source=src, target=tgt, n=draws,
+                                                          seed=sample_seed)
+                if reached is not None:
+                    _, g_reach, _ = next(reached)
+                    x_true = true_edit_triples(source_g, g_reach, source=src, target=tgt, n=draws,
+                                               seed=sample_seed)[1]
+                styles = classify_style(analyse(x_fake))
+                parts["images"].append(_to_u8(x_fake))
+                parts["sources"].append(_to_u8(x_src))
+                parts["truths"].append(_to_u8(x_true))
+                parts["task"].append(torch.full((len(x_src),), i, dtype=torch.int64))
+                parts["step"].append(torch.full((len(x_src),), step, dtype=torch.int64))
+                parts["other"].append(torch.tensor([s == OTHER for s in styles]))
+                records.append({"source": src, "target": tgt, "step": step, "kept": len(x_src),
+                                "positives": positives, "styles": dict(Counter(styles))})
+                bar.update(1)
+    bar.close()
+    return {k: torch.cat(v) for k, v in parts.items()}, records
 
 
 def _to_u8(x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +225,11 @@ def save_fakes(path: str | Path, mined: dict, records: list[dict], *, tasks, cli
     if other is None:
         other = torch.ones(n, dtype=torch.bool)
     tensors = {**{k: mined[k].contiguous() for k in ("images", "sources", "task")}, "other": other.to(torch.uint8)}
+    for optional in ("truths", "step"):  # trajectory mining (mine_trajectories)
+        if mined.get(optional) is not None:
+            if len(mined[optional]) != n:
+                raise ValueError(f"save_fakes: {optional} must have the same length as images")
+            tensors[optional] = mined[optional].contiguous()
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -142,10 +248,11 @@ def load_fakes(path: str | Path) -> dict:
     data = load_file(str(path))
     n = len(data["images"])
     if "tasks" not in meta:
-        return {"images": data["images"], "sources": None, "task": None, "tasks": [],
-                "other": torch.ones(n, dtype=torch.bool)}
+        return {"images": data["images"], "sources": None, "task": None, "tasks": [], "truths": None,
+                "step": None, "other": torch.ones(n, dtype=torch.bool)}
     other = data["other"].bool() if "other" in data else torch.ones(n, dtype=torch.bool)
-    return {**data, "other": other, "tasks": [tuple(t) for t in json.loads(meta["tasks"])]}
+    return {"truths": None, "step": None, **data, "other": other,
+            "tasks": [tuple(t) for t in json.loads(meta["tasks"])]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,6 +263,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-per-run", type=int, default=128)
     parser.add_argument("--max-iou", type=float,
                         help="also keep samples whose content IoU with their source is below this (direction hinge only)")
+    parser.add_argument("--trajectory", action="store_true",
+                        help="keep every sample along each task's NADA run, with its true edit (for --rank-weight)")
+    parser.add_argument("--snapshots", type=int, nargs="+", default=[20, 50, 100, 200, 301],
+                        help="with --trajectory: the steps at which each run is sampled")
+    parser.add_argument("--positives", choices=("render", "reach"), default="render",
+                        help="with --trajectory: pair each sample with the rendered true edit, or with the "
+                             "reach generator's image (diagnose reach) at the same step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
@@ -163,8 +277,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     started = time.time()
     tasks = tuple(tuple(t.split(":", 1)) for t in args.tasks) if args.tasks else DEFAULT_TASKS
-    mined, records = mine(args.clip, tasks=tasks, n_per_run=args.n_per_run, seed=args.seed,
-                          progress=not args.no_progress, max_iou=args.max_iou)
+    if args.trajectory:
+        mined, records = mine_trajectories(args.clip, tasks=tasks, snapshots=tuple(args.snapshots),
+                                           n_per_snapshot=args.n_per_run, seed=args.seed,
+                                           progress=not args.no_progress, positives=args.positives)
+    else:
+        mined, records = mine(args.clip, tasks=tasks, n_per_run=args.n_per_run, seed=args.seed,
+                              progress=not args.no_progress, max_iou=args.max_iou)
     save_fakes(args.out, mined, records, tasks=tasks, clip_path=args.clip, seconds=time.time() - started)
     for r in records:
         print(json.dumps(r))

@@ -235,6 +235,24 @@ def fake_direction_loss(model, fake_u8, fake_src_u8, fake_task, tasks, direction
     return F.relu((d_img * directions(a, b)).sum(-1) - m).mean()
 
 
+def trajectory_ranking_loss(model, rank_src_u8, rank_fake_u8, rank_true_u8, rank_task, tasks,
+                            directions: DirectionBank, *, n: int, margin: float, g: torch.Generator) -> torch.Tensor:
+    """``mean(relu(cos_fake - cos_true + margin))`` over ``n`` samples mined along NADA trajectories
+    (:func:`zsgm.toy.mine_fakes.mine_trajectories`): from the same source sample, the direction to what the
+    guided generator made must score at least ``margin`` below the direction to the true edit of that
+    latent, along the task's text direction."""
+    idx = torch.randint(0, len(rank_fake_u8), (n,), generator=g)
+    a = torch.tensor([directions.index[tasks[int(k)][0]] for k in rank_task[idx]])
+    b = torch.tensor([directions.index[tasks[int(k)][1]] for k in rank_task[idx]])
+    d_txt = directions(a, b)  # [n, D]
+    x = torch.cat([rank_src_u8[idx], rank_fake_u8[idx], rank_true_u8[idx]]).float() / 127.5 - 1.0
+    e = F.normalize(model.encode_image(x), dim=-1)  # [3n, D]
+    e_s, e_f, e_t = e[:n], e[n:2 * n], e[2 * n:]
+    cos_fake = (F.normalize(e_f - e_s, dim=-1) * d_txt).sum(-1)  # [n]
+    cos_true = (F.normalize(e_t - e_s, dim=-1) * d_txt).sum(-1)  # [n]
+    return F.relu(cos_fake - cos_true + margin).mean()
+
+
 def adversarial_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Tensor, directions: DirectionBank,
                                 *, n: int, eps: float, pgd_steps: int, margin: float,
                                 g: torch.Generator) -> torch.Tensor:
@@ -381,7 +399,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
           geometry_captions: bool = False, content_margin: float = 0.0, collapse_margin: float = 0.5,
           adversarial_weight: float = 0.0, adv_eps: float = 0.1, adv_steps: int = 3, adv_margin: float = 0.2,
           blend_min: float = 1.0, geometry_weight: float = 0.0, geometry_margin: float = 0.15,
-          gradient_weight: float = 0.0) -> dict:
+          gradient_weight: float = 0.0, rank_weight: float = 0.0, rank_margin: float = 0.1) -> dict:
     """Train, save the weights to ``out`` and the record to ``out`` with suffix ``.json``.
 
     Args:
@@ -419,6 +437,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
             its ``geometry_margin``.
         gradient_weight: weight of the input-gradient alignment term (0: off; see
             :func:`gradient_alignment_loss`).
+        rank_weight: weight of the trajectory ranking term (0: off; needs ``fakes`` mined with
+            ``--trajectory``; see :func:`trajectory_ranking_loss`) with its ``rank_margin``.
 
     Returns:
         the record written next to the weights.
@@ -454,7 +474,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
 
         mined = [load_fakes(f) for f in fake_files]
         fake_u8 = torch.cat([m["images"][m["other"]] for m in mined])  # [F, 3, H, W]: the "other" images
-        paired = [m for m in mined if m["sources"] is not None]  # those usable by the direction hinge
+        # files usable by the fake-direction hinge; trajectory files (with true edits) feed the ranking term
+        paired = [m for m in mined if m["sources"] is not None and m.get("truths") is None]
         fake_src_u8 = torch.cat([m["sources"] for m in paired]) if paired else None  # [Fp, 3, H, W]
         fake_pair_u8 = torch.cat([m["images"] for m in paired]) if paired else None  # [Fp, 3, H, W]
         fake_tasks = [t for m in paired for t in m["tasks"]]  # (source, target) texts
@@ -465,8 +486,19 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         fake_margins = torch.cat([torch.where(m["other"], fake_margin, collapse_margin) for m in paired]) \
             if paired else None  # [Fp]
         n_fake = int(round(batch * fake_frac)) if len(fake_u8) else 0
+        ranked = [m for m in mined if m.get("truths") is not None]  # trajectory files: samples with true edits
+        if ranked:
+            rank_offsets = np.cumsum([0] + [len(m["tasks"]) for m in ranked[:-1]])
+            rank_src_u8 = torch.cat([m["sources"] for m in ranked])  # [R, 3, H, W]
+            rank_fake_u8 = torch.cat([m["images"] for m in ranked])
+            rank_true_u8 = torch.cat([m["truths"] for m in ranked])
+            rank_task = torch.cat([m["task"] + int(o) for m, o in zip(ranked, rank_offsets)])  # [R]
+            rank_tasks = [t for m in ranked for t in m["tasks"]]
+    if rank_weight > 0 and not (fake_files and ranked):
+        raise ValueError("rank_weight needs --fakes mined with --trajectory (files with true edits)")
     pair_u8 = pair_labels = None
-    pair_terms = (directional_weight, fake_direction_weight, adversarial_weight, geometry_weight, gradient_weight)
+    pair_terms = (directional_weight, fake_direction_weight, adversarial_weight, geometry_weight, gradient_weight,
+                  rank_weight)
     if any(w > 0 for w in pair_terms):
         from zsgm.toy.clip_data import render_paired_pool
 
@@ -490,6 +522,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
     adv_losses: list[float] = []
     geo_losses: list[float] = []
     grad_losses: list[float] = []
+    rank_losses: list[float] = []
     geometry_rng = np.random.default_rng(seed + 3)
     n_aux = max(1, pairs // 2)  # items per step of the fake, adversarial, geometry and gradient terms
     step = 0
@@ -540,6 +573,11 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
                 term = gradient_alignment_loss(model, pair_u8, pair_labels, directions, n=n_aux, g=g)
                 loss = loss + gradient_weight * term
                 grad_losses.append(float(term.detach()))
+            if rank_weight > 0:
+                term = trajectory_ranking_loss(model, rank_src_u8, rank_fake_u8, rank_true_u8, rank_task, rank_tasks,
+                                               directions, n=n_aux, margin=rank_margin, g=g)
+                loss = loss + rank_weight * term
+                rank_losses.append(float(term.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -569,9 +607,10 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         "adversarial_weight": adversarial_weight, "adv_eps": adv_eps, "adv_steps": adv_steps,
         "adv_margin": adv_margin, "blend_min": blend_min,
         "geometry_weight": geometry_weight, "geometry_margin": geometry_margin,
-        "gradient_weight": gradient_weight,
+        "gradient_weight": gradient_weight, "rank_weight": rank_weight, "rank_margin": rank_margin,
         **{f"{name}_loss_{part}": _mean_or_none(values[:20] if part == "first_20" else values[-50:])
-           for name, values in (("geometry", geo_losses), ("gradient", grad_losses), ("adversarial", adv_losses))
+           for name, values in (("geometry", geo_losses), ("gradient", grad_losses), ("adversarial", adv_losses),
+                                   ("rank", rank_losses))
            for part in ("first_20", "last_50")},
         "seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
         "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
@@ -629,6 +668,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="its cosine margin for a complete change of silhouette (scaled by 1 - IoU)")
     parser.add_argument("--gradient-weight", type=float, default=0.0,
                         help="input gradient of the direction must point at the true edit")
+    parser.add_argument("--rank-weight", type=float, default=0.0,
+                        help="trajectory ranking term: mined NADA samples must score below their true edits")
+    parser.add_argument("--rank-margin", type=float, default=0.1, help="its margin on the cosine")
     parser.add_argument("--fake-frac", type=float, default=0.2, help="fraction of every batch drawn from --fakes")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -641,7 +683,8 @@ def main(argv: list[str] | None = None) -> None:
                    adversarial_weight=args.adversarial_weight, adv_eps=args.adv_eps, adv_steps=args.adv_steps,
                    adv_margin=args.adv_margin, blend_min=args.blend_min,
                    geometry_weight=args.geometry_weight, geometry_margin=args.geometry_margin,
-                   gradient_weight=args.gradient_weight)
+                   gradient_weight=args.gradient_weight, rank_weight=args.rank_weight,
+                   rank_margin=args.rank_margin)
     record.pop("loss_curve", None)
     print(json.dumps(record, indent=2))
 
