@@ -66,7 +66,8 @@ def trajectory_generators(clip_path: Path, source: str, target: str, *, snapshot
                           work: Path, registry, lr: float | None = None):
     """Yield ``(step, generator)`` along one NADA preset adaptation guided by ``clip_path``: the run stops
     after each of ``snapshots`` (ascending step counts, the last one the run's length), hands out the
-    generator it has reached, and resumes from its checkpoint, so every snapshot lies on one trajectory."""
+    generator it has reached, and resumes from its checkpoint, so every snapshot lies on one trajectory.
+    ``lr`` None keeps the preset's learning rate."""
     from zsgm.checkpoint import load_run_checkpoint
     from zsgm.loop import adapt
     from zsgm.recipe import recipe_from_dict
