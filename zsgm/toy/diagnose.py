@@ -48,6 +48,12 @@ def _trainable(generator, prefixes) -> list[torch.nn.Parameter]:
     return chosen
 
 
+def check_snapshots(snapshots) -> None:
+    """Refuse snapshot step counts that are not ascending, distinct and positive."""
+    if not snapshots or list(snapshots) != sorted(set(snapshots)) or snapshots[0] < 1:
+        raise ValueError(f"snapshots must be ascending positive step counts, got {list(snapshots)}")
+
+
 def reach_trajectory(target: str, *, snapshots: tuple[int, ...] = (301,), batch: int = 2, lr: float = 0.002,
                      reg_ratio: float = 0.8, betas: tuple[float, float] = (0.0, 0.99),
                      trained: tuple[str, ...] = NADA_TRAINED, seed: int = 0, progress: bool = True):
@@ -64,8 +70,7 @@ def reach_trajectory(target: str, *, snapshots: tuple[int, ...] = (301,), batch:
     from zsgm.toy.render import render_batch
 
     parse_target(target)  # a clear error before any work
-    if list(snapshots) != sorted(set(snapshots)) or snapshots[0] < 1:
-        raise ValueError(f"snapshots must be ascending positive step counts, got {list(snapshots)}")
+    check_snapshots(snapshots)
     g_src, _ = load_shapes_generator()
     g_tgt = copy.deepcopy(g_src).train()
     params = _trainable(g_tgt, trained)
@@ -80,9 +85,10 @@ def reach_trajectory(target: str, *, snapshots: tuple[int, ...] = (301,), batch:
             ws = g_src.mapping(z)[:, None].repeat(1, g_src.n_latent, 1)  # [B, L, D]
         noise = g_src.make_noise(batch, mode="random", rng=rng)
         goal = render_batch([true_edit(p, target) for p in params_from_z(z)])  # [B, 3, S, S]
-        loss = F.mse_loss(g_tgt.synthesis(ws, noise=noise), goal)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.enable_grad():  # a generator runs in its caller's grad mode, which may be no_grad
+            loss = F.mse_loss(g_tgt.synthesis(ws, noise=noise), goal)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
         if step in snapshots:
@@ -117,33 +123,51 @@ def reach(target: str, *, steps: int = 301, batch: int = 2, lr: float = 0.002, r
     return record
 
 
-@torch.no_grad()
-def true_edit_triples(g_src, g_tgt, *, source: str, target: str, n: int = 128, seed: int = EVAL_SEED):
-    """Source samples, adapted samples and true edits of the same ``n`` latents and noise.
+def source_colour(source: str) -> str | None:
+    """The palette colour a source text names ("red", "a red shape"), or None (a style or free text)."""
+    try:
+        kind, name = parse_target(source)
+    except ValueError:
+        return None
+    return name if kind == "colour" else None
 
-    When ``source`` names a colour ("red"), only the samples drawn in that colour are kept (a red -> blue
-    edit says nothing about a green shape), so fewer than ``n`` may come back.
+
+@torch.no_grad()
+def source_latents(g_src, *, source: str, n: int, seed: int):
+    """``n`` latents of the shapes generator with their noise and the shapes they encode.
+
+    When ``source`` names a colour, only the latents drawn in that colour are kept (a red -> blue edit says
+    nothing about a green shape), so fewer than ``n`` may come back.
 
     Returns:
-        ``(x_src, x_tgt, x_true)``, each ``[m, 3, S, S]`` in [-1, 1], ``m <= n``.
+        ``(ws [m, L, D], noise, params)`` with ``m <= n`` (``params``: one :class:`ShapeParams` per latent).
     """
     from zsgm.toy.latents import params_from_z
-    from zsgm.toy.render import render_batch
 
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn((n, g_src.arch.style_dim), generator=rng)  # [n, D]
     ws = g_src.mapping(z)[:, None].repeat(1, g_src.n_latent, 1)
     noise = g_src.make_noise(n, mode="random", rng=rng)
     params = params_from_z(z)
-    try:
-        kind, name = parse_target(source)
-    except ValueError:
-        kind, name = "style", None
-    keep = torch.tensor([kind != "colour" or p.colour == name for p in params])  # [n]
+    colour = source_colour(source)
+    keep = torch.tensor([colour is None or p.colour == colour for p in params])  # [n]
     if not keep.any():
-        raise ValueError(f"none of {n} samples is drawn in the source colour {name!r}")
+        raise ValueError(f"none of {n} samples is drawn in the source colour {colour!r}")
     ws, noise = ws[keep], [m[keep] if m is not None else None for m in noise]
-    params = [p for p, k in zip(params, keep.tolist()) if k]
+    return ws, noise, [p for p, k in zip(params, keep.tolist()) if k]
+
+
+@torch.no_grad()
+def true_edit_triples(g_src, g_tgt, *, source: str, target: str, n: int = 128, seed: int = EVAL_SEED):
+    """Source samples, adapted samples and true edits of the same latents and noise
+    (:func:`source_latents`: colour sources keep only their colour).
+
+    Returns:
+        ``(x_src, x_tgt, x_true)``, each ``[m, 3, S, S]`` in [-1, 1], ``m <= n``.
+    """
+    from zsgm.toy.render import render_batch
+
+    ws, noise, params = source_latents(g_src, source=source, n=n, seed=seed)
     x_true = render_batch([true_edit(p, target) for p in params])
     return g_src.synthesis(ws, noise=noise), g_tgt.synthesis(ws, noise=noise), x_true
 

@@ -48,17 +48,8 @@ DEFAULT_SCHEDULES = ((0.002, 40), (0.002, 300), (0.0005, 300), (0.0002, 600))
 def adapted_generator(clip_path: Path, source: str, target: str, *, lr: float, steps: int, seed: int,
                       work: Path, registry):
     """Adapt the shipped shapes generator with the NADA preset (given lr / steps) guided by ``clip_path``."""
-    from zsgm.generator import load_generator
-    from zsgm.loop import adapt
-    from zsgm.recipe import recipe_from_dict
-    from zsgm.toy.benchmark import shapes_recipe_data
-
-    data = shapes_recipe_data("nada", source, target, registry, seed=seed, steps=steps, lr=lr,
-                              clip_file=clip_path, n_samples=4)
-    recipe = recipe_from_dict(data, registry=registry, source=f"mine {source}->{target}")
-    out = work / f"{source}-{target}-{lr:g}-{steps}"
-    adapt(recipe, out_dir=out, registry=registry)
-    generator, _ = load_generator(out / "generator.safetensors")
+    (_, generator), = trajectory_generators(clip_path, source, target, snapshots=(steps,), seed=seed, work=work,
+                                            registry=registry, lr=lr)
     return generator
 
 
@@ -73,9 +64,9 @@ def trajectory_generators(clip_path: Path, source: str, target: str, *, snapshot
     from zsgm.recipe import recipe_from_dict
     from zsgm.run import build_run
     from zsgm.toy.benchmark import shapes_recipe_data
+    from zsgm.toy.diagnose import check_snapshots
 
-    if list(snapshots) != sorted(set(snapshots)) or snapshots[0] < 1:
-        raise ValueError(f"snapshots must be ascending positive step counts, got {list(snapshots)}")
+    check_snapshots(snapshots)
     data = shapes_recipe_data("nada", source, target, registry, seed=seed, steps=snapshots[-1], lr=lr,
                               clip_file=clip_path, n_samples=4)
     recipe = recipe_from_dict(data, registry=registry, source=f"trajectory {source}->{target}")
@@ -97,7 +88,7 @@ def mine_trajectories(clip_path: str | Path, *, tasks=DEFAULT_TASKS, snapshots=(
     For each task one NADA preset run guided by ``clip_path`` is stopped at each of ``snapshots``; the
     generator reached there draws ``n_per_snapshot`` latents (colour tasks keep those in the source colour)
     and every sample is kept with the source generator's image and the render of the shape the latent
-    encodes, in the target style or colour (:func:`zsgm.toy.diagnose.true_edit_triples`). A CLIP trained
+    encodes, in the target style or colour (:func:`zsgm.toy.diagnose.source_latents`). A CLIP trained
     to rank the true edit's direction above each of these (``rank_weight`` of
     :func:`zsgm.toy.train_clip.train`) demotes exactly the path its own guidance made the generator take.
 
@@ -116,10 +107,9 @@ def mine_trajectories(clip_path: str | Path, *, tasks=DEFAULT_TASKS, snapshots=(
 
     from zsgm.plugins import get_registry
     from zsgm.toy.assets import load_shapes_generator
-    from zsgm.toy.diagnose import reach_trajectory, true_edit_triples
-    from zsgm.toy.evaluate import parse_target
+    from zsgm.toy.diagnose import reach_trajectory, source_colour, source_latents, true_edit
     from zsgm.toy.judges import OTHER, analyse, classify_style
-    from zsgm.toy.render import COLOURS
+    from zsgm.toy.render import COLOURS, render_batch
 
     if positives not in ("render", "reach"):
         raise ValueError(f"positives must be 'render' or 'reach', got {positives!r}")
@@ -130,21 +120,19 @@ def mine_trajectories(clip_path: str | Path, *, tasks=DEFAULT_TASKS, snapshots=(
     bar = tqdm(total=len(tasks) * len(snapshots), desc="mine trajectories", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="zsgm-trajectory-") as tmp:
         for i, (src, tgt) in enumerate(tasks):
-            try:  # a colour source keeps about one sample in len(COLOURS): draw that many more
-                draws = n_per_snapshot * (len(COLOURS) if parse_target(src)[0] == "colour" else 1)
-            except ValueError:
-                draws = n_per_snapshot
+            # a colour source keeps about one sample in len(COLOURS): draw that many more
+            draws = n_per_snapshot * (len(COLOURS) if source_colour(src) else 1)
             reached = reach_trajectory(tgt, snapshots=tuple(snapshots), seed=seed + i, progress=False) \
                 if positives == "reach" else None
             for step, g in trajectory_generators(Path(clip_path), src, tgt, snapshots=tuple(snapshots),
                                                  seed=seed + i, work=Path(tmp), registry=registry):
-                sample_seed = seed * 1000 + 10 * i + snapshots.index(step)
-                x_src, x_fake, x_true = true_edit_triples(source_g, g, source=src, target=tgt, n=draws,
-                                                          seed=sample_seed)
-                if reached is not None:
-                    _, g_reach, _ = next(reached)
-                    x_true = true_edit_triples(source_g, g_reach, source=src, target=tgt, n=draws,
-                                               seed=sample_seed)[1]
+                ws, noise, params = source_latents(source_g, source=src, n=draws,
+                                                   seed=seed * 1000 + 10 * i + snapshots.index(step))
+                g_reach = next(reached)[1] if reached is not None else None  # trains: outside no_grad
+                with torch.no_grad():
+                    x_src, x_fake = (gen.synthesis(ws, noise=noise) for gen in (source_g, g))  # [m, 3, S, S]
+                    x_true = render_batch([true_edit(p, tgt) for p in params]) if g_reach is None \
+                        else g_reach.synthesis(ws, noise=noise)
                 styles = classify_style(analyse(x_fake))
                 parts["images"].append(_to_u8(x_fake))
                 parts["sources"].append(_to_u8(x_src))

@@ -223,16 +223,31 @@ def true_edit_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Te
     return (1.0 - cos_true).mean() + ranking
 
 
+def task_directions(directions: DirectionBank, tasks, task_ids: torch.Tensor) -> torch.Tensor:
+    """Unit text directions ``[M, D]`` of the mined tasks ``task_ids`` [M] (indices into ``tasks``, a list of
+    (source, target) texts)."""
+    a = torch.tensor([directions.index[tasks[int(k)][0]] for k in task_ids])
+    b = torch.tensor([directions.index[tasks[int(k)][1]] for k in task_ids])
+    return directions(a, b)
+
+
+def concat_mined(files: list[dict], keys: tuple[str, ...]) -> dict:
+    """Several loaded mined-fakes files as one: the ``keys`` tensors concatenated, ``task`` ids shifted past
+    the earlier files' tasks, and ``tasks`` their (source, target) texts in that order."""
+    offsets = np.cumsum([0] + [len(m["tasks"]) for m in files[:-1]])
+    return {**{k: torch.cat([m[k] for m in files]) for k in keys},
+            "task": torch.cat([m["task"] + int(o) for m, o in zip(files, offsets)]),
+            "tasks": [t for m in files for t in m["tasks"]]}
+
+
 def fake_direction_loss(model, fake_u8, fake_src_u8, fake_task, tasks, directions: DirectionBank, *, n: int,
                         margin: float | torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """``mean(relu(cos(E_I(fake) - E_I(source), dT(task)) - margin))`` over ``n`` mined fakes (``margin``: a
     float, or one per fake ``[F]``)."""
     idx = torch.randint(0, len(fake_u8), (n,), generator=g)
-    a = torch.tensor([directions.index[tasks[int(k)][0]] for k in fake_task[idx]])
-    b = torch.tensor([directions.index[tasks[int(k)][1]] for k in fake_task[idx]])
     d_img = _image_direction(model, fake_src_u8[idx].float() / 127.5 - 1.0, fake_u8[idx].float() / 127.5 - 1.0)
     m = margin[idx] if isinstance(margin, torch.Tensor) else margin
-    return F.relu((d_img * directions(a, b)).sum(-1) - m).mean()
+    return F.relu((d_img * task_directions(directions, tasks, fake_task[idx])).sum(-1) - m).mean()
 
 
 def trajectory_ranking_loss(model, rank_src_u8, rank_fake_u8, rank_true_u8, rank_task, tasks,
@@ -242,9 +257,7 @@ def trajectory_ranking_loss(model, rank_src_u8, rank_fake_u8, rank_true_u8, rank
     guided generator made must score at least ``margin`` below the direction to the true edit of that
     latent, along the task's text direction."""
     idx = torch.randint(0, len(rank_fake_u8), (n,), generator=g)
-    a = torch.tensor([directions.index[tasks[int(k)][0]] for k in rank_task[idx]])
-    b = torch.tensor([directions.index[tasks[int(k)][1]] for k in rank_task[idx]])
-    d_txt = directions(a, b)  # [n, D]
+    d_txt = task_directions(directions, tasks, rank_task[idx])  # [n, D]
     x = torch.cat([rank_src_u8[idx], rank_fake_u8[idx], rank_true_u8[idx]]).float() / 127.5 - 1.0
     e = F.normalize(model.encode_image(x), dim=-1)  # [3n, D]
     e_s, e_f, e_t = e[:n], e[n:2 * n], e[2 * n:]
@@ -466,7 +479,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
 
         model.load_state_dict(read_clip_file(init).model.float().state_dict())
     model.train()
-    fake_u8 = None
+    fake_u8 = hinge = rank = None
     n_fake = 0
     fake_files = [] if fakes is None else ([fakes] if isinstance(fakes, (str, Path)) else list(fakes))
     if fake_files:
@@ -476,25 +489,15 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         fake_u8 = torch.cat([m["images"][m["other"]] for m in mined])  # [F, 3, H, W]: the "other" images
         # files usable by the fake-direction hinge; trajectory files (with true edits) feed the ranking term
         paired = [m for m in mined if m["sources"] is not None and m.get("truths") is None]
-        fake_src_u8 = torch.cat([m["sources"] for m in paired]) if paired else None  # [Fp, 3, H, W]
-        fake_pair_u8 = torch.cat([m["images"] for m in paired]) if paired else None  # [Fp, 3, H, W]
-        fake_tasks = [t for m in paired for t in m["tasks"]]  # (source, target) texts
-        offsets = np.cumsum([0] + [len(m["tasks"]) for m in paired[:-1]])
-        fake_task = torch.cat([m["task"] + int(o) for m, o in zip(paired, offsets)]) if paired else None  # [Fp]
+        hinge = concat_mined(paired, ("sources", "images")) if paired else None  # [Fp, 3, H, W] each, task [Fp]
         # per paired fake: "other" images may not point along their task at all (fake_margin); those kept
         # only for a collapsed / moved shape still made part of the edit, so they get the looser collapse_margin
         fake_margins = torch.cat([torch.where(m["other"], fake_margin, collapse_margin) for m in paired]) \
             if paired else None  # [Fp]
         n_fake = int(round(batch * fake_frac)) if len(fake_u8) else 0
         ranked = [m for m in mined if m.get("truths") is not None]  # trajectory files: samples with true edits
-        if ranked:
-            rank_offsets = np.cumsum([0] + [len(m["tasks"]) for m in ranked[:-1]])
-            rank_src_u8 = torch.cat([m["sources"] for m in ranked])  # [R, 3, H, W]
-            rank_fake_u8 = torch.cat([m["images"] for m in ranked])
-            rank_true_u8 = torch.cat([m["truths"] for m in ranked])
-            rank_task = torch.cat([m["task"] + int(o) for m, o in zip(ranked, rank_offsets)])  # [R]
-            rank_tasks = [t for m in ranked for t in m["tasks"]]
-    if rank_weight > 0 and not (fake_files and ranked):
+        rank = concat_mined(ranked, ("sources", "images", "truths")) if ranked else None  # [R, 3, H, W] each
+    if rank_weight > 0 and rank is None:
         raise ValueError("rank_weight needs --fakes mined with --trajectory (files with true edits)")
     pair_u8 = pair_labels = None
     pair_terms = (directional_weight, fake_direction_weight, adversarial_weight, geometry_weight, gradient_weight,
@@ -554,9 +557,9 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
                                                 content_margin=content_margin, blend_min=blend_min)
                 loss = loss + directional_weight * term
                 dir_losses.append(float(term.detach()))
-            if fake_direction_weight > 0 and fake_src_u8 is not None:
-                term = fake_direction_loss(model, fake_pair_u8, fake_src_u8, fake_task, fake_tasks, directions,
-                                           n=n_aux, margin=fake_margins, g=g)
+            if fake_direction_weight > 0 and hinge is not None:
+                term = fake_direction_loss(model, hinge["images"], hinge["sources"], hinge["task"], hinge["tasks"],
+                                           directions, n=n_aux, margin=fake_margins, g=g)
                 loss = loss + fake_direction_weight * term
                 fake_losses.append(float(term.detach()))
             if adversarial_weight > 0:
@@ -574,8 +577,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
                 loss = loss + gradient_weight * term
                 grad_losses.append(float(term.detach()))
             if rank_weight > 0:
-                term = trajectory_ranking_loss(model, rank_src_u8, rank_fake_u8, rank_true_u8, rank_task, rank_tasks,
-                                               directions, n=n_aux, margin=rank_margin, g=g)
+                term = trajectory_ranking_loss(model, rank["sources"], rank["images"], rank["truths"], rank["task"],
+                                               rank["tasks"], directions, n=n_aux, margin=rank_margin, g=g)
                 loss = loss + rank_weight * term
                 rank_losses.append(float(term.detach()))
         opt.zero_grad(set_to_none=True)
