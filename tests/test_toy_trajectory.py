@@ -128,3 +128,18 @@ def test_reach_positives_are_generator_images_along_the_same_steps():
         mine_trajectories(shapes_clip_path(), positives="renders", **kwargs)
     with pytest.raises(ValueError, match="ascending"):
         next(reach_trajectory("sketch", snapshots=(2, 2)))
+
+
+def test_command_lines_refuse_bad_trajectory_input_in_one_line(tmp_path, capsys):
+    from zsgm.toy import mine_fakes, train_clip
+
+    with pytest.raises(SystemExit) as exit_info:
+        mine_fakes.main(["--clip", "c.safetensors", "--out", str(tmp_path / "t.safetensors"), "--trajectory",
+                         "--snapshots", "3", "1"])
+    assert exit_info.value.code == 2
+    assert "snapshots must be ascending positive step counts, got [3, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "t.safetensors").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        train_clip.main(["--out", str(tmp_path / "c.safetensors"), "--rank-weight", "1"])
+    assert exit_info.value.code == 2
+    assert "--rank-weight needs --fakes" in capsys.readouterr().err

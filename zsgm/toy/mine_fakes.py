@@ -266,13 +266,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     started = time.time()
     tasks = tuple(tuple(t.split(":", 1)) for t in args.tasks) if args.tasks else DEFAULT_TASKS
-    if args.trajectory:
-        mined, records = mine_trajectories(args.clip, tasks=tasks, snapshots=tuple(args.snapshots),
-                                           n_per_snapshot=args.n_per_run, seed=args.seed,
-                                           progress=not args.no_progress, positives=args.positives)
-    else:
-        mined, records = mine(args.clip, tasks=tasks, n_per_run=args.n_per_run, seed=args.seed,
-                              progress=not args.no_progress, max_iou=args.max_iou)
+    try:
+        if args.trajectory:
+            from zsgm.toy.diagnose import check_snapshots
+
+            check_snapshots(args.snapshots)  # before any run starts
+            mined, records = mine_trajectories(args.clip, tasks=tasks, snapshots=tuple(args.snapshots),
+                                               n_per_snapshot=args.n_per_run, seed=args.seed,
+                                               progress=not args.no_progress, positives=args.positives)
+        else:
+            mined, records = mine(args.clip, tasks=tasks, n_per_run=args.n_per_run, seed=args.seed,
+                                  progress=not args.no_progress, max_iou=args.max_iou)
+    except (ValueError, FileNotFoundError) as exc:  # user input: a bad task, snapshot list or CLIP file
+        parser.exit(2, f"zsgm.toy.mine_fakes: {exc}\n")
     save_fakes(args.out, mined, records, tasks=tasks, clip_path=args.clip, seconds=time.time() - started)
     for r in records:
         print(json.dumps(r))

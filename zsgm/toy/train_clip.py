@@ -677,17 +677,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fake-frac", type=float, default=0.2, help="fraction of every batch drawn from --fakes")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    record = train(out=args.out, seed=args.seed, steps=args.steps, minutes=args.minutes, batch=args.batch,
-                   lr=args.lr, pool=args.pool, augment=not args.no_augment, uap=not args.no_uap,
-                   uap_eps=args.uap_eps, eval_n=args.eval_n, progress=not args.no_progress, threads=args.threads,
-                   init=args.init, fakes=args.fakes, fake_frac=args.fake_frac,
-                   geometry_captions=args.geometry_captions, directional_weight=args.directional_weight, fake_direction_weight=args.fake_direction_weight,
-                   content_margin=args.content_margin, collapse_margin=args.collapse_margin,
-                   adversarial_weight=args.adversarial_weight, adv_eps=args.adv_eps, adv_steps=args.adv_steps,
-                   adv_margin=args.adv_margin, blend_min=args.blend_min,
-                   geometry_weight=args.geometry_weight, geometry_margin=args.geometry_margin,
-                   gradient_weight=args.gradient_weight, rank_weight=args.rank_weight,
-                   rank_margin=args.rank_margin)
+    if args.rank_weight > 0 and not args.fakes:
+        parser.error("--rank-weight needs --fakes files mined with --trajectory")
+    try:
+        record = train(out=args.out, seed=args.seed, steps=args.steps, minutes=args.minutes, batch=args.batch,
+                       lr=args.lr, pool=args.pool, augment=not args.no_augment, uap=not args.no_uap,
+                       uap_eps=args.uap_eps, eval_n=args.eval_n, progress=not args.no_progress, threads=args.threads,
+                       init=args.init, fakes=args.fakes, fake_frac=args.fake_frac,
+                       geometry_captions=args.geometry_captions, directional_weight=args.directional_weight,
+                       fake_direction_weight=args.fake_direction_weight,
+                       content_margin=args.content_margin, collapse_margin=args.collapse_margin,
+                       adversarial_weight=args.adversarial_weight, adv_eps=args.adv_eps, adv_steps=args.adv_steps,
+                       adv_margin=args.adv_margin, blend_min=args.blend_min,
+                       geometry_weight=args.geometry_weight, geometry_margin=args.geometry_margin,
+                       gradient_weight=args.gradient_weight, rank_weight=args.rank_weight,
+                       rank_margin=args.rank_margin)
+    except (ValueError, FileNotFoundError) as exc:  # user input: a fakes file, an --init file, a weight
+        parser.exit(2, f"zsgm.toy.train_clip: {exc}\n")
     record.pop("loss_curve", None)
     print(json.dumps(record, indent=2))
 
