@@ -48,4 +48,4 @@ def test_benchmark_rows_name_an_overridden_learning_rate(tmp_path):
                      lr=0.001)
     assert record["method"] == "nada (lr 0.001)" and record["task"] == "colour:blue"
     assert (tmp_path / "nada--red-to-blue--lr0.001" / "eval.json").exists()
-    assert table([record]).splitlines()[-1].startswith("| nada (lr 0.001) | colour:blue | 2 |")
+    assert table([record]).splitlines()[-1].startswith("| nada (lr 0.001) | red -> blue | 2 |")

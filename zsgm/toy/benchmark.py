@@ -88,11 +88,13 @@ def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: 
 
 
 def table(records: list[dict]) -> str:
-    """Markdown table of benchmark records."""
+    """Markdown table of benchmark records; the task cell names source and target ("red -> blue"), since a
+    colour task's judged target alone does not say which colour it started from."""
     head = "| method | task | steps | " + " | ".join(label for _, label in COLUMNS) + " | CPU seconds |"
     rows = [head, "|" + "---|" * (4 + len(COLUMNS))]
     for r in records:
-        cells = [r["method"], r["task"], str(r["steps"])] + [f"{r[k]:.3f}" for k, _ in COLUMNS] + [f"{r['seconds']:.0f}"]
+        task = f"{r['source']} -> {r['target']}" if r.get("source") and r.get("target") else r["task"]
+        cells = [r["method"], task, str(r["steps"])] + [f"{r[k]:.3f}" for k, _ in COLUMNS] + [f"{r['seconds']:.0f}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
