@@ -123,9 +123,14 @@ def _on(g: torch.Generator, b: int, p: float) -> torch.Tensor:
     return (torch.rand((b, 1, 1, 1), generator=g) < p).float()
 
 
-def _geometry(x: torch.Tensor, alpha: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _geometry(x: torch.Tensor, alpha: torch.Tensor, g: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Horizontal flips, integer shifts of up to 2 px (edge-replicated) and, for a third of the images, a
-    bilinear scale of 0.9-1.1 with a sub-pixel shift."""
+    bilinear scale of 0.9-1.1 with a sub-pixel shift.
+
+    Returns:
+        images [B, 3, H, W], coverage [B, 1, H, W] and which images were flipped, bool [B].
+    """
     b, _, h, w = x.shape
     xa = torch.cat([x, alpha], 1)  # [B, 4, H, W]
     flip = torch.rand(b, generator=g) < 0.5
@@ -148,7 +153,7 @@ def _geometry(x: torch.Tensor, alpha: torch.Tensor, g: torch.Generator) -> tuple
         grid = F.affine_grid(theta, [k, 4, h, w], align_corners=False)
         xa = xa.clone()
         xa[affine] = F.grid_sample(xa[affine], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return xa[:, :3], xa[:, 3:]
+    return xa[:, :3], xa[:, 3:], flip
 
 
 def _pattern(g: torch.Generator, b: int, h: int, w: int) -> torch.Tensor:
@@ -171,22 +176,29 @@ _BLUR = (_BLUR[:, None] * _BLUR[None, :] / 16.0).expand(3, 1, 3, 3).contiguous()
 
 
 def augment_batch(x: torch.Tensor, alpha: torch.Tensor, labels: torch.Tensor, *, g: torch.Generator,
-                  strength: float = 1.0) -> torch.Tensor:
+                  strength: float = 1.0, mirror_labels: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Label-preserving corruptions (module docstring) of a render batch.
 
     Args:
         x: [B, 3, H, W] renders in [-1, 1].
         alpha: [B, 1, H, W] coverage in [0, 1] (1 = shape, 0 = background).
-        labels: [B, 3] (unused today; the corruptions are the same for every style, which is the point).
+        labels: [B, 3] (style, colour, kind) or [B, 6] (..., horizontal, vertical, size).
         g: the random generator (reproducibility).
         strength: scales every amplitude (1 = training).
+        mirror_labels: a flipped image's horizontal label swaps left and right, as its picture did. False
+            reproduces CLIP rounds r1-r4 and the experiments of 2026-11-28, which kept the label: half of
+            their "on the left" captions described a shape on the right.
 
     Returns:
-        [B, 3, H, W] corrupted images, clamped to [-1, 1].
+        ``(images, labels)``: [B, 3, H, W] corrupted images clamped to [-1, 1], and the labels (a copy when
+        one changed). The corruptions draw the same random numbers whatever the labels.
     """
-    del labels
     b, _, h, w = x.shape
-    x, alpha = _geometry(x, alpha, g)
+    x, alpha, flip = _geometry(x, alpha, g)
+    if mirror_labels and labels.shape[1] > 3:
+        labels = labels.clone()
+        side = labels[:, 3]
+        labels[:, 3] = torch.where(flip & (side >= 0), 1 - side, side)  # left (0) <-> right (1); -1 stays
     bg = 1.0 - alpha
     # background: flat tint plus (sometimes) a smooth field; up to 0.3 per channel in [-1, 1] units
     tint = _u(g, b, 3, 1, 1, lo=-0.3, hi=0.3) * _u(g, b, 1, 1, 1)
@@ -215,7 +227,7 @@ def augment_batch(x: torch.Tensor, alpha: torch.Tensor, labels: torch.Tensor, *,
     # noise and high-frequency patterns
     x = x + strength * _on(g, b, 0.5) * _u(g, b, 1, 1, 1, lo=0.0, hi=0.12) * torch.randn(x.shape, generator=g)
     x = x + strength * _on(g, b, 0.2) * _u(g, b, 1, 1, 1, lo=0.0, hi=0.1) * _pattern(g, b, h, w)
-    return x.clamp(-1.0, 1.0)
+    return x.clamp(-1.0, 1.0), labels
 
 
 # ------------------------------------------------------------------------------------------- captions

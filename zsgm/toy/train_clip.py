@@ -430,7 +430,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
           adversarial_weight: float = 0.0, adv_eps: float = 0.1, adv_steps: int = 3, adv_margin: float = 0.2,
           blend_min: float = 1.0, geometry_weight: float = 0.0, geometry_margin: float = 0.15,
           gradient_weight: float = 0.0, rank_weight: float = 0.0, rank_margin: float = 0.1,
-          style_share_weight: float = 0.0, style_share_max: float = 0.2) -> dict:
+          style_share_weight: float = 0.0, style_share_max: float = 0.2,
+          mirror_flip_labels: bool = True) -> dict:
     """Train, save the weights to ``out`` and the record to ``out`` with suffix ``.json``.
 
     Args:
@@ -473,6 +474,9 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         style_share_weight: weight of the style-share bound (0: off; see :func:`style_share_loss`): every
             image embedding of the batch may project at most ``style_share_max`` on any style or colour
             text direction.
+        mirror_flip_labels: a horizontally flipped image's left / right caption label is swapped (False
+            reproduces rounds r1-r4, i.e. the shipped file, and every other round trained before the fix;
+            see :func:`zsgm.toy.clip_data.augment_batch`).
 
     Returns:
         the record written next to the weights.
@@ -565,7 +569,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
             lab[-n_fake:] = torch.tensor([OTHER_STYLE] + [-1] * (lab.shape[1] - 1))
             alpha[-n_fake:] = 0.0  # no known shape: corruptions treat the whole fake as background
         if augment:
-            x = augment_batch(x, alpha, lab, g=g)
+            x, lab = augment_batch(x, alpha, lab, g=g, mirror_labels=mirror_flip_labels)
             if bank is not None:
                 x = bank.apply(x, frac=0.25, g=g)
         tokens, pos = sampler.sample(lab)  # [B, L], bool [B, B]
@@ -638,6 +642,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         "geometry_weight": geometry_weight, "geometry_margin": geometry_margin,
         "gradient_weight": gradient_weight, "rank_weight": rank_weight, "rank_margin": rank_margin,
         "style_share_weight": style_share_weight, "style_share_max": style_share_max,
+        "mirror_flip_labels": mirror_flip_labels,
         **{f"{name}_loss_{part}": _mean_or_none(values[:20] if part == "first_20" else values[-50:])
            for name, values in (("geometry", geo_losses), ("gradient", grad_losses), ("adversarial", adv_losses),
                                    ("rank", rank_losses), ("style_share", share_losses))
@@ -704,6 +709,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--style-share-weight", type=float, default=0.0,
                         help="bound image embeddings' projection on every style / colour text direction")
     parser.add_argument("--style-share-max", type=float, default=0.2, help="its bound")
+    parser.add_argument("--legacy-flip-labels", action="store_true",
+                        help="keep a flipped image's left / right label (how r1-r4, the shipped file, were trained)")
     parser.add_argument("--fake-frac", type=float, default=0.2, help="fraction of every batch drawn from --fakes")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -722,7 +729,7 @@ def main(argv: list[str] | None = None) -> None:
                        geometry_weight=args.geometry_weight, geometry_margin=args.geometry_margin,
                        gradient_weight=args.gradient_weight, rank_weight=args.rank_weight,
                        rank_margin=args.rank_margin, style_share_weight=args.style_share_weight,
-                       style_share_max=args.style_share_max)
+                       style_share_max=args.style_share_max, mirror_flip_labels=not args.legacy_flip_labels)
     except (ValueError, FileNotFoundError) as exc:  # user input: a fakes file, an --init file, a weight
         parser.exit(2, f"zsgm.toy.train_clip: {exc}\n")
     record.pop("loss_curve", None)
