@@ -44,3 +44,38 @@ def test_gap_of_a_colour_task_counts_only_samples_in_the_source_colour(world):
     gap = generator_gap(g, g, clip, source="red", target="blue", n=32)
     assert 0 < gap["n"] < 32  # about a quarter of the samples are red
     assert gap["true_edit"] > 0.5
+
+
+def test_shift_to_source_puts_a_moved_shape_back_where_its_source_was():
+    from zsgm.toy.diagnose import shift_to_source
+    from zsgm.toy.judges import content_iou
+    from zsgm.toy.render import render_batch
+
+    src = ShapeParams(kind="square", colour="red", cx=0.3, cy=0.6, radius=0.15)
+    far = ShapeParams(kind="square", colour="red", cx=0.7, cy=0.4, radius=0.15, style="sketch")
+    x_src, x_tgt = render_batch([src, src]), render_batch([far, src.with_style("sketch")])
+    moved, shift = shift_to_source(x_src, x_tgt)
+    assert shift[0].tolist() == [6, -13] or (abs(shift[0, 0] - 6) <= 1 and abs(shift[0, 1] + 13) <= 1)
+    assert shift[1].abs().max() <= 1  # already in place: (almost) not moved
+    before, after = content_iou(x_src, x_tgt), content_iou(x_src, moved)
+    assert before[0] < 0.1 and after[0] > 0.8  # the far sketch lands on its source
+    assert abs(float(after[1] - before[1])) < 0.2
+
+
+def test_position_gap_of_an_unchanged_generator_moves_nothing(world):
+    from zsgm.toy.diagnose import position_gap
+
+    g, clip = world
+    record = position_gap(g, g, clip, source="photo", target="sketch", n=8)
+    assert record["n"] == 8 and record["shift_px"] == 0.0
+    assert record["iou"] == record["iou_moved"] and abs(record["cos"]) < 1e-6 and abs(record["cos_moved"]) < 1e-6
+
+
+def test_position_command_line_names_a_missing_run_in_one_line(tmp_path, capsys):
+    from zsgm.toy.diagnose import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["position", str(tmp_path / "no-run")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zsgm.toy.diagnose:") and "no-run" in err and "Traceback" not in err

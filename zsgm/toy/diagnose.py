@@ -15,6 +15,10 @@ The shapes world knows the true edit of every sample (the generator's latent say
 
     python -m zsgm.toy.diagnose reach --target sketch
     python -m zsgm.toy.diagnose gap runs/sketch
+    python -m zsgm.toy.diagnose position runs/sketch [--clip other_clip.safetensors]
+
+- **position**: :func:`position_gap` moves each adapted sample back onto its source's position (whole-pixel
+  translation of the mask centroid) and asks whether the guide's directional cosine rises with the IoU.
 """
 
 from __future__ import annotations
@@ -196,18 +200,104 @@ def generator_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128,
             "n": len(x_src)}
 
 
-def direction_gap(run_dir: str | Path, *, n: int = 128, registry=None) -> dict:
-    """:func:`generator_gap` for a finished shapes run, under the run's first CLIP model."""
-    from zsgm.plugins import get_registry
+def _centroids(masks: torch.Tensor) -> torch.Tensor:
+    """Mask centroids ``[N, 2]`` (row, column) of bool masks ``[N, H, W]``; an empty mask gives the centre."""
+    m = masks.float()
+    n = m.flatten(1).sum(1)  # [N]
+    rows, cols = torch.arange(m.shape[1]).float(), torch.arange(m.shape[2]).float()
+    cy = (m.sum(2) * rows).sum(1) / n.clamp(min=1)
+    cx = (m.sum(1) * cols).sum(1) / n.clamp(min=1)
+    centre = torch.tensor([(m.shape[1] - 1) / 2, (m.shape[2] - 1) / 2])
+    return torch.where((n > 0)[:, None], torch.stack([cy, cx], 1), centre)
+
+
+def shift_to_source(x_src: torch.Tensor, x_tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Translate every adapted image by whole pixels so that its shape's mask centroid lands on its source's.
+
+    Args:
+        x_src, x_tgt: source and adapted images ``[N, 3, S, S]`` in [-1, 1], pairwise.
+
+    Returns:
+        ``(moved [N, 3, S, S], shift [N, 2])``: the translated images (uncovered pixels take the adapted
+        image's estimated background colour) and the (rows, columns) shift applied.
+    """
+    from zsgm.toy.judges import analyse
+
+    a_src, a_tgt = analyse(x_src), analyse(x_tgt)
+    shift = (_centroids(a_src.filled) - _centroids(a_tgt.filled)).round().long()  # [N, 2]
+    bg = (a_tgt.bg * 2.0 - 1.0)[:, :, None, None]  # [N, 3, 1, 1] in [-1, 1]
+    size = x_tgt.shape[-1]
+    moved = torch.empty_like(x_tgt)
+    for i in range(len(x_tgt)):
+        dy, dx = (int(v) for v in shift[i])
+        if dy == 0 and dx == 0:
+            moved[i] = x_tgt[i]  # exactly, so that an unmoved sample's direction is not rounding noise
+            continue
+        canvas = F.pad(x_tgt[i] - bg[i], (size, size, size, size))  # [3, 3S, 3S], zero = background
+        canvas = torch.roll(canvas, (dy, dx), dims=(1, 2))
+        moved[i] = canvas[:, size:2 * size, size:2 * size] + bg[i]
+    return moved, shift
+
+
+@torch.no_grad()
+def position_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128, seed: int = EVAL_SEED) -> dict:
+    """Would the guide pay for putting the adapted shapes back where their sources were?
+
+    Translates each adapted sample onto its source's position (:func:`shift_to_source`) and compares, before
+    and after, the content IoU with the source and the directional cosine under ``clip``. A guide that sees
+    position scores the moved-back samples higher whenever the IoU rises.
+
+    Returns:
+        ``{"shift_px", "iou", "iou_moved", "cos", "cos_moved", "gain_rate", "n"}`` (means over samples;
+        ``gain_rate``: share of samples whose cosine rises).
+    """
+    from zsgm.clip import text_direction
+    from zsgm.toy.judges import content_iou
+
+    x_src, x_tgt, _ = true_edit_triples(g_src, g_tgt, source=source, target=target, n=n, seed=seed)
+    moved, shift = shift_to_source(x_src, x_tgt)
+    d = text_direction(clip, source, target)  # [D]
+    e_src, e_tgt, e_moved = (clip.encode_image(x) for x in (x_src, x_tgt, moved))
+    cos = F.cosine_similarity(e_tgt - e_src, d[None], dim=1)  # [m]
+    cos_moved = F.cosine_similarity(e_moved - e_src, d[None], dim=1)
+    return {"shift_px": float(shift.float().norm(dim=1).mean()),
+            "iou": float(content_iou(x_src, x_tgt).mean()), "iou_moved": float(content_iou(x_src, moved).mean()),
+            "cos": float(cos.mean()), "cos_moved": float(cos_moved.mean()),
+            "gain_rate": float((cos_moved > cos).float().mean()), "n": len(x_src)}
+
+
+def _run_and_guide(run_dir: str | Path, registry, clip_file: str | Path | None):
+    """A finished run's recipe, both generators and a guide: the run's first CLIP, or the CLIP file given."""
     from zsgm.run import load_clip_asset
     from zsgm.toy.evaluate import load_finished_run
 
-    registry = registry or get_registry()
     recipe, g_src, g_tgt = load_finished_run(run_dir, registry)
     if recipe.source is None or recipe.target is None:
         raise ValueError(f"{run_dir}: the recipe needs source and target texts for a direction")
-    clip = load_clip_asset(recipe.clip.models[0], registry, torch.device("cpu"), preprocess=recipe.clip.preprocess)
-    record = generator_gap(g_src.eval(), g_tgt.eval(), clip, source=recipe.source, target=recipe.target, n=n)
+    spec = recipe.clip.models[0]
+    if clip_file is not None:
+        spec = attrs.evolve(spec, name="shapes", pretrained=str(clip_file))
+    clip = load_clip_asset(spec, registry, torch.device("cpu"), preprocess=recipe.clip.preprocess)
+    return recipe, g_src.eval(), g_tgt.eval(), clip
+
+
+def position_of_run(run_dir: str | Path, *, n: int = 128, clip_file: str | Path | None = None,
+                    registry=None) -> dict:
+    """:func:`position_gap` for a finished shapes run, under its first CLIP model or ``clip_file``."""
+    from zsgm.plugins import get_registry
+
+    recipe, g_src, g_tgt, clip = _run_and_guide(run_dir, registry or get_registry(), clip_file)
+    record = position_gap(g_src, g_tgt, clip, source=recipe.source, target=recipe.target, n=n)
+    return {"mode": "position", "run": str(run_dir), "clip": str(clip_file) if clip_file else "run's",
+            "source": recipe.source, "target": recipe.target, **record}
+
+
+def direction_gap(run_dir: str | Path, *, n: int = 128, registry=None) -> dict:
+    """:func:`generator_gap` for a finished shapes run, under the run's first CLIP model."""
+    from zsgm.plugins import get_registry
+
+    recipe, g_src, g_tgt, clip = _run_and_guide(run_dir, registry or get_registry(), None)
+    record = generator_gap(g_src, g_tgt, clip, source=recipe.source, target=recipe.target, n=n)
     return {"mode": "gap", "run": str(run_dir), "source": recipe.source, "target": recipe.target, **record}
 
 
@@ -224,14 +314,22 @@ def main(argv: list[str] | None = None) -> None:
     p_gap = sub.add_parser("gap", help="directional cosine of a run's samples against their true edits")
     p_gap.add_argument("run", help="a finished shapes run directory")
     p_gap.add_argument("--n", type=int, default=128)
+    p_pos = sub.add_parser("position", help="would the guide pay for moving a run's shapes back into place")
+    p_pos.add_argument("run", help="a finished shapes run directory")
+    p_pos.add_argument("--clip", help="judge with this zsgm CLIP file instead of the run's guide")
+    p_pos.add_argument("--n", type=int, default=128)
     args = parser.parse_args(argv)
+    from zsgm.clip_loading import ClipLoadError
+
     try:
         if args.mode == "reach":
             record = reach(args.target, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                            n_eval=args.n_eval)
-        else:
+        elif args.mode == "gap":
             record = direction_gap(args.run, n=args.n)
-    except (ValueError, FileNotFoundError) as exc:
+        else:
+            record = position_of_run(args.run, n=args.n, clip_file=args.clip)
+    except (ValueError, FileNotFoundError, ClipLoadError) as exc:
         parser.exit(2, f"zsgm.toy.diagnose: {exc}\n")
     print(json.dumps(record, indent=2))
 
