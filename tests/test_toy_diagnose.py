@@ -54,7 +54,11 @@ def test_shift_to_source_puts_a_moved_shape_back_where_its_source_was():
     src = ShapeParams(kind="square", colour="red", cx=0.3, cy=0.6, radius=0.15)
     far = ShapeParams(kind="square", colour="red", cx=0.7, cy=0.4, radius=0.15, style="sketch")
     x_src, x_tgt = render_batch([src, src]), render_batch([far, src.with_style("sketch")])
-    moved, shift = shift_to_source(x_src, x_tgt)
+    moved, shift, _, mask = shift_to_source(x_src, x_tgt)
+    from zsgm.toy.judges import analyse
+
+    assert torch.equal(mask[1], analyse(x_tgt[1:]).filled[0]) or shift[1].abs().max() > 0  # unmoved: its own mask
+    assert (mask[0] & analyse(x_src[:1]).filled[0]).sum() > 0.8 * mask[0].sum()  # moved mask lies on the source
     assert shift[0].tolist() == [6, -13] or (abs(shift[0, 0] - 6) <= 1 and abs(shift[0, 1] + 13) <= 1)
     assert shift[1].abs().max() <= 1  # already in place: (almost) not moved
     before, after = content_iou(x_src, x_tgt), content_iou(x_src, moved)

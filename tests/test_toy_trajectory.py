@@ -142,4 +142,44 @@ def test_command_lines_refuse_bad_trajectory_input_in_one_line(tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_info:
         train_clip.main(["--out", str(tmp_path / "c.safetensors"), "--rank-weight", "1"])
     assert exit_info.value.code == 2
-    assert "--rank-weight needs --fakes" in capsys.readouterr().err
+    assert "--rank-weight and --position-weight need --fakes" in capsys.readouterr().err
+
+
+def _render_u8(params) -> torch.Tensor:
+    from zsgm.toy.render import render_batch
+
+    return ((render_batch(params) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_position_term_moves_samples_back_onto_their_sources_and_ranks_by_overlap(tmp_path):
+    from zsgm.toy.mine_fakes import save_fakes
+    from zsgm.toy.render import ShapeParams
+    from zsgm.toy.train_clip import _mask_iou, position_pairs, position_ranking_loss, train
+
+    src = [ShapeParams(kind="square", colour="red", cx=0.3, cy=0.5, radius=0.15),
+           ShapeParams(kind="circle", colour="blue", cx=0.6, cy=0.35, radius=0.2)]
+    drifted = [ShapeParams(kind="square", colour="red", cx=0.7, cy=0.5, radius=0.15, style="sketch"),
+               ShapeParams(kind="circle", colour="blue", cx=0.5, cy=0.55, radius=0.2, style="sketch")]
+    x_src, x_fake = _render_u8(src), _render_u8(drifted)
+    pos = position_pairs(x_src, x_fake)
+    assert pos["index"].tolist() == [0, 1]
+    assert (_mask_iou(pos["mask"], pos["src_mask"]) > 0.8).all()  # moved back onto the sources
+
+    model, directions = _tiny_clip_and_directions()
+    tasks, task = [("photo", "sketch")], torch.tensor([0, 0])
+    term = position_ranking_loss(model, pos, x_src, task, tasks, directions, n=4, margin=5.0,
+                                 g=torch.Generator().manual_seed(0))
+    assert term.item() > 0  # no cosine difference can meet a margin of 5 per unit of IoU
+    term.backward()
+    assert model.visual.conv1.weight.grad is not None
+    none = position_ranking_loss(model, pos, x_src, task, tasks, directions, n=4, margin=0.0,
+                                 g=torch.Generator().manual_seed(0))
+    assert none.item() <= term.item()
+
+    path = tmp_path / "traj.safetensors"
+    mined = {"images": x_fake, "sources": x_src, "truths": _render_u8([p.with_style("sketch") for p in src]),
+             "task": task, "step": torch.tensor([20, 20]), "other": torch.tensor([False, False])}
+    save_fakes(path, mined, [], tasks=tasks, clip_path="c.safetensors", seconds=1.0)
+    record = train(out=tmp_path / "c.safetensors", fakes=path, position_weight=1.0, position_margin=5.0, seed=0,
+                   steps=1, batch=8, pool=16, eval_n=0, progress=False, threads=1, pairs=4)
+    assert record["position_pairs"] == 2 and record["position_loss_first_20"] > 0

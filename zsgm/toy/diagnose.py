@@ -211,32 +211,50 @@ def _centroids(masks: torch.Tensor) -> torch.Tensor:
     return torch.where((n > 0)[:, None], torch.stack([cy, cx], 1), centre)
 
 
-def shift_to_source(x_src: torch.Tensor, x_tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def translate(x: torch.Tensor, shift: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    """Translate images by whole pixels; what is uncovered takes the background colour.
+
+    Args:
+        x: images ``[N, C, S, S]``.
+        shift: ``[N, 2]`` integer (rows, columns) offsets.
+        bg: ``[N, C, 1, 1]`` background colour in ``x``'s units (zeros for masks).
+
+    Returns:
+        ``[N, C, S, S]``; an image whose shift is zero comes back exactly, so that an unmoved sample's
+        direction is not rounding noise.
+    """
+    size = x.shape[-1]
+    out = x.clone()
+    for i in range(len(x)):
+        dy, dx = (int(v) for v in shift[i])
+        if dy == 0 and dx == 0:
+            continue
+        canvas = F.pad(x[i] - bg[i], (size, size, size, size))  # [C, 3S, 3S], zero = background
+        canvas = torch.roll(canvas, (dy, dx), dims=(1, 2))
+        out[i] = canvas[:, size:2 * size, size:2 * size] + bg[i]
+    return out
+
+
+def shift_to_source(x_src: torch.Tensor, x_tgt: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Translate every adapted image by whole pixels so that its shape's mask centroid lands on its source's.
 
     Args:
         x_src, x_tgt: source and adapted images ``[N, 3, S, S]`` in [-1, 1], pairwise.
 
     Returns:
-        ``(moved [N, 3, S, S], shift [N, 2])``: the translated images (uncovered pixels take the adapted
-        image's estimated background colour) and the (rows, columns) shift applied.
+        ``(moved [N, 3, S, S], shift [N, 2], bg [N, 3, 1, 1], moved_mask bool [N, S, S])``: the translated
+        images (uncovered pixels take the adapted image's estimated background colour ``bg``, in [-1, 1]),
+        the (rows, columns) shift applied and the adapted shape's mask after the same shift.
     """
     from zsgm.toy.judges import analyse
 
     a_src, a_tgt = analyse(x_src), analyse(x_tgt)
     shift = (_centroids(a_src.filled) - _centroids(a_tgt.filled)).round().long()  # [N, 2]
     bg = (a_tgt.bg * 2.0 - 1.0)[:, :, None, None]  # [N, 3, 1, 1] in [-1, 1]
-    size = x_tgt.shape[-1]
-    moved = torch.empty_like(x_tgt)
-    for i in range(len(x_tgt)):
-        dy, dx = (int(v) for v in shift[i])
-        if dy == 0 and dx == 0:
-            moved[i] = x_tgt[i]  # exactly, so that an unmoved sample's direction is not rounding noise
-            continue
-        canvas = F.pad(x_tgt[i] - bg[i], (size, size, size, size))  # [3, 3S, 3S], zero = background
-        canvas = torch.roll(canvas, (dy, dx), dims=(1, 2))
-        moved[i] = canvas[:, size:2 * size, size:2 * size] + bg[i]
-    return moved, shift
+    moved = translate(x_tgt, shift, bg)
+    mask = translate(a_tgt.filled[:, None].float(), shift, torch.zeros(len(x_tgt), 1, 1, 1))[:, 0] > 0.5
+    return moved, shift, bg, mask
 
 
 @torch.no_grad()
@@ -255,7 +273,7 @@ def position_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128, 
     from zsgm.toy.judges import content_iou
 
     x_src, x_tgt, _ = true_edit_triples(g_src, g_tgt, source=source, target=target, n=n, seed=seed)
-    moved, shift = shift_to_source(x_src, x_tgt)
+    moved, shift, _, _ = shift_to_source(x_src, x_tgt)
     d = text_direction(clip, source, target)  # [D]
     e_src, e_tgt, e_moved = (clip.encode_image(x) for x in (x_src, x_tgt, moved))
     cos = F.cosine_similarity(e_tgt - e_src, d[None], dim=1)  # [m]

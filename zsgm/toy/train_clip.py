@@ -283,6 +283,70 @@ def trajectory_ranking_loss(model, rank_src_u8, rank_fake_u8, rank_true_u8, rank
     return F.relu(cos_fake - cos_true + margin).mean()
 
 
+def position_pairs(rank_src_u8: torch.Tensor, rank_fake_u8: torch.Tensor, *, chunk: int = 1024) -> dict:
+    """Trajectory samples moved back onto their sources' positions (:func:`zsgm.toy.diagnose.shift_to_source`),
+    computed once for :func:`position_ranking_loss`.
+
+    Returns:
+        ``{"index" [K], "moved" uint8 [K, 3, S, S], "bg" [K, 3, 1, 1], "mask" bool [K, S, S], "src_mask"
+        bool [K, S, S]}`` for the K samples where both the source and the sample show a shape.
+    """
+    from zsgm.toy.diagnose import shift_to_source
+    from zsgm.toy.judges import analyse
+
+    parts = {"index": [], "moved": [], "bg": [], "mask": [], "src_mask": []}
+    for start in range(0, len(rank_fake_u8), chunk):
+        x_src = rank_src_u8[start:start + chunk].float() / 127.5 - 1.0
+        x_f = rank_fake_u8[start:start + chunk].float() / 127.5 - 1.0
+        moved, _, bg, mask = shift_to_source(x_src, x_f)
+        src_mask = analyse(x_src).filled
+        keep = (mask.flatten(1).any(1) & src_mask.flatten(1).any(1)).nonzero()[:, 0]  # [k]
+        parts["index"].append(keep + start)
+        parts["moved"].append(((moved[keep] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        parts["bg"].append(bg[keep])
+        parts["mask"].append(mask[keep])
+        parts["src_mask"].append(src_mask[keep])
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU ``[N]`` of bool masks ``[N, H, W]``."""
+    inter = (a & b).flatten(1).sum(1).float()
+    return inter / (a | b).flatten(1).sum(1).clamp(min=1).float()
+
+
+def position_ranking_loss(model, pos: dict, rank_src_u8: torch.Tensor, rank_task: torch.Tensor, tasks,
+                          directions: DirectionBank, *, n: int, margin: float, g: torch.Generator,
+                          max_offset: int = 6) -> torch.Tensor:
+    """The guide must pay for position, on the generator's own images.
+
+    For ``n`` trajectory samples moved back onto their sources' positions (:func:`position_pairs`), a second
+    copy is translated further by a random offset of up to ``max_offset`` px. Both copies carry the same
+    translation seams, so only where the shape sits tells them apart. Along the task's text direction, from
+    the same source, the copy that overlaps the source more must score higher, by ``margin`` times the
+    difference of their IoUs with the source's mask:
+    ``mean(relu(margin * |dIoU| - sign(dIoU) * (cos_a - cos_b)))``.
+    """
+    from zsgm.toy.diagnose import translate
+
+    j = torch.randint(0, len(pos["index"]), (n,), generator=g)
+    i = pos["index"][j]
+    a = pos["moved"][j].float() / 127.5 - 1.0  # [n, 3, S, S]
+    off = torch.randint(-max_offset, max_offset + 1, (n, 2), generator=g)
+    off[(off == 0).all(1), 1] = max_offset  # always a real move
+    bg = pos["bg"][j]
+    b = translate(a, off, bg)
+    mask_b = translate(pos["mask"][j][:, None].float(), off, torch.zeros(n, 1, 1, 1))[:, 0] > 0.5
+    d_iou = _mask_iou(pos["mask"][j], pos["src_mask"][j]) - _mask_iou(mask_b, pos["src_mask"][j])  # [n]
+    d_txt = task_directions(directions, tasks, rank_task[i])  # [n, D]
+    x = torch.cat([rank_src_u8[i].float() / 127.5 - 1.0, a, b])
+    e = F.normalize(model.encode_image(x), dim=-1)  # [3n, D]
+    e_s, e_a, e_b = e[:n], e[n:2 * n], e[2 * n:]
+    cos_a = (F.normalize(e_a - e_s, dim=-1) * d_txt).sum(-1)  # [n]
+    cos_b = (F.normalize(e_b - e_s, dim=-1) * d_txt).sum(-1)
+    return F.relu(margin * d_iou.abs() - torch.sign(d_iou) * (cos_a - cos_b)).mean()
+
+
 def adversarial_direction_loss(model, pair_u8: torch.Tensor, pair_labels: torch.Tensor, directions: DirectionBank,
                                 *, n: int, eps: float, pgd_steps: int, margin: float,
                                 g: torch.Generator) -> torch.Tensor:
@@ -431,7 +495,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
           blend_min: float = 1.0, geometry_weight: float = 0.0, geometry_margin: float = 0.15,
           gradient_weight: float = 0.0, rank_weight: float = 0.0, rank_margin: float = 0.1,
           style_share_weight: float = 0.0, style_share_max: float = 0.2,
-          mirror_flip_labels: bool = True) -> dict:
+          mirror_flip_labels: bool = True, position_weight: float = 0.0,
+          position_margin: float = 0.5) -> dict:
     """Train, save the weights to ``out`` and the record to ``out`` with suffix ``.json``.
 
     Args:
@@ -474,6 +539,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         style_share_weight: weight of the style-share bound (0: off; see :func:`style_share_loss`): every
             image embedding of the batch may project at most ``style_share_max`` on any style or colour
             text direction.
+        position_weight: weight of the position ranking term on trajectory samples (0: off; needs ``fakes``
+            mined with ``--trajectory``; see :func:`position_ranking_loss`) with its ``position_margin``.
         mirror_flip_labels: a horizontally flipped image's left / right caption label is swapped (False
             reproduces rounds r1-r4, i.e. the shipped file, and every other round trained before the fix;
             see :func:`zsgm.toy.clip_data.augment_batch`).
@@ -522,11 +589,12 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         n_fake = int(round(batch * fake_frac)) if len(fake_u8) else 0
         ranked = [m for m in mined if m.get("truths") is not None]  # trajectory files: samples with true edits
         rank = concat_mined(ranked, ("sources", "images", "truths")) if ranked else None  # [R, 3, H, W] each
-    if rank_weight > 0 and rank is None:
-        raise ValueError("rank_weight needs --fakes mined with --trajectory (files with true edits)")
+    if (rank_weight > 0 or position_weight > 0) and rank is None:
+        raise ValueError("rank_weight and position_weight need --fakes mined with --trajectory (files with true edits)")
+    placed = position_pairs(rank["sources"], rank["images"]) if position_weight > 0 else None
     pair_u8 = pair_labels = None
     pair_terms = (directional_weight, fake_direction_weight, adversarial_weight, geometry_weight, gradient_weight,
-                  rank_weight, style_share_weight)
+                  rank_weight, style_share_weight, position_weight)
     if any(w > 0 for w in pair_terms):
         from zsgm.toy.clip_data import render_paired_pool
 
@@ -552,6 +620,7 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
     grad_losses: list[float] = []
     rank_losses: list[float] = []
     share_losses: list[float] = []
+    position_losses: list[float] = []
     geometry_rng = np.random.default_rng(seed + 3)
     n_aux = max(1, pairs // 2)  # items per step of the fake, adversarial, geometry and gradient terms
     step = 0
@@ -607,6 +676,11 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
                                                rank["tasks"], directions, n=n_aux, margin=rank_margin, g=g)
                 loss = loss + rank_weight * term
                 rank_losses.append(float(term.detach()))
+            if position_weight > 0:
+                term = position_ranking_loss(model, placed, rank["sources"], rank["task"], rank["tasks"], directions,
+                                             n=n_aux, margin=position_margin, g=g)
+                loss = loss + position_weight * term
+                position_losses.append(float(term.detach()))
             if style_share_weight > 0:
                 term = style_share_loss(e_img, directions, max_share=style_share_max)
                 loss = loss + style_share_weight * term
@@ -642,10 +716,12 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         "geometry_weight": geometry_weight, "geometry_margin": geometry_margin,
         "gradient_weight": gradient_weight, "rank_weight": rank_weight, "rank_margin": rank_margin,
         "style_share_weight": style_share_weight, "style_share_max": style_share_max,
-        "mirror_flip_labels": mirror_flip_labels,
+        "mirror_flip_labels": mirror_flip_labels, "position_weight": position_weight,
+        "position_margin": position_margin, "position_pairs": len(placed["index"]) if placed is not None else None,
         **{f"{name}_loss_{part}": _mean_or_none(values[:20] if part == "first_20" else values[-50:])
            for name, values in (("geometry", geo_losses), ("gradient", grad_losses), ("adversarial", adv_losses),
-                                   ("rank", rank_losses), ("style_share", share_losses))
+                                   ("rank", rank_losses), ("style_share", share_losses),
+                                   ("position", position_losses))
            for part in ("first_20", "last_50")},
         "seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
         "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
@@ -709,13 +785,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--style-share-weight", type=float, default=0.0,
                         help="bound image embeddings' projection on every style / colour text direction")
     parser.add_argument("--style-share-max", type=float, default=0.2, help="its bound")
+    parser.add_argument("--position-weight", type=float, default=0.0,
+                        help="position ranking on trajectory samples moved back to their sources' place")
+    parser.add_argument("--position-margin", type=float, default=0.5, help="its margin per unit of IoU")
     parser.add_argument("--legacy-flip-labels", action="store_true",
                         help="keep a flipped image's left / right label (how r1-r4, the shipped file, were trained)")
     parser.add_argument("--fake-frac", type=float, default=0.2, help="fraction of every batch drawn from --fakes")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.rank_weight > 0 and not args.fakes:
-        parser.error("--rank-weight needs --fakes files mined with --trajectory")
+    if (args.rank_weight > 0 or args.position_weight > 0) and not args.fakes:
+        parser.error("--rank-weight and --position-weight need --fakes files mined with --trajectory")
     try:
         record = train(out=args.out, seed=args.seed, steps=args.steps, minutes=args.minutes, batch=args.batch,
                        lr=args.lr, pool=args.pool, augment=not args.no_augment, uap=not args.no_uap,
@@ -729,7 +808,8 @@ def main(argv: list[str] | None = None) -> None:
                        geometry_weight=args.geometry_weight, geometry_margin=args.geometry_margin,
                        gradient_weight=args.gradient_weight, rank_weight=args.rank_weight,
                        rank_margin=args.rank_margin, style_share_weight=args.style_share_weight,
-                       style_share_max=args.style_share_max, mirror_flip_labels=not args.legacy_flip_labels)
+                       style_share_max=args.style_share_max, mirror_flip_labels=not args.legacy_flip_labels,
+                       position_weight=args.position_weight, position_margin=args.position_margin)
     except (ValueError, FileNotFoundError) as exc:  # user input: a fakes file, an --init file, a weight
         parser.exit(2, f"zsgm.toy.train_clip: {exc}\n")
     record.pop("loss_curve", None)
