@@ -154,7 +154,8 @@ def _render_u8(params) -> torch.Tensor:
 def test_position_term_moves_samples_back_onto_their_sources_and_ranks_by_overlap(tmp_path):
     from zsgm.toy.mine_fakes import save_fakes
     from zsgm.toy.render import ShapeParams
-    from zsgm.toy.train_clip import _mask_iou, position_pairs, position_ranking_loss, train
+    from zsgm.toy.judges import mask_iou
+    from zsgm.toy.train_clip import position_pairs, position_ranking_loss, train
 
     src = [ShapeParams(kind="square", colour="red", cx=0.3, cy=0.5, radius=0.15),
            ShapeParams(kind="circle", colour="blue", cx=0.6, cy=0.35, radius=0.2)]
@@ -163,7 +164,7 @@ def test_position_term_moves_samples_back_onto_their_sources_and_ranks_by_overla
     x_src, x_fake = _render_u8(src), _render_u8(drifted)
     pos = position_pairs(x_src, x_fake)
     assert pos["index"].tolist() == [0, 1]
-    assert (_mask_iou(pos["mask"], pos["src_mask"]) > 0.8).all()  # moved back onto the sources
+    assert (mask_iou(pos["mask"], pos["src_mask"]) > 0.8).all()  # moved back onto the sources
 
     model, directions = _tiny_clip_and_directions()
     tasks, task = [("photo", "sketch")], torch.tensor([0, 0])

@@ -309,12 +309,6 @@ def position_pairs(rank_src_u8: torch.Tensor, rank_fake_u8: torch.Tensor, *, chu
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU ``[N]`` of bool masks ``[N, H, W]``."""
-    inter = (a & b).flatten(1).sum(1).float()
-    return inter / (a | b).flatten(1).sum(1).clamp(min=1).float()
-
-
 def position_ranking_loss(model, pos: dict, rank_src_u8: torch.Tensor, rank_task: torch.Tensor, tasks,
                           directions: DirectionBank, *, n: int, margin: float, g: torch.Generator,
                           max_offset: int = 6) -> torch.Tensor:
@@ -328,6 +322,7 @@ def position_ranking_loss(model, pos: dict, rank_src_u8: torch.Tensor, rank_task
     ``mean(relu(margin * |dIoU| - sign(dIoU) * (cos_a - cos_b)))``.
     """
     from zsgm.toy.diagnose import translate
+    from zsgm.toy.judges import mask_iou
 
     j = torch.randint(0, len(pos["index"]), (n,), generator=g)
     i = pos["index"][j]
@@ -337,7 +332,7 @@ def position_ranking_loss(model, pos: dict, rank_src_u8: torch.Tensor, rank_task
     bg = pos["bg"][j]
     b = translate(a, off, bg)
     mask_b = translate(pos["mask"][j][:, None].float(), off, torch.zeros(n, 1, 1, 1))[:, 0] > 0.5
-    d_iou = _mask_iou(pos["mask"][j], pos["src_mask"][j]) - _mask_iou(mask_b, pos["src_mask"][j])  # [n]
+    d_iou = mask_iou(pos["mask"][j], pos["src_mask"][j]) - mask_iou(mask_b, pos["src_mask"][j])  # [n]
     d_txt = task_directions(directions, tasks, rank_task[i])  # [n, D]
     x = torch.cat([rank_src_u8[i].float() / 127.5 - 1.0, a, b])
     e = F.normalize(model.encode_image(x), dim=-1)  # [3n, D]
