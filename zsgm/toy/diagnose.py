@@ -235,12 +235,13 @@ def translate(x: torch.Tensor, shift: torch.Tensor, bg: torch.Tensor) -> torch.T
     return out
 
 
-def shift_to_source(x_src: torch.Tensor, x_tgt: torch.Tensor
+def shift_to_source(x_src: torch.Tensor, x_tgt: torch.Tensor, *, a_src=None, a_tgt=None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Translate every adapted image by whole pixels so that its shape's mask centroid lands on its source's.
 
     Args:
         x_src, x_tgt: source and adapted images ``[N, 3, S, S]`` in [-1, 1], pairwise.
+        a_src, a_tgt: their :func:`zsgm.toy.judges.analyse` results, when the caller has them already.
 
     Returns:
         ``(moved [N, 3, S, S], shift [N, 2], bg [N, 3, 1, 1], moved_mask bool [N, S, S])``: the translated
@@ -249,7 +250,8 @@ def shift_to_source(x_src: torch.Tensor, x_tgt: torch.Tensor
     """
     from zsgm.toy.judges import analyse
 
-    a_src, a_tgt = analyse(x_src), analyse(x_tgt)
+    a_src = analyse(x_src) if a_src is None else a_src
+    a_tgt = analyse(x_tgt) if a_tgt is None else a_tgt
     shift = (_centroids(a_src.filled) - _centroids(a_tgt.filled)).round().long()  # [N, 2]
     bg = (a_tgt.bg * 2.0 - 1.0)[:, :, None, None]  # [N, 3, 1, 1] in [-1, 1]
     moved = translate(x_tgt, shift, bg)
@@ -270,16 +272,17 @@ def position_gap(g_src, g_tgt, clip, *, source: str, target: str, n: int = 128, 
         ``gain_rate``: share of samples whose cosine rises).
     """
     from zsgm.clip import text_direction
-    from zsgm.toy.judges import content_iou
+    from zsgm.toy.judges import analyse, content_iou
 
     x_src, x_tgt, _ = true_edit_triples(g_src, g_tgt, source=source, target=target, n=n, seed=seed)
-    moved, shift, _, _ = shift_to_source(x_src, x_tgt)
+    a_src, a_tgt = analyse(x_src), analyse(x_tgt)  # measured once, for the shift and both IoUs
+    moved, shift, _, _ = shift_to_source(x_src, x_tgt, a_src=a_src, a_tgt=a_tgt)
     d = text_direction(clip, source, target)  # [D]
     e_src, e_tgt, e_moved = (clip.encode_image(x) for x in (x_src, x_tgt, moved))
     cos = F.cosine_similarity(e_tgt - e_src, d[None], dim=1)  # [m]
     cos_moved = F.cosine_similarity(e_moved - e_src, d[None], dim=1)
     return {"shift_px": float(shift.float().norm(dim=1).mean()),
-            "iou": float(content_iou(x_src, x_tgt).mean()), "iou_moved": float(content_iou(x_src, moved).mean()),
+            "iou": float(content_iou(a_src, a_tgt).mean()), "iou_moved": float(content_iou(a_src, moved).mean()),
             "cos": float(cos.mean()), "cos_moved": float(cos_moved.mean()),
             "gain_rate": float((cos_moved > cos).float().mean()), "n": len(x_src)}
 

@@ -267,6 +267,16 @@ def fake_direction_loss(model, fake_u8, fake_src_u8, fake_task, tasks, direction
     return F.relu((d_img * task_directions(directions, tasks, fake_task[idx])).sum(-1) - m).mean()
 
 
+def _task_cosines(model, x_src: torch.Tensor, targets: list[torch.Tensor], d_txt: torch.Tensor
+                  ) -> list[torch.Tensor]:
+    """Cosines ``[n]`` of the image directions source -> each target batch with the text directions ``d_txt``
+    [n, D], all images encoded in one batch (sources ``[n, 3, H, W]`` and targets, in [-1, 1])."""
+    n = len(x_src)
+    e = F.normalize(model.encode_image(torch.cat([x_src, *targets])), dim=-1)  # [(1 + T) n, D]
+    e_s = e[:n]
+    return [(F.normalize(e[(k + 1) * n:(k + 2) * n] - e_s, dim=-1) * d_txt).sum(-1) for k in range(len(targets))]
+
+
 def trajectory_ranking_loss(model, rank_src_u8, rank_fake_u8, rank_true_u8, rank_task, tasks,
                             directions: DirectionBank, *, n: int, margin: float, g: torch.Generator) -> torch.Tensor:
     """``mean(relu(cos_fake - cos_true + margin))`` over ``n`` samples mined along NADA trajectories
@@ -275,11 +285,8 @@ def trajectory_ranking_loss(model, rank_src_u8, rank_fake_u8, rank_true_u8, rank
     latent, along the task's text direction."""
     idx = torch.randint(0, len(rank_fake_u8), (n,), generator=g)
     d_txt = task_directions(directions, tasks, rank_task[idx])  # [n, D]
-    x = torch.cat([rank_src_u8[idx], rank_fake_u8[idx], rank_true_u8[idx]]).float() / 127.5 - 1.0
-    e = F.normalize(model.encode_image(x), dim=-1)  # [3n, D]
-    e_s, e_f, e_t = e[:n], e[n:2 * n], e[2 * n:]
-    cos_fake = (F.normalize(e_f - e_s, dim=-1) * d_txt).sum(-1)  # [n]
-    cos_true = (F.normalize(e_t - e_s, dim=-1) * d_txt).sum(-1)  # [n]
+    x_s, x_f, x_t = (u8[idx].float() / 127.5 - 1.0 for u8 in (rank_src_u8, rank_fake_u8, rank_true_u8))
+    cos_fake, cos_true = _task_cosines(model, x_s, [x_f, x_t], d_txt)  # [n] each
     return F.relu(cos_fake - cos_true + margin).mean()
 
 
@@ -298,8 +305,9 @@ def position_pairs(rank_src_u8: torch.Tensor, rank_fake_u8: torch.Tensor, *, chu
     for start in range(0, len(rank_fake_u8), chunk):
         x_src = rank_src_u8[start:start + chunk].float() / 127.5 - 1.0
         x_f = rank_fake_u8[start:start + chunk].float() / 127.5 - 1.0
-        moved, _, bg, mask = shift_to_source(x_src, x_f)
-        src_mask = analyse(x_src).filled
+        a_src = analyse(x_src)  # once: for the shift and for the masks kept
+        moved, _, bg, mask = shift_to_source(x_src, x_f, a_src=a_src)
+        src_mask = a_src.filled
         keep = (mask.flatten(1).any(1) & src_mask.flatten(1).any(1)).nonzero()[:, 0]  # [k]
         parts["index"].append(keep + start)
         parts["moved"].append(((moved[keep] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
@@ -334,11 +342,7 @@ def position_ranking_loss(model, pos: dict, rank_src_u8: torch.Tensor, rank_task
     mask_b = translate(pos["mask"][j][:, None].float(), off, torch.zeros(n, 1, 1, 1))[:, 0] > 0.5
     d_iou = mask_iou(pos["mask"][j], pos["src_mask"][j]) - mask_iou(mask_b, pos["src_mask"][j])  # [n]
     d_txt = task_directions(directions, tasks, rank_task[i])  # [n, D]
-    x = torch.cat([rank_src_u8[i].float() / 127.5 - 1.0, a, b])
-    e = F.normalize(model.encode_image(x), dim=-1)  # [3n, D]
-    e_s, e_a, e_b = e[:n], e[n:2 * n], e[2 * n:]
-    cos_a = (F.normalize(e_a - e_s, dim=-1) * d_txt).sum(-1)  # [n]
-    cos_b = (F.normalize(e_b - e_s, dim=-1) * d_txt).sum(-1)
+    cos_a, cos_b = _task_cosines(model, rank_src_u8[i].float() / 127.5 - 1.0, [a, b], d_txt)  # [n] each
     return F.relu(margin * d_iou.abs() - torch.sign(d_iou) * (cos_a - cos_b)).mean()
 
 
