@@ -49,3 +49,24 @@ def test_benchmark_rows_name_an_overridden_learning_rate(tmp_path):
     assert record["method"] == "nada (lr 0.001)" and record["task"] == "colour:blue"
     assert (tmp_path / "nada--red-to-blue--lr0.001" / "eval.json").exists()
     assert table([record]).splitlines()[-1].startswith("| nada (lr 0.001) | red -> blue | 2 |")
+
+
+def test_benchmark_rows_name_fixed_freeze_slots_and_record_them_in_the_recipe(tmp_path):
+    import tomllib
+
+    import pytest
+
+    from zsgm.plugins import get_registry
+    from zsgm.toy.benchmark import run_one, slot_range
+
+    record = run_one("nada", "photo:sketch", out_root=tmp_path, steps=1, seed=0, registry=get_registry(), n_eval=4,
+                     lr=0.001, freeze_slots=[7, 3, 4, 5, 6])
+    assert record["method"] == "nada (lr 0.001, slots 3-7)"
+    run_dir = tmp_path / "nada--photo-to-sketch--lr0.001--slots3-7"
+    recipe = tomllib.loads((run_dir / "recipe.toml").read_text())
+    freeze = [t for t in recipe["techniques"] if t["use"] == "layer-freeze"][0]
+    assert freeze["slots"] == [7, 3, 4, 5, 6] and freeze["slot_map"] == "exact"
+    assert slot_range([1, 3, 5]) == "1,3,5" and slot_range([2]) == "2"
+    with pytest.raises(ValueError, match="method 'nada\\+ewc' has no layer-freeze technique"):
+        run_one("nada+ewc", "photo:sketch", out_root=tmp_path, steps=1, seed=0, registry=get_registry(), n_eval=4,
+                freeze_slots=[3])

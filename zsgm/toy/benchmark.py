@@ -4,7 +4,9 @@
         --table docs/SHAPES_BENCHMARK.md
 
 Each method is a registered preset (or ``preset+technique`` to append a technique, e.g. ``nada+ewc``
-replaces NADA's layer freezing by EWC) run on the shapes generator and the shapes CLIP. Every run directory
+replaces NADA's layer freezing by EWC) run on the shapes generator and the shapes CLIP. ``--freeze-slots 3 4 5 6 7``
+trains only those W+ slots' layers (``layer-freeze`` with ``slots`` and the exact slot map; the row says so).
+Every run directory
 keeps its recipe, losses and grids; the table records wall time next to the judges' scores.
 """
 
@@ -70,14 +72,23 @@ def shapes_recipe_data(method: str, source: str, target: str, registry, *, seed:
 
 def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: int, registry,
             n_eval: int, overrides: dict | None = None, lr: float | None = None,
-            technique_options: dict | None = None) -> dict:
-    """Adapt and judge one (method, task); returns the evaluation record with ``seconds``."""
+            technique_options: dict | None = None, freeze_slots: list[int] | None = None) -> dict:
+    """Adapt and judge one (method, task); returns the evaluation record with ``seconds``.
+
+    ``freeze_slots``: train only these W+ slots' layers (layer-freeze ``slots``, exact slot map)."""
     source, target = task_texts(task)
+    if freeze_slots:
+        freeze = {"slots": list(freeze_slots), "slot_map": "exact"}
+        technique_options = merge_dicts(technique_options or {}, {"layer-freeze": freeze})
     data = shapes_recipe_data(method, source, target, registry, seed=seed, steps=steps, lr=lr,
                               technique_options=technique_options, overrides=overrides)
+    if freeze_slots and not any(t.get("use") == "layer-freeze" for t in data.get("techniques", [])):
+        raise ValueError(f"--freeze-slots: method {method!r} has no layer-freeze technique to set")
     recipe = recipe_from_dict(data, registry=registry, source=f"{method} on {task}")
-    label = method if lr is None else f"{method} (lr {lr:g})"
-    out = out_root / (f"{method}--{source}-to-{target}" + ("" if lr is None else f"--lr{lr:g}"))
+    notes = ([] if lr is None else [f"lr {lr:g}"]) + ([f"slots {slot_range(freeze_slots)}"] if freeze_slots else [])
+    label = method + (f" ({', '.join(notes)})" if notes else "")
+    suffix = ("" if lr is None else f"--lr{lr:g}") + (f"--slots{slot_range(freeze_slots)}" if freeze_slots else "")
+    out = out_root / (f"{method}--{source}-to-{target}" + suffix)
     started = time.time()
     adapt(recipe, out_dir=out, registry=registry, resume=(out / "checkpoints" / "last.pt").exists())
     seconds = time.time() - started
@@ -85,6 +96,14 @@ def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: 
     record.update({"method": label, "seconds": seconds})
     atomic_write_text(out / "eval.json", json.dumps(record, indent=2) + "\n")
     return record
+
+
+def slot_range(slots: list[int]) -> str:
+    """"3-7" for a contiguous run of slots, else "1,3,5"."""
+    ordered = sorted(slots)
+    if ordered == list(range(ordered[0], ordered[-1] + 1)) and len(ordered) > 1:
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ",".join(str(s) for s in ordered)
 
 
 def table(records: list[dict]) -> str:
@@ -105,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--steps", type=int, help="override every preset's step count")
     parser.add_argument("--lr", type=float, help="override every preset's learning rate (the row says so)")
+    parser.add_argument("--freeze-slots", type=int, nargs="+", metavar="SLOT",
+                        help="train only these W+ slots' layers (layer-freeze slots, exact slot map; the row says so)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-eval", type=int, default=256)
     parser.add_argument("--out", default="runs/shapes-benchmark")
@@ -115,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods:
         for task in args.tasks:
             record = run_one(method, task, out_root=Path(args.out), steps=args.steps, seed=args.seed,
-                             registry=registry, n_eval=args.n_eval, lr=args.lr)
+                             registry=registry, n_eval=args.n_eval, lr=args.lr, freeze_slots=args.freeze_slots)
             records.append(record)
             print(table([record]).splitlines()[-1], flush=True)
     text = table(records)

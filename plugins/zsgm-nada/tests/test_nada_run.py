@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -61,6 +62,37 @@ def test_layer_freeze_without_probe_trains_nada_fixed_set(tmp_path):
     assert "input" in changed and "conv1" in changed
     assert not any(n.startswith("to_rgb") for n in changed)
     assert "style" not in changed  # the mapping never trains
+
+
+def test_layer_freeze_fixed_slots_train_their_layers_without_the_probe(tmp_path, monkeypatch):
+    from zsgm_nada.layer_freeze import LayerFreeze
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("fixed slots must not run the W+ probe")
+
+    monkeypatch.setattr(LayerFreeze, "select_slots", no_probe)
+    r = recipe([{"use": "directional"}, {"use": "layer-freeze", "k": 18, "slots": [4, 3], "slot_map": "exact"}],
+               steps=2)
+    run = build_run(r, out_dir=tmp_path / "probe")
+    before = {k: v.clone() for k, v in run.g_target.state_dict().items()}
+    adapt(r, out_dir=tmp_path / "run")
+    after = torch.load(checkpoint_path(tmp_path / "run"), weights_only=True)["target"]
+    table = slot_layers(run.g_target.n_latent, len(run.g_target.convs), slot_map="exact")
+    assert changed_modules(before, after) == set(table[3]) | set(table[4])  # k = 18 is not used
+
+
+def test_layer_freeze_slot_out_of_range_fails_before_training(tmp_path):
+    r = recipe([{"use": "directional"}, {"use": "layer-freeze", "slots": [1, 99]}])
+    with pytest.raises(ValueError, match="slot 99 is out of range for a generator with"):
+        adapt(r, out_dir=tmp_path / "run")
+    assert not checkpoint_path(tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("slots, message", [([], "at least one W\\+ slot"), ([2, 2], "lists a slot twice"),
+                                            ([-1], "slot indices >= 0")])
+def test_layer_freeze_bad_slots_name_the_field(slots, message):
+    with pytest.raises(ValueError, match=r"techniques\[1\]\.slots: .*" + message):
+        recipe([{"use": "directional"}, {"use": "layer-freeze", "slots": slots}])
 
 
 def test_image_target_direction_is_cached_and_restored(tmp_path):

@@ -2,6 +2,8 @@
 
 Every step: optimise a W+ copy of a few latents against the global CLIP loss for a few SGD steps, score
 each W+ slot by how far it moved, and train only the layers driven by the top-k slots this step.
+``slots`` replaces the probe by a fixed choice, e.g. only the fine styles, so that the coarse layers that
+hold each sample's layout (position, size, kind) stay the source generator's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class LayerFreezeConfig:
             <- 1, convs.{j-1} <- j, odd j also to_rgbs); "nada" reproduces NADA's offset list
             [conv1, to_rgb1] + convs (slot j >= 2 -> convs.{j-2}), as the NADA, IPL and AIR code does.
         text: target text of the probe's global loss; default "a {target}".
+        slots: W+ slots whose layers train at every step, in place of the probe (``k`` is then not used);
+            e.g. ``[3, 4, 5, 6, 7]`` on a 32 px generator (8 slots) trains only the 16 and 32 px layers
+            and their ToRGBs under ``slot_map = "exact"``. Each must be below the generator's slot count.
     """
 
     k: int | None = attrs.field(default=None)
@@ -37,6 +42,18 @@ class LayerFreezeConfig:
     probe_lr: float = attrs.field(default=0.01, validator=v.positive)
     slot_map: str = attrs.field(default="exact", validator=v.one_of(["exact", "nada"]))
     text: str | None = None
+    slots: list[int] | None = attrs.field(default=None)
+
+    @slots.validator
+    def _check_slots(self, attribute, value):
+        if value is None:
+            return
+        if not value:
+            raise ValueError("must list at least one W+ slot (or be left out to use the probe)")
+        if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in value):
+            raise ValueError(f"must be W+ slot indices >= 0, got {value!r}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a slot twice: {value!r}")
 
     @k.validator
     def _check_k(self, attribute, value):
@@ -112,19 +129,33 @@ class LayerFreeze(Technique):
         score = (ws.detach() - ws_init).abs().mean(dim=(0, 2))  # [L]
         return torch.topk(score, k).indices.sort().values.tolist()
 
+    def _slots_this_step(self, run, step: int, n_latent: int) -> list[int]:
+        """The fixed ``slots``, else every slot (k >= n_latent, NADA's shortcut), else the probe's top-k."""
+        if self.config.slots is not None:
+            slots = sorted(self.config.slots)
+            if slots[-1] >= n_latent:
+                raise ValueError(f"layer-freeze slots: slot {slots[-1]} is out of range for a generator with "
+                                 f"{n_latent} W+ slots (0-{n_latent - 1})")
+            return slots
+        k = n_latent if self.config.k is None else min(self.config.k, n_latent)
+        if k == n_latent:
+            return list(range(n_latent))
+        return self.select_slots(run, step)
+
+    @hookimpl
+    def zsgm_setup(self, run):
+        if self.config.slots is not None:  # a slot out of range fails here, before any training
+            self._slots_this_step(run, 0, run.g_target.n_latent)
+
     @hookimpl
     def zsgm_before_step(self, run, step):
         g_t = run.g_target
         n_latent, num_convs = g_t.n_latent, len(g_t.convs)
-        if self.config.auto_layer_iters == 0:
+        if self.config.slots is None and self.config.auto_layer_iters == 0:
             trainable = ["input", "conv1"] + [f"convs.{i}" for i in range(num_convs)]
             self.last_slots = []
         else:
-            k = n_latent if self.config.k is None else min(self.config.k, n_latent)
-            if k == n_latent:
-                slots = list(range(n_latent))  # top-k of everything: skip the probe (NADA shortcut)
-            else:
-                slots = self.select_slots(run, step)
+            slots = self._slots_this_step(run, step, n_latent)
             self.last_slots = slots
             table = slot_layers(n_latent, num_convs, slot_map=self.config.slot_map)
             trainable = sorted({name for s in slots for name in table[s]})
