@@ -1,6 +1,10 @@
-"""Train the shapes world's tiny CLIP: reproducible from a seed, CPU only, about ten minutes.
+"""Train the shapes world's tiny CLIP: reproducible from a seed, CPU only, about ten minutes per round.
 
-    python -m zsgm.toy.train_clip --out zsgm/toy/assets/shapes_clip.safetensors --seed 0 --minutes 15
+    python -m zsgm.toy.train_clip --out clip_r1.safetensors --seed 0 --steps 700
+
+The shipped file is not one such run but a lineage of rounds (from scratch, then fine-tuned on mined fakes
+and on NADA trajectories from ``zsgm.toy.mine_fakes``); every round's command and time are listed under
+``lineage`` in ``zsgm/toy/assets/shapes_clip.json`` (about 2.4 h in all on 2 cores).
 
 The CLIP *guides* generator adaptation (a directional loss), so it must not be fooled cheaply: a
 generator that only tints the background, casts a colour over the image, shifts brightness or adds a
