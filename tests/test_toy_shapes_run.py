@@ -8,7 +8,8 @@ from pathlib import Path
 
 from zsgm.cli import main
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "recipes" / "shapes-pastel.toml"
+RECIPES = Path(__file__).resolve().parents[1] / "examples" / "recipes"
+EXAMPLE = RECIPES / "shapes-pastel.toml"
 
 
 def test_adapt_then_eval_on_shapes_writes_the_judges_table(tmp_path, capsys):
@@ -28,7 +29,7 @@ def test_adapt_then_eval_on_shapes_writes_the_judges_table(tmp_path, capsys):
 
 
 def test_readme_pastel_recipe_reaches_pastel_and_keeps_the_shapes(tmp_path):
-    """The README's main job, in full (301 steps, ~20 s): measured 1.00 target rate, IoU 0.79."""
+    """The pastel example in full (301 steps, ~20 s): measured 0.98 target rate, IoU 0.89 (m11 guide)."""
     from zsgm.toy.evaluate import evaluate_run
 
     out = tmp_path / "pastel"
@@ -38,6 +39,20 @@ def test_readme_pastel_recipe_reaches_pastel_and_keeps_the_shapes(tmp_path):
     assert record["task"] == "style:pastel"
     assert record["target_rate"] >= 0.9 and record["content_iou"] >= 0.7, record
     assert record["background_artefact"] <= 0.1 and record["diversity_ratio"] >= 0.8, record
+
+
+def test_readme_sketch_recipe_meets_the_bar_with_only_the_fine_styles_trained(tmp_path):
+    """The README's main job in full (NADA at lr 0.002, slots 3-7; ~20 s): measured 0.93 target rate, IoU 0.88
+    with 2 threads. The issue's bar is at least 0.8 and 0.7."""
+    from zsgm.toy.evaluate import evaluate_run
+
+    out = tmp_path / "sketch"
+    assert main(["adapt", str(RECIPES / "shapes-sketch.toml"), "--sample-every", "0", "--checkpoint-every", "0",
+                 "--out", str(out), "--no-progress"]) == 0
+    record = evaluate_run(out, n=64)
+    assert record["task"] == "style:sketch"
+    assert record["target_rate"] >= 0.8 and record["content_iou"] >= 0.7, record
+    assert record["background_artefact"] <= 0.1, record
 
 
 def test_benchmark_rows_name_an_overridden_learning_rate(tmp_path):
