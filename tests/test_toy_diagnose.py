@@ -26,6 +26,18 @@ def test_reach_trains_only_the_named_layers_and_judges_the_result():
         reach("sketch", steps=1, trained=("nonexistent",), progress=False)
 
 
+def test_reach_trains_exactly_the_indexed_modules_it_is_given():
+    from zsgm.toy.diagnose import reach_trajectory
+
+    g_src, _ = load_shapes_generator()
+    before = {n: p.detach().clone() for n, p in g_src.named_parameters()}
+    _, g_tgt, _ = next(reach_trajectory("sketch", snapshots=(2,), trained=("convs.2", "to_rgbs.0"), progress=False))
+    changed = {n for n, p in g_tgt.named_parameters() if not torch.equal(p, before[n])}
+    assert {".".join(n.split(".")[:2]) for n in changed} == {"convs.2", "to_rgbs.0"}, sorted(changed)
+    with pytest.raises(ValueError, match="no synthesis module named convs.9"):
+        reach("sketch", steps=1, trained=("convs.2", "convs.9"), progress=False)
+
+
 @pytest.fixture(scope="module")
 def world():
     g, _ = load_shapes_generator()

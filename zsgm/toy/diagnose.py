@@ -43,10 +43,20 @@ def true_edit(params, target: str):
     return params.with_style(name) if kind == "style" else attrs.evolve(params, colour=name)
 
 
-def _trainable(generator, prefixes) -> list[torch.nn.Parameter]:
+def _trainable(generator, modules) -> list[torch.nn.Parameter]:
+    """Unfreeze the parameters of ``modules``: top-level names ("convs", every conv) or indexed ones
+    ("convs.2", one conv), as the layer-freeze technique names them."""
     for p in generator.parameters():
         p.requires_grad_(False)
-    chosen = [p for n, p in generator.named_parameters() if n.split(".")[0] in prefixes]
+    def owns(name: str, module: str) -> bool:
+        return name == module or name.startswith(module + ".")
+
+    names = [n for n, _ in generator.named_parameters()]
+    unknown = [m for m in modules if not any(owns(n, m) for n in names)]
+    if unknown:
+        raise ValueError(f"reach: no synthesis module named {', '.join(unknown)} "
+                         f"(e.g. conv1, to_rgb1, convs, convs.2, to_rgbs.0)")
+    chosen = [p for n, p in generator.named_parameters() if any(owns(n, m) for m in modules)]
     for p in chosen:
         p.requires_grad_(True)
     return chosen
@@ -78,8 +88,6 @@ def reach_trajectory(target: str, *, snapshots: tuple[int, ...] = (301,), batch:
     g_src, _ = load_shapes_generator()
     g_tgt = copy.deepcopy(g_src).train()
     params = _trainable(g_tgt, trained)
-    if not params:
-        raise ValueError(f"reach: no synthesis module named {', '.join(trained)}")
     opt = torch.optim.Adam(params, lr=lr * reg_ratio, betas=(betas[0] ** reg_ratio, betas[1] ** reg_ratio))
     rng = torch.Generator().manual_seed(seed)
     losses = []
@@ -108,7 +116,8 @@ def reach(target: str, *, steps: int = 301, batch: int = 2, lr: float = 0.002, r
     Args:
         target: target text the judges understand ("sketch", "a blue shape", ...).
         steps, batch, lr, reg_ratio, betas: the optimiser (rosinality convention, as the loop's).
-        trained: top-level synthesis modules that train (default: what NADA's preset trains).
+        trained: synthesis modules that train, top-level ("convs") or indexed ("convs.2"); default: what
+            NADA's preset trains.
         seed: seeds latents and noise.
         n_eval: samples judged.
 
@@ -332,6 +341,9 @@ def main(argv: list[str] | None = None) -> None:
     p_reach.add_argument("--lr", type=float, default=0.002)
     p_reach.add_argument("--seed", type=int, default=0)
     p_reach.add_argument("--n-eval", type=int, default=256)
+    p_reach.add_argument("--trained", nargs="+", metavar="MODULE", default=list(NADA_TRAINED),
+                         help="synthesis modules that train, e.g. convs.2 convs.3 to_rgbs.0 (default: the nada "
+                              "preset's conv1 to_rgb1 convs)")
     p_gap = sub.add_parser("gap", help="directional cosine of a run's samples against their true edits")
     p_gap.add_argument("run", help="a finished shapes run directory")
     p_gap.add_argument("--n", type=int, default=128)
@@ -345,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.mode == "reach":
             record = reach(args.target, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                           n_eval=args.n_eval)
+                           n_eval=args.n_eval, trained=tuple(args.trained))
         elif args.mode == "gap":
             record = direction_gap(args.run, n=args.n)
         else:
