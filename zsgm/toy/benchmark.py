@@ -4,10 +4,10 @@
         --table docs/SHAPES_BENCHMARK.md
 
 Each method is a registered preset (or ``preset+technique`` to append a technique, e.g. ``nada+ewc``
-replaces NADA's layer freezing by EWC) run on the shapes generator and the shapes CLIP. ``--freeze-slots 3 4 5 6 7``
-trains only those W+ slots' layers (``layer-freeze`` with ``slots`` and the exact slot map; the row says so).
-Every run directory
-keeps its recipe, losses and grids; the table records wall time next to the judges' scores.
+replaces NADA's layer freezing by EWC) run on the shapes generator and the shapes CLIP.
+``--freeze-slots 3 4 5 6 7`` trains only those W+ slots' layers (``layer-freeze`` with ``slots`` and the exact
+slot map; the row says so). Every run directory keeps its recipe, losses and grids; the table records wall
+time next to the judges' scores.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ def _trainable(generator, modules) -> list[torch.nn.Parameter]:
     ("convs.2", one conv), as the layer-freeze technique names them."""
     for p in generator.parameters():
         p.requires_grad_(False)
+
     def owns(name: str, module: str) -> bool:
         return name == module or name.startswith(module + ".")
 
