@@ -85,3 +85,16 @@ def test_benchmark_rows_name_fixed_freeze_slots_and_record_them_in_the_recipe(tm
     with pytest.raises(ValueError, match="method 'nada\\+ewc' has no layer-freeze technique"):
         run_one("nada+ewc", "photo:sketch", out_root=tmp_path, steps=1, seed=0, registry=get_registry(), n_eval=4,
                 freeze_slots=[3])
+
+
+def test_benchmark_command_refuses_a_slot_the_generator_lacks_in_one_line(tmp_path, capsys):
+    import pytest
+
+    from zsgm.toy.benchmark import main as benchmark
+
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark(["--methods", "nada", "--freeze-slots", "9", "--tasks", "photo:sketch", "--steps", "1",
+                   "--n-eval", "4", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "nada on photo:sketch: layer-freeze slots: slot 9 is out of range" in err and "Traceback" not in err

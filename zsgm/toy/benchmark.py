@@ -135,8 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     records = []
     for method in args.methods:
         for task in args.tasks:
-            record = run_one(method, task, out_root=Path(args.out), steps=args.steps, seed=args.seed,
-                             registry=registry, n_eval=args.n_eval, lr=args.lr, freeze_slots=args.freeze_slots)
+            try:
+                record = run_one(method, task, out_root=Path(args.out), steps=args.steps, seed=args.seed,
+                                 registry=registry, n_eval=args.n_eval, lr=args.lr, freeze_slots=args.freeze_slots)
+            except (ValueError, KeyError) as exc:  # a bad method, task or option: one line, not a traceback
+                parser.exit(2, f"zsgm.toy.benchmark: {method} on {task}: {exc}\n")
             records.append(record)
             print(table([record]).splitlines()[-1], flush=True)
     text = table(records)
