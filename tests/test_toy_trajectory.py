@@ -130,8 +130,28 @@ def test_reach_positives_are_generator_images_along_the_same_steps():
         next(reach_trajectory("sketch", snapshots=(2, 2)))
 
 
+def test_trajectories_with_freeze_slots_keep_the_coarse_layers_of_the_source(tmp_path):
+    from zsgm.clip_loading import shapes_clip_path
+    from zsgm.plugins import get_registry
+    from zsgm.toy.assets import load_shapes_generator
+    from zsgm.toy.mine_fakes import trajectory_generators
+
+    source, _ = load_shapes_generator()
+    before = source.state_dict()
+    (_, g), = trajectory_generators(shapes_clip_path(), "photo", "sketch", snapshots=(2,), seed=3, work=tmp_path,
+                                    registry=get_registry(), freeze_slots=[3, 4, 5, 6, 7])
+    after = g.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(k.startswith(("convs.2.", "convs.3.", "convs.4.", "convs.5.", "to_rgbs.")) for k in changed)
+
+
 def test_command_lines_refuse_bad_trajectory_input_in_one_line(tmp_path, capsys):
     from zsgm.toy import mine_fakes, train_clip
+
+    with pytest.raises(SystemExit) as exit_info:
+        mine_fakes.main(["--clip", "c.safetensors", "--out", str(tmp_path / "t.safetensors"), "--freeze-slots", "3"])
+    assert exit_info.value.code == 2
+    assert "--freeze-slots needs --trajectory" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as exit_info:
         mine_fakes.main(["--clip", "c.safetensors", "--out", str(tmp_path / "t.safetensors"), "--trajectory",

@@ -54,11 +54,12 @@ def adapted_generator(clip_path: Path, source: str, target: str, *, lr: float, s
 
 
 def trajectory_generators(clip_path: Path, source: str, target: str, *, snapshots: tuple[int, ...], seed: int,
-                          work: Path, registry, lr: float | None = None):
+                          work: Path, registry, lr: float | None = None, freeze_slots: list[int] | None = None):
     """Yield ``(step, generator)`` along one NADA preset adaptation guided by ``clip_path``: the run stops
     after each of ``snapshots`` (ascending step counts, the last one the run's length), hands out the
     generator it has reached, and resumes from its checkpoint, so every snapshot lies on one trajectory.
-    ``lr`` None keeps the preset's learning rate."""
+    ``lr`` None keeps the preset's learning rate; ``freeze_slots`` trains only those W+ slots' layers
+    (layer-freeze ``slots``, exact slot map), as the README's recipe does."""
     from zsgm.checkpoint import load_run_checkpoint
     from zsgm.loop import adapt
     from zsgm.recipe import recipe_from_dict
@@ -67,8 +68,9 @@ def trajectory_generators(clip_path: Path, source: str, target: str, *, snapshot
     from zsgm.toy.diagnose import check_snapshots
 
     check_snapshots(snapshots)
+    options = {"layer-freeze": {"slots": list(freeze_slots), "slot_map": "exact"}} if freeze_slots else None
     data = shapes_recipe_data("nada", source, target, registry, seed=seed, steps=snapshots[-1], lr=lr,
-                              clip_file=clip_path, n_samples=4)
+                              clip_file=clip_path, n_samples=4, technique_options=options)
     recipe = recipe_from_dict(data, registry=registry, source=f"trajectory {source}->{target}")
     out = work / f"trajectory-{source}-{target}-{seed}"
     done = 0
@@ -82,7 +84,7 @@ def trajectory_generators(clip_path: Path, source: str, target: str, *, snapshot
 
 def mine_trajectories(clip_path: str | Path, *, tasks=DEFAULT_TASKS, snapshots=(20, 50, 100, 200, 301),
                       n_per_snapshot: int = 64, seed: int = 0, progress: bool = True,
-                      positives: str = "render") -> tuple[dict, list[dict]]:
+                      positives: str = "render", freeze_slots: list[int] | None = None) -> tuple[dict, list[dict]]:
     """Every sample along NADA trajectories, paired with its source sample and its *true* edit.
 
     For each task one NADA preset run guided by ``clip_path`` is stopped at each of ``snapshots``; the
@@ -95,7 +97,8 @@ def mine_trajectories(clip_path: str | Path, *, tasks=DEFAULT_TASKS, snapshots=(
     ``positives="reach"`` pairs each sample instead with what the generator draws for the same latent at the
     same step of :func:`zsgm.toy.diagnose.reach_trajectory` (regressed onto the true edits with the same
     optimiser): a generator-made true edit, so that a CLIP cannot meet the ranking by telling generator
-    images from renders.
+    images from renders. ``freeze_slots``: the runs train only those W+ slots' layers (see
+    :func:`trajectory_generators`).
 
     Returns:
         ``{"images", "sources", "truths": uint8 [N, 3, S, S], "task", "step": int64 [N], "other": bool [N]}``
@@ -125,7 +128,8 @@ def mine_trajectories(clip_path: str | Path, *, tasks=DEFAULT_TASKS, snapshots=(
             reached = reach_trajectory(tgt, snapshots=tuple(snapshots), seed=seed + i, progress=False) \
                 if positives == "reach" else None
             for step, g in trajectory_generators(Path(clip_path), src, tgt, snapshots=tuple(snapshots),
-                                                 seed=seed + i, work=Path(tmp), registry=registry):
+                                                 seed=seed + i, work=Path(tmp), registry=registry,
+                                                 freeze_slots=freeze_slots):
                 ws, noise, params = source_latents(source_g, source=src, n=draws,
                                                    seed=seed * 1000 + 10 * i + snapshots.index(step))
                 g_reach = next(reached)[1] if reached is not None else None  # trains: outside no_grad
@@ -259,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--positives", choices=("render", "reach"), default="render",
                         help="with --trajectory: pair each sample with the rendered true edit, or with the "
                              "reach generator's image (diagnose reach) at the same step")
+    parser.add_argument("--freeze-slots", type=int, nargs="+", metavar="SLOT",
+                        help="with --trajectory: the runs train only these W+ slots' layers (layer-freeze slots)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
@@ -273,7 +279,10 @@ def main(argv: list[str] | None = None) -> None:
             check_snapshots(args.snapshots)  # before any run starts
             mined, records = mine_trajectories(args.clip, tasks=tasks, snapshots=tuple(args.snapshots),
                                                n_per_snapshot=args.n_per_run, seed=args.seed,
-                                               progress=not args.no_progress, positives=args.positives)
+                                               progress=not args.no_progress, positives=args.positives,
+                                               freeze_slots=args.freeze_slots)
+        elif args.freeze_slots:
+            raise ValueError("--freeze-slots needs --trajectory")
         else:
             mined, records = mine(args.clip, tasks=tasks, n_per_run=args.n_per_run, seed=args.seed,
                                   progress=not args.no_progress, max_iou=args.max_iou)
