@@ -54,9 +54,14 @@ def task_texts(task: str) -> tuple[str, str]:
 
 def shapes_recipe_data(method: str, source: str, target: str, registry, *, seed: int, steps: int | None = None,
                        lr: float | None = None, clip_file: str | Path | None = None, n_samples: int = 8,
-                       technique_options: dict | None = None, overrides: dict | None = None) -> dict:
+                       technique_options: dict | None = None, overrides: dict | None = None,
+                       freeze_slots: list[int] | None = None) -> dict:
     """Recipe dict of ``method`` (see :func:`method_recipe`) on the shipped shapes generator and CLIP (or the
-    shapes-format CLIP file ``clip_file``), quiet and without periodic grids or checkpoints."""
+    shapes-format CLIP file ``clip_file``), quiet and without periodic grids or checkpoints. ``freeze_slots``:
+    train only these W+ slots' layers (layer-freeze ``slots``, exact slot map)."""
+    if freeze_slots:
+        freeze = {"slots": list(freeze_slots), "slot_map": "exact"}
+        technique_options = merge_dicts(technique_options or {}, {"layer-freeze": freeze})
     clip = {"name": "shapes"} if clip_file is None else {"name": "shapes", "pretrained": str(clip_file)}
     data = merge_dicts(method_recipe(method, registry, technique_options=technique_options), {
         "source": source, "target": target,
@@ -64,6 +69,8 @@ def shapes_recipe_data(method: str, source: str, target: str, registry, *, seed:
         "clip": {"models": [clip]},
         "run": {"seed": seed, "progress": False, "sample_every": 0, "checkpoint_every": 0, "n_samples": n_samples},
     })
+    if freeze_slots and not any(t.get("use") == "layer-freeze" for t in data.get("techniques", [])):
+        raise ValueError(f"--freeze-slots: method {method!r} has no layer-freeze technique to set")
     optim = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
     if optim:
         data = merge_dicts(data, {"optim": optim})
@@ -77,13 +84,8 @@ def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: 
 
     ``freeze_slots``: train only these W+ slots' layers (layer-freeze ``slots``, exact slot map)."""
     source, target = task_texts(task)
-    if freeze_slots:
-        freeze = {"slots": list(freeze_slots), "slot_map": "exact"}
-        technique_options = merge_dicts(technique_options or {}, {"layer-freeze": freeze})
     data = shapes_recipe_data(method, source, target, registry, seed=seed, steps=steps, lr=lr,
-                              technique_options=technique_options, overrides=overrides)
-    if freeze_slots and not any(t.get("use") == "layer-freeze" for t in data.get("techniques", [])):
-        raise ValueError(f"--freeze-slots: method {method!r} has no layer-freeze technique to set")
+                              technique_options=technique_options, overrides=overrides, freeze_slots=freeze_slots)
     recipe = recipe_from_dict(data, registry=registry, source=f"{method} on {task}")
     notes = ([] if lr is None else [f"lr {lr:g}"]) + ([f"slots {slot_range(freeze_slots)}"] if freeze_slots else [])
     label = method + (f" ({', '.join(notes)})" if notes else "")

@@ -68,9 +68,8 @@ def trajectory_generators(clip_path: Path, source: str, target: str, *, snapshot
     from zsgm.toy.diagnose import check_snapshots
 
     check_snapshots(snapshots)
-    options = {"layer-freeze": {"slots": list(freeze_slots), "slot_map": "exact"}} if freeze_slots else None
     data = shapes_recipe_data("nada", source, target, registry, seed=seed, steps=snapshots[-1], lr=lr,
-                              clip_file=clip_path, n_samples=4, technique_options=options)
+                              clip_file=clip_path, n_samples=4, freeze_slots=freeze_slots)
     recipe = recipe_from_dict(data, registry=registry, source=f"trajectory {source}->{target}")
     out = work / f"trajectory-{source}-{target}-{seed}"
     done = 0
@@ -138,9 +137,9 @@ def mine_trajectories(clip_path: str | Path, *, tasks=DEFAULT_TASKS, snapshots=(
                     x_true = render_batch([true_edit(p, tgt) for p in params]) if g_reach is None \
                         else g_reach.synthesis(ws, noise=noise)
                 styles = classify_style(analyse(x_fake))
-                parts["images"].append(_to_u8(x_fake))
-                parts["sources"].append(_to_u8(x_src))
-                parts["truths"].append(_to_u8(x_true))
+                parts["images"].append(to_u8(x_fake))
+                parts["sources"].append(to_u8(x_src))
+                parts["truths"].append(to_u8(x_true))
                 parts["task"].append(torch.full((len(x_src),), i, dtype=torch.int64))
                 parts["step"].append(torch.full((len(x_src),), step, dtype=torch.int64))
                 parts["other"].append(torch.tensor([s == OTHER for s in styles]))
@@ -151,7 +150,8 @@ def mine_trajectories(clip_path: str | Path, *, tasks=DEFAULT_TASKS, snapshots=(
     return {k: torch.cat(v) for k, v in parts.items()}, records
 
 
-def _to_u8(x: torch.Tensor) -> torch.Tensor:
+def to_u8(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as uint8 (clamped, rounded), the mined files' storage."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
@@ -190,8 +190,8 @@ def mine(clip_path: str | Path, *, tasks=DEFAULT_TASKS, schedules=DEFAULT_SCHEDU
             keep = other.clone()
             if max_iou is not None:
                 keep |= mask_iou(analyse(src_images).filled, analysis.filled) < max_iou
-            kept.append(_to_u8(fakes[keep]))
-            sources.append(_to_u8(src_images[keep]))
+            kept.append(to_u8(fakes[keep]))
+            sources.append(to_u8(src_images[keep]))
             flags.append(other[keep])
             task_ids.append(torch.full((int(keep.sum()),), list(tasks).index((src, tgt)), dtype=torch.int64))
             records.append({"source": src, "target": tgt, "lr": lr, "steps": steps, "kept": int(keep.sum()),

@@ -304,6 +304,7 @@ def position_pairs(rank_src_u8: torch.Tensor, rank_fake_u8: torch.Tensor, *, chu
     """
     from zsgm.toy.diagnose import shift_to_source
     from zsgm.toy.judges import analyse
+    from zsgm.toy.mine_fakes import to_u8
 
     parts = {"index": [], "moved": [], "bg": [], "mask": [], "src_mask": []}
     for start in range(0, len(rank_fake_u8), chunk):
@@ -314,7 +315,7 @@ def position_pairs(rank_src_u8: torch.Tensor, rank_fake_u8: torch.Tensor, *, chu
         src_mask = a_src.filled
         keep = (mask.flatten(1).any(1) & src_mask.flatten(1).any(1)).nonzero()[:, 0]  # [k]
         parts["index"].append(keep + start)
-        parts["moved"].append(((moved[keep] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        parts["moved"].append(to_u8(moved[keep]))
         parts["bg"].append(bg[keep])
         parts["mask"].append(mask[keep])
         parts["src_mask"].append(src_mask[keep])
@@ -545,7 +546,8 @@ def train(*, out: str | Path, seed: int = 0, steps: int = 700, minutes: float = 
         position_weight: weight of the position ranking term on trajectory samples (0: off; needs ``fakes``
             mined with ``--trajectory``; see :func:`position_ranking_loss`) with its ``position_margin``.
         mirror_flip_labels: a horizontally flipped image's left / right caption label is swapped (False
-            reproduces rounds r1-r4, i.e. the shipped file, and every other round trained before the fix;
+            reproduces rounds r1-r4 and m1-m11, the shipped file's lineage, and every other round trained
+            before the fix;
             see :func:`zsgm.toy.clip_data.augment_batch`).
 
     Returns:
@@ -792,7 +794,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="position ranking on trajectory samples moved back to their sources' place")
     parser.add_argument("--position-margin", type=float, default=0.5, help="its margin per unit of IoU")
     parser.add_argument("--legacy-flip-labels", action="store_true",
-                        help="keep a flipped image's left / right label (how r1-r4, the shipped file, were trained)")
+                        help="keep a flipped image's left / right label (how the shipped file's rounds r1-r4 and "
+                             "m1-m11 were trained)")
     parser.add_argument("--fake-frac", type=float, default=0.2, help="fraction of every batch drawn from --fakes")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
