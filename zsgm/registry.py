@@ -20,6 +20,15 @@ class TechniqueSpec:
             ``torch.nn.Module`` implementing run hooks.
         description: one line for ``zsgm plugins``.
         needs: what the technique reads from each step, e.g. ``{"src_images"}``; informative.
+        produces_loss: it returns loss terms, so the recipe's ``weight`` and ``every`` apply to it. A
+            technique without (a controller such as layer freezing, a pure direction provider) refuses
+            ``weight``/``every`` other than 1 when the recipe is built.
+        provides_directions: it implements ``zsgm_directions``; a recipe may hold one such technique.
+        unique: at most one entry of this technique per recipe (two would silently compete).
+        requires: technique names that must also be in the recipe (``moment`` needs ``semantic-variations``).
+        requires_other_loss: it is useless unless some *other* technique produces a loss term (layer
+            freezing; AIR, whose adaptive term starts mid-run).
+        reads_target_images: it reads the recipe's ``target_images`` (so ``--target-image`` means something).
     """
 
     name: str
@@ -27,6 +36,12 @@ class TechniqueSpec:
     build: Callable[..., torch.nn.Module]
     description: str = ""
     needs: frozenset = frozenset()
+    produces_loss: bool = True
+    provides_directions: bool = False
+    unique: bool = False
+    requires: frozenset = frozenset()
+    requires_other_loss: bool = False
+    reads_target_images: bool = False
 
 
 @attrs.define(frozen=True)

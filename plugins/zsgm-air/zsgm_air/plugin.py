@@ -14,7 +14,7 @@ def zsgm_register_techniques(register):
     register(TechniqueSpec(name="air", config=AirConfig, build=Air,
                            description="AIR: iterative anchor refresh with a prompt-learned text anchor and the "
                                        "adaptive directional loss from the anchor",
-                           needs=frozenset({"tgt_images"})))
+                           needs=frozenset({"tgt_images"}), unique=True, requires_other_loss=True))
 
 
 @hookimpl

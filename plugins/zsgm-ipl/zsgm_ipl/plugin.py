@@ -13,7 +13,8 @@ from zsgm_ipl.technique import IPL, IPLConfig
 def zsgm_register_techniques(register):
     register(TechniqueSpec(name="ipl", config=IPLConfig, build=IPL,
                            description="image-specific prompt learning: a latent mapper trained before step 0 "
-                                       "gives per-sample text directions (IPL)"))
+                                       "gives per-sample text directions (IPL)",
+                           produces_loss=False, provides_directions=True))
 
 
 @hookimpl

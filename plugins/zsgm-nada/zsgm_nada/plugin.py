@@ -18,10 +18,12 @@ def zsgm_register_techniques(register):
     register(TechniqueSpec(name="global", config=GlobalConfig, build=GlobalLoss,
                            description="global CLIP loss towards the target text (StyleGAN-NADA)"))
     register(TechniqueSpec(name="layer-freeze", config=LayerFreezeConfig, build=LayerFreeze,
-                           description="adaptive layer freezing by a W+ probe, top-k slots (StyleGAN-NADA)"))
+                           description="adaptive layer freezing by a W+ probe, top-k slots (StyleGAN-NADA)",
+                           produces_loss=False, unique=True, requires_other_loss=True))
     register(TechniqueSpec(name="image-target", config=ImageTargetConfig, build=ImageTarget,
                            description="direction from generated source images to a few style images "
-                                       "(StyleGAN-NADA image target)"))
+                                       "(StyleGAN-NADA image target)",
+                           produces_loss=False, provides_directions=True, reads_target_images=True))
 
 
 @hookimpl

@@ -16,10 +16,12 @@ from zsgm_svl.variations import SemanticVariations, SemanticVariationsConfig
 def zsgm_register_techniques(register):
     register(TechniqueSpec(name="semantic-variations", config=SemanticVariationsConfig, build=SemanticVariations,
                            description="K learned variations of the target text feature, trained before step 0; "
-                                       "direction provider exposing the whole direction set (SVL stage 1)"))
+                                       "direction provider exposing the whole direction set (SVL stage 1)",
+                           produces_loss=False, provides_directions=True))
     register(TechniqueSpec(name="moment", config=MomentConfig, build=Moment,
                            description="directional moment loss: mean and second moment of image vs text "
-                                       "direction sets (SVL)", needs=frozenset({"src_images"})))
+                                       "direction sets (SVL)", needs=frozenset({"src_images"}),
+                           requires=frozenset({"semantic-variations"})))
     register(TechniqueSpec(name="ewc", config=EWCConfig, build=EWC,
                            description="elastic weight consolidation to the source generator with a diagonal "
                                        "empirical Fisher computed at setup (SVL; replaces layer freezing)"))
