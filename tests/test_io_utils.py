@@ -1,0 +1,46 @@
+"""The atomic writer: file modes follow the umask, failures name the user's file and keep the old one."""
+
+import errno
+import os
+import stat
+
+import pytest
+
+from zsgm.io_utils import WriteError, atomic_write, atomic_write_text
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.txt", "x")
+        assert stat.S_IMODE(os.stat(tmp_path / "shared.txt").st_mode) == 0o644
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.txt", "x")
+        assert stat.S_IMODE(os.stat(tmp_path / "private.txt").st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_disk_full_names_the_file_and_keeps_the_previous_one(tmp_path):
+    target = tmp_path / "last.pt"
+    target.write_text("good")
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            fh.write("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(WriteError) as info:
+        atomic_write(target, write)
+    assert str(target) in str(info.value) and "No space left" in str(info.value)
+    assert target.read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_unwritable_folder_names_the_requested_file_not_a_temp_file(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(WriteError) as info:
+        atomic_write_text(blocker / "recipe.toml", "x")
+    message = str(info.value)
+    assert str(blocker / "recipe.toml") in message and ".tmp" not in message
