@@ -50,11 +50,18 @@ class GeneratorConfig:
 
 @attrs.define(kw_only=True)
 class ClipModelConfig:
-    """One CLIP model of the ensemble: an open_clip name plus a pretrained tag or local file."""
+    """One CLIP model of the ensemble: an open_clip name plus a pretrained tag or local file.
+
+    Attributes:
+        trust_torchscript: allow ``pretrained`` to be a TorchScript archive (OpenAI's original ``.pt``
+            files). Loading one runs code stored in the file, so it is refused unless this says the file is
+            trusted.
+    """
 
     name: str = attrs.field(validator=v.non_empty)
     pretrained: Optional[str] = None
     weight: float = attrs.field(default=1.0, validator=v.non_negative)
+    trust_torchscript: bool = False
 
 
 @attrs.define(kw_only=True)
@@ -100,6 +107,10 @@ class OptimConfig:
     Attributes:
         ema_decay: decay of the EMA copy of the target generator; None keeps no EMA (as NADA).
         mixing: style-mixing probability for training latents.
+        noise: per-layer noise of the training forwards. "fresh" (the released code of NADA, IPL, AIR and
+            One-shot CLIP: rosinality's ``randomize_noise``) gives every generator forward its own draw, so
+            the source, target and anchor images of one latent differ by their noise; "shared" feeds one
+            draw per step to all of them, so the image direction measures the weights' change alone.
     """
 
     steps: int = attrs.field(default=300, validator=v.positive)
@@ -110,6 +121,7 @@ class OptimConfig:
     beta2: float = attrs.field(default=0.99, validator=v.in_half_open_range(0.0, 1.0))
     ema_decay: Optional[float] = attrs.field(default=None)
     mixing: float = attrs.field(default=0.0, validator=v.in_closed_range(0.0, 1.0))
+    noise: str = attrs.field(default="fresh", validator=v.one_of(["fresh", "shared"]))
 
     @ema_decay.validator
     def _check_ema(self, _attr, value):

@@ -47,7 +47,8 @@ class StepBatch:
     Attributes:
         step: the step index.
         ws: ``[N, n_latent, D]`` W+ codes from the frozen source mapping (psi = 1).
-        noise: per-layer noise maps shared by the source and target generators.
+        noise: the step's shared per-layer noise maps (``optim.noise = "shared"``); read noise through
+            :meth:`noise_for`, which honours the recipe's noise mode.
     """
 
     def __init__(self, run: "Run", step: int):
@@ -61,20 +62,35 @@ class StepBatch:
         self._src_embeds: dict[int, torch.Tensor] = {}
         self._tgt_embeds: dict[int, torch.Tensor] = {}
         self._directions: list[torch.Tensor] | None = None
+        self._fresh_noise: dict[str, list[torch.Tensor]] = {}
+
+    def noise_for(self, role: str) -> list[torch.Tensor]:
+        """Per-layer noise maps ``[N, 1, r, r]`` for one generator forward of this step.
+
+        ``role`` names the forward (``"source"``, ``"target"``, ``"anchor"``, ...). With ``optim.noise =
+        "shared"`` every role gets :attr:`noise`; with ``"fresh"`` each role gets its own draw, seeded from
+        (seed, step, role) so a resumed run redraws the same maps, and memoised for the step.
+        """
+        if self.run.recipe.optim.noise == "shared":
+            return self.noise
+        if role not in self._fresh_noise:
+            rng = self.run.rng(self.step, f"noise/{role}")
+            self._fresh_noise[role] = random_noise(self.run.g_source, self.ws.shape[0], rng, self.run.device)
+        return self._fresh_noise[role]
 
     @property
     def src_images(self) -> torch.Tensor:
         """``[N, 3, S, S]`` frozen source generator output (no grad)."""
         if self._src_images is None:
             with torch.no_grad():
-                self._src_images = self.run.g_source.synthesis(self.ws, noise=self.noise)
+                self._src_images = self.run.g_source.synthesis(self.ws, noise=self.noise_for("source"))
         return self._src_images
 
     @property
     def tgt_images(self) -> torch.Tensor:
         """``[N, 3, S, S]`` trainable target generator output (with grad)."""
         if self._tgt_images is None:
-            self._tgt_images = self.run.g_target.synthesis(self.ws, noise=self.noise)
+            self._tgt_images = self.run.g_target.synthesis(self.ws, noise=self.noise_for("target"))
         return self._tgt_images
 
     def src_embeds(self, model_index: int) -> torch.Tensor:

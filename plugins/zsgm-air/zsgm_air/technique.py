@@ -399,7 +399,7 @@ class Air(Technique):
             return []
         batch = run.batch
         with torch.no_grad():
-            anchor_images = self.anchor_generator.synthesis(batch.ws, noise=batch.noise)
+            anchor_images = self.anchor_generator.synthesis(batch.ws, noise=batch.noise_for("anchor"))
         total = 0.0
         for i, weight in enumerate(run.clip_weights):
             if weight == 0:
