@@ -70,12 +70,14 @@ class ClipModelSpec:
             open_clip names; the shipped file for "shapes"), or "seed:<int>" for "tiny-random".
         weight: the model's weight in the ensemble loss.
         preprocess: "nada" | "oneshot" | "deltaedit".
+        trust_torchscript: the user trusts ``pretrained`` enough to run a TorchScript archive's code.
     """
 
     name: str
     pretrained: Optional[str] = None
     weight: float = 1.0
     preprocess: str = "nada"
+    trust_torchscript: bool = False
 
 
 # ----------------------------------------------------------------------------------------- preprocessing

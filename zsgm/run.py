@@ -59,7 +59,7 @@ def load_clip_asset(spec, registry, device: torch.device, *, preprocess: str):
     from zsgm import clip as zclip
 
     model_spec = zclip.ClipModelSpec(name=spec.name, pretrained=spec.pretrained, weight=spec.weight,
-                                     preprocess=preprocess)
+                                     preprocess=preprocess, trust_torchscript=spec.trust_torchscript)
     if spec.name in registry.clip_models:
         model = registry.clip_models.get(spec.name).load(model_spec, device=device)
     else:
