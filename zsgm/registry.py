@@ -29,6 +29,9 @@ class TechniqueSpec:
         requires_other_loss: it is useless unless some *other* technique produces a loss term (layer
             freezing; AIR, whose adaptive term starts mid-run).
         reads_target_images: it reads the recipe's ``target_images`` (so ``--target-image`` means something).
+        check: optional ``check(config, recipe) -> list[str]``, called when the recipe is built (before any
+            model loads): problems that need the whole recipe, e.g. a schedule that never fires within
+            ``optim.steps``. Each string is ``"option: message"`` (the loader prefixes the entry's path).
     """
 
     name: str
@@ -42,6 +45,7 @@ class TechniqueSpec:
     requires: frozenset = frozenset()
     requires_other_loss: bool = False
     reads_target_images: bool = False
+    check: Callable[[Any, Any], list] | None = None
 
 
 @attrs.define(frozen=True)
