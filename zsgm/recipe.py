@@ -11,13 +11,18 @@ settings and a list of techniques. Every validation error carries the path of th
 from __future__ import annotations
 
 import difflib
+import functools
+import numbers
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.gen import make_dict_structure_fn
 
 from zsgm import validators as v
 from zsgm.registry import RegistryError
@@ -59,7 +64,7 @@ class ClipModelConfig:
     """
 
     name: str = attrs.field(validator=v.non_empty)
-    pretrained: Optional[str] = None
+    pretrained: Optional[str] = attrs.field(default=None, validator=v.optional_non_empty)
     weight: float = attrs.field(default=1.0, validator=v.non_negative)
     trust_torchscript: bool = False
 
@@ -74,11 +79,18 @@ class ClipConfig:
     """
 
     models: list[ClipModelConfig] = attrs.field(
-        factory=lambda: [ClipModelConfig(name="ViT-B-32", pretrained="openai")], validator=v.non_empty
+        factory=lambda: [ClipModelConfig(name="ViT-B-32", pretrained="openai")]
     )
     preprocess: str = attrs.field(default="nada", validator=v.one_of(["nada", "oneshot", "deltaedit"]))
     text_aggregate: str = attrs.field(default="nada", validator=v.one_of(["nada", "air"]))
     templates: Optional[list[str]] = attrs.field(default=None)
+
+    @models.validator
+    def _check_models(self, _attr, value):
+        v.non_empty(self, _attr, value)
+        if all(isinstance(m, ClipModelConfig) and m.weight == 0 for m in value):
+            raise ValueError("every model has weight 0, so the ensemble would give no signal; "
+                             "give at least one model a weight > 0")
 
     @templates.validator
     def _check_templates(self, _attr, value):
@@ -141,7 +153,7 @@ class RunConfig:
     """
 
     seed: int = 0
-    device: str = "auto"
+    device: str = attrs.field(default="auto", validator=v.non_empty)
     sample_every: int = attrs.field(default=50, validator=v.non_negative)
     checkpoint_every: int = attrs.field(default=50, validator=v.non_negative)
     n_samples: int = attrs.field(default=8, validator=v.positive)
@@ -150,12 +162,17 @@ class RunConfig:
 
 @attrs.define(kw_only=True)
 class TechniqueUse:
-    """One entry of ``[[techniques]]``: the technique name, its weight and interval, its options."""
+    """One entry of ``[[techniques]]``: the technique name, its weight and interval, its options.
+
+    ``weight`` must be >= 0: a negative weight would turn a loss into a reward and ascend it (a sign slip,
+    never a documented technique). Weight 0 keeps a term computed and logged without training on it.
+    ``weight`` and ``every`` apply to techniques that produce loss terms; others refuse values other than 1.
+    """
 
     use: str
-    weight: float = 1.0
+    weight: float = attrs.field(default=1.0, validator=v.non_negative)
     every: int = attrs.field(default=1, validator=v.positive)
-    label: Optional[str] = None
+    label: Optional[str] = attrs.field(default=None, validator=v.optional_non_empty)
     config: Any = None
 
     @property
@@ -175,7 +192,7 @@ class Recipe:
     """
 
     source: str = attrs.field(validator=v.non_empty)
-    target: Optional[str] = None
+    target: Optional[str] = attrs.field(default=None, validator=v.optional_non_empty)
     target_images: list[str] = attrs.field(factory=list)
     generator: GeneratorConfig = attrs.field(factory=GeneratorConfig)
     clip: ClipConfig = attrs.field(factory=ClipConfig)
@@ -185,10 +202,113 @@ class Recipe:
 
 
 _USE_KEYS = ("use", "weight", "every", "label")
+_INT64 = 2**63
 
 
+class _TypeMismatch(ValueError):
+    """A recipe value of the wrong type (the strict converter never coerces)."""
+
+
+def _got(value: Any, *, show_text: bool = True) -> str:
+    """How a message names a value the user gave: ``2.7``, ``a boolean (true)``, ``a string ('no')``."""
+    if value is None:
+        return "nothing (None)"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, numbers.Integral):
+        digits = len(str(abs(int(value))))
+        return str(int(value)) if digits <= 20 else f"an integer of {digits} digits"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        if not show_text:
+            return "a string"
+        return f"a string ({value[:40] + '...' if len(value) > 40 else value!r})"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _structure_int(value: Any, _type: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _TypeMismatch(f"expected an integer, got {_got(value)}")
+    if not -_INT64 <= int(value) < _INT64:
+        raise _TypeMismatch(f"expected an integer that fits in 64 bits, got {_got(value)}")
+    return int(value)
+
+
+def _structure_float(value: Any, _type: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _TypeMismatch(f"expected a number, got {_got(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise _TypeMismatch(f"expected a number a float can hold, got {_got(value)}") from None
+
+
+def _structure_str(value: Any, _type: Any) -> str:
+    if not isinstance(value, str):
+        raise _TypeMismatch(f"expected a string, got {_got(value)}")
+    return value
+
+
+def _structure_bool(value: Any, _type: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _TypeMismatch(f"expected true or false, got {_got(value)}")
+    return value
+
+
+def _is_list_type(type_: Any) -> bool:
+    return type_ is list or get_origin(type_) is list
+
+
+@functools.cache
 def _converter() -> cattrs.Converter:
-    return cattrs.Converter(forbid_extra_keys=True)
+    """A converter that never coerces: 2.7 is no int, "no" no bool, 3 no string, a string no table or list.
+
+    Technique configs are structured with it too, so plugins get the same strictness for free. Built once
+    (generating the structuring code of each class is the slow part); it keeps no state between recipes.
+    """
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(bool, _structure_bool)
+
+    def table_factory(cl: type):
+        inner = make_dict_structure_fn(cl, conv)
+
+        def structure_table(value: Any, type_: Any):
+            if not isinstance(value, Mapping):
+                raise _TypeMismatch(f"expected a table, got {_got(value, show_text=False)}")
+            return inner(value, type_)
+
+        return structure_table
+
+    def list_factory(type_: Any):
+        inner = list_structure_factory(type_, conv)
+
+        def structure_list(value: Any, t: Any):
+            if not isinstance(value, (list, tuple)):
+                raise _TypeMismatch(f"expected a list, got {_got(value, show_text=False)}")
+            return inner(value, t)
+
+        return structure_list
+
+    conv.register_structure_hook_factory(attrs.has, table_factory)
+    conv.register_structure_hook_factory(_is_list_type, list_factory)
+    return conv
+
+
+def _unknown_keys(path: str, keys, known: list[str]) -> list[str]:
+    lines = []
+    for key in sorted(map(str, keys)):
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+        lines.append(f"{path + '.' if path else ''}{key}: unknown field{hint}")
+    return lines
 
 
 def _flatten_errors(exc: BaseException, path: str) -> list[str]:
@@ -206,25 +326,34 @@ def _flatten_errors(exc: BaseException, path: str) -> list[str]:
             lines.extend(_flatten_errors(sub, sub_path))
         return lines
     if isinstance(exc, ForbiddenExtraKeysError):
-        lines = []
         known = [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
-        for key in sorted(exc.extra_fields):
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
-            lines.append(f"{path + '.' if path else ''}{key}: unknown field{hint}")
-        return lines
+        return _unknown_keys(path, exc.extra_fields, known)
     if isinstance(exc, KeyError):
         return [f"{path}: required field missing"]
     if isinstance(exc, RecipeError):
         return [f"{path}.{p}" if path else p for p in exc.problems]
     message = str(exc) or type(exc).__name__
-    if isinstance(exc, (TypeError, ValueError)) and ("invalid literal" in message or "could not convert" in message):
+    if not isinstance(exc, _TypeMismatch):
         message = f"invalid value ({message})"
     return [f"{path}: {message}"]
 
 
+def _non_finite_problems(value: Any, path: str) -> list[str]:
+    """``path: must be a finite number`` for a non-finite float, or for each one in a list."""
+    if v.is_non_finite(value):
+        return [f"{path}: must be a finite number, got {value!r}"]
+    if isinstance(value, (list, tuple)):
+        return [p for i, item in enumerate(value) if v.is_non_finite(item)
+                for p in _non_finite_problems(item, f"{path}[{i}]")]
+    return []
+
+
 def _validate_tree(obj: Any, path: str) -> list[str]:
-    """Run every attrs validator of ``obj`` and its children, collecting ``path: message`` lines."""
+    """Run every attrs validator of ``obj`` and its children, collecting ``path: message`` lines.
+
+    A non-finite float is refused first (its validator would compare nan and say something odd), unless the
+    field carries :data:`zsgm.validators.ALLOWS_NON_FINITE`.
+    """
     problems: list[str] = []
     if attrs.has(type(obj)):
         for field in attrs.fields(type(obj)):
@@ -232,6 +361,11 @@ def _validate_tree(obj: Any, path: str) -> list[str]:
             field_path = f"{path}.{field.name}" if path else field.name
             if isinstance(obj, TechniqueUse) and field.name == "config":
                 field_path = path  # technique options sit beside 'use' in the recipe
+            if not v.allows_non_finite(field):
+                non_finite = _non_finite_problems(value, field_path)
+                if non_finite:
+                    problems.extend(non_finite)
+                    continue
             if field.validator is not None:
                 try:
                     field.validator(obj, field, value)
@@ -245,33 +379,50 @@ def _validate_tree(obj: Any, path: str) -> list[str]:
     return problems
 
 
-def _structure_technique(conv: cattrs.Converter, data: Any, registry, path: str) -> TechniqueUse:
-    if not isinstance(data, dict):
-        raise RecipeError([f"{path}: expected a table with a 'use' key, got {type(data).__name__}"])
+@attrs.define
+class _Entry:
+    """One ``[[techniques]]`` entry as far as it could be read: its spec if the name is known, its use if valid."""
+
+    index: int
+    spec: Any = None
+    use: Optional[TechniqueUse] = None
+
+    @property
+    def path(self) -> str:
+        return f"techniques[{self.index}]"
+
+
+def _structure_technique(conv: cattrs.Converter, data: Any, registry, entry: _Entry) -> list[str]:
+    """Fill ``entry.spec`` and ``entry.use`` from one raw entry; return its problems."""
+    path = entry.path
+    if not isinstance(data, Mapping):
+        return [f"{path}: expected a table with a 'use' key, got {_got(data, show_text=False)}"]
     if "use" not in data:
-        raise RecipeError([f"{path}.use: required field missing (the technique name)"])
+        return [f"{path}.use: required field missing (the technique name)"]
     name = data["use"]
+    if not isinstance(name, str):
+        return [f"{path}.use: expected a technique name (a string), got {_got(name)}"]
     try:
-        spec = registry.techniques.get(name)
+        entry.spec = registry.techniques.get(name)
     except RegistryError as exc:
-        raise RecipeError([f"{path}.use: {exc}"]) from None
+        return [f"{path}.use: {exc}"]
     head = {k: data[k] for k in _USE_KEYS if k in data}
     options = {k: val for k, val in data.items() if k not in _USE_KEYS}
     problems: list[str] = []
     try:
-        use = conv.structure({**head}, TechniqueUse)
+        use = conv.structure(head, TechniqueUse)
     except Exception as exc:  # noqa: BLE001 - converted to path messages
         problems.extend(_flatten_errors(exc, path))
         use = None
     try:
-        config = conv.structure(options, spec.config)
+        config = conv.structure(options, entry.spec.config)
     except Exception as exc:  # noqa: BLE001
         problems.extend(_flatten_errors(exc, path))
         config = None
-    if problems:
-        raise RecipeError(problems)
-    use.config = config
-    return use
+    if not problems:
+        use.config = config
+        entry.use = use
+    return problems
 
 
 def _structure_sections(conv: cattrs.Converter, body: dict, problems: list[str]) -> Recipe | None:
@@ -279,11 +430,8 @@ def _structure_sections(conv: cattrs.Converter, body: dict, problems: list[str])
     attrs.resolve_types(Recipe)  # field types are strings under postponed annotations
     fields = {f.name: f for f in attrs.fields(Recipe) if f.name != "techniques"}
     values: dict[str, Any] = {}
-    for key in body:
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields) + ["techniques"], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(fields)}, techniques)"
-            problems.append(f"{key}: unknown field{hint}")
+    unknown = [key for key in body if key not in fields]
+    problems.extend(_unknown_keys("", unknown, list(fields) + ["techniques"]))
     for name, field in fields.items():
         if name not in body:
             if field.default is attrs.NOTHING:
@@ -299,8 +447,93 @@ def _structure_sections(conv: cattrs.Converter, body: dict, problems: list[str])
         return None  # a required field is missing; already reported
 
 
+def _names_where(registry, flag) -> str:
+    names = [n for n in registry.techniques.names() if flag(registry.techniques.get(n))]
+    return ", ".join(repr(n) for n in names) or "(none installed)"
+
+
+def _composition_problems(entries: list[_Entry], recipe: Recipe, registry) -> list[str]:
+    """What the techniques of a recipe cannot do together (checked before any model loads).
+
+    Checks that a technique is present hold for every entry whose name is known; checks that something is
+    absent run only when every entry's name is known (an unknown one might have been what is missing).
+    """
+    problems: list[str] = []
+    known = [e for e in entries if e.spec is not None]
+    complete = len(known) == len(entries)
+    first_of: dict[str, _Entry] = {}
+    for e in known:
+        name = e.spec.name
+        if e.spec.unique and name in first_of:
+            problems.append(f"{e.path}.use: {name!r} may appear only once in a recipe (already "
+                            f"{first_of[name].path}); a second entry would silently compete with the first")
+        first_of.setdefault(name, e)
+        if not e.spec.produces_loss and e.use is not None:
+            for option, default in (("weight", 1.0), ("every", 1)):
+                value = getattr(e.use, option)
+                if value != default:
+                    problems.append(f"{e.path}.{option}: {name!r} produces no loss term, so {option} = {value!r} "
+                                    f"cannot be honoured; remove it")
+    providers = [e for e in known if e.spec.provides_directions]
+    if len(providers) > 1:
+        listing = ", ".join(f"{e.spec.name} ({e.path})" for e in providers)
+        problems.append(f"techniques: {listing} all provide text directions; a recipe may use only one direction "
+                        f"provider")
+    if not complete:
+        return problems
+    names = {e.spec.name for e in known}
+    for e in known:
+        for needed in sorted(e.spec.requires - names):
+            problems.append(f"{e.path}.use: {e.spec.name!r} needs {needed!r} in the same recipe; add a "
+                            f"[[techniques]] entry with use = {needed!r}")
+
+    def trains(e: _Entry) -> bool:  # a weight that is invalid (nan, negative) is reported on its own
+        return e.spec.produces_loss and (e.use is None or e.use.weight != 0)
+
+    losses = [e for e in known if trains(e)]
+    if not losses:
+        problems.append("techniques: no technique produces a loss term with weight > 0, so nothing would train; "
+                        f"add one such as {_names_where(registry, lambda s: s.produces_loss and not s.requires_other_loss)}")
+    else:
+        for e in known:
+            if e.spec.requires_other_loss and not [o for o in losses if o is not e]:
+                problems.append(f"{e.path}.use: {e.spec.name!r} works only beside another technique that produces "
+                                f"a loss term with weight > 0 (such as 'directional'); this recipe has none")
+    if recipe.target_images and not any(e.spec.reads_target_images for e in known):
+        problems.append("target_images: no technique of this recipe reads target images, so they would be ignored; "
+                        f"techniques that read them: {_names_where(registry, lambda s: s.reads_target_images)}")
+    return problems
+
+
+def _target_image_problems(files: list[str]) -> list[str]:
+    """Each ``target_images`` entry must name an existing file (not a directory)."""
+    problems = []
+    for j, name in enumerate(files):
+        if not name.strip():
+            continue  # reported by the emptiness check
+        path = Path(name)
+        if path.is_dir():
+            problems.append(f"target_images[{j}]: {name} is a directory, not an image file")
+        elif not path.is_file():
+            problems.append(f"target_images[{j}]: no such file: {name}")
+    return problems
+
+
+def _technique_check_problems(entries: list[_Entry], recipe: Recipe) -> list[str]:
+    """Each spec's own ``check(config, recipe)``, its problems prefixed with the entry's path."""
+    problems = []
+    for e in entries:
+        if e.spec is not None and e.use is not None and e.spec.check is not None:
+            problems.extend(f"{e.path}.{p}" for p in e.spec.check(e.use.config, recipe))
+    return problems
+
+
 def recipe_from_dict(data: dict, *, registry=None, source: str = "recipe") -> Recipe:
     """Build and validate a :class:`Recipe` from a plain dict.
+
+    Every check happens here, before any model loads: types (strictly, no coercion), values (finite floats,
+    non-empty texts, validators), the composition of the techniques (see :class:`zsgm.registry.TechniqueSpec`),
+    each technique's own ``check``, and that ``target_images`` exist and are read by some technique.
 
     Raises:
         RecipeError: listing every problem with its field path.
@@ -308,31 +541,34 @@ def recipe_from_dict(data: dict, *, registry=None, source: str = "recipe") -> Re
     from zsgm.plugins import get_registry
 
     registry = registry or get_registry()
-    if not isinstance(data, dict):
-        raise RecipeError([f"expected a table at the top level, got {type(data).__name__}"], source=source)
+    if not isinstance(data, Mapping):
+        raise RecipeError([f"expected a table at the top level, got {_got(data, show_text=False)}"], source=source)
     conv = _converter()
     problems: list[str] = []
     body = {k: val for k, val in data.items() if k != "techniques"}
     raw_techniques = data.get("techniques", [])
+    entries: list[_Entry] = []
     with attrs.validators.disabled():
         recipe = _structure_sections(conv, body, problems)
-        techniques = []
-        if not isinstance(raw_techniques, list):
-            problems.append("techniques: expected a list of tables ([[techniques]])")
+        if not isinstance(raw_techniques, (list, tuple)):
+            problems.append(f"techniques: expected a list of tables ([[techniques]]), "
+                            f"got {_got(raw_techniques, show_text=False)}")
             raw_techniques = []
         for i, item in enumerate(raw_techniques):
-            try:
-                techniques.append(_structure_technique(conv, item, registry, f"techniques[{i}]"))
-            except RecipeError as exc:
-                problems.extend(exc.problems)
+            entries.append(_Entry(index=i))
+            problems.extend(_structure_technique(conv, item, registry, entries[-1]))
     if recipe is not None:
-        recipe.techniques = techniques
+        recipe.techniques = [e.use for e in entries if e.use is not None]
         problems.extend(_validate_tree(recipe, ""))
         if recipe.target is None and not recipe.target_images:
             problems.append("target: required unless target_images is given")
-        labels = [t.name for t in techniques]
+        labels = [e.use.name for e in entries if e.use is not None and not e.spec.unique]
         for dup in sorted({n for n in labels if labels.count(n) > 1}):
             problems.append(f"techniques: {dup!r} is used twice; give one of them a distinct 'label'")
+        problems.extend(_composition_problems(entries, recipe, registry))
+        problems.extend(_target_image_problems(recipe.target_images))
+        if not problems:
+            problems.extend(_technique_check_problems(entries, recipe))
     if problems:
         raise RecipeError(problems, source=source)
     return recipe
@@ -363,17 +599,44 @@ def _drop_none(obj: Any) -> Any:
     return obj
 
 
-def load_recipe(path: str | Path, *, registry=None) -> Recipe:
-    """Read a TOML recipe file."""
+def read_recipe_file(path: str | Path) -> dict:
+    """The TOML table of a recipe file, unvalidated.
+
+    Raises:
+        RecipeError: with ``source`` the file and one problem: no such file, a directory, permission denied,
+            another read error, not UTF-8 text (with the byte offset), or not valid TOML.
+    """
     path = Path(path)
+
+    def fail(problem: str) -> RecipeError:
+        return RecipeError([problem], source=str(path))
+
+    if path.is_dir():
+        raise fail("is a directory, not a recipe file")
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except IsADirectoryError:
+        raise fail("is a directory, not a recipe file") from None
+    except PermissionError:
+        raise fail("permission denied (cannot read the file)") from None
     except OSError as exc:
-        raise RecipeError([f"cannot read the file: {exc.strerror or exc}"], source=str(path)) from None
+        raise fail(f"cannot read the file: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(text)
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark (some Windows editors) is allowed
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start:exc.start + 1]
+        raise fail(f"not UTF-8 text: byte {exc.start} is {bad!r}; save the recipe as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError([f"not valid TOML: {exc}"], source=str(path)) from None
+        raise fail(f"not valid TOML: {exc}") from None
+
+
+def load_recipe(path: str | Path, *, registry=None) -> Recipe:
+    """Read and validate a TOML recipe file (see :func:`read_recipe_file` for what is refused at reading)."""
+    data = read_recipe_file(path)
     return recipe_from_dict(data, registry=registry, source=str(path))
 
 

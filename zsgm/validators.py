@@ -2,11 +2,28 @@
 
 The recipe loader disables validators while structuring and then runs them itself with the field's
 path, so the final error reads ``techniques[1].k: must be > 0, got -3``.
+
+Every float of a recipe and of technique configs must be finite: the loader refuses ``inf`` and ``nan``
+before it runs a field's validator, unless the field opts out with ``metadata=ALLOWS_NON_FINITE``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
+
+#: attrs field metadata of a float field that may hold ``inf``/``nan`` (none of the first-party ones do).
+ALLOWS_NON_FINITE = {"zsgm_allows_non_finite": True}
+
+
+def allows_non_finite(field: Any) -> bool:
+    """Whether an attrs field opted out of the loader's finiteness check."""
+    return bool(getattr(field, "metadata", {}).get("zsgm_allows_non_finite"))
+
+
+def is_non_finite(value: Any) -> bool:
+    """A float (not a bool or int) that is inf, -inf or nan."""
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _check(cond: bool, message: str) -> None:
@@ -59,5 +76,14 @@ def one_of(choices: Iterable[Any]):
 
 
 def non_empty(_inst: Any, _attr: Any, value: Any) -> None:
-    """A non-empty string or collection."""
-    _check(len(value) > 0, "must not be empty")
+    """A non-empty collection, or a string with something other than whitespace."""
+    if isinstance(value, str):
+        _check(value.strip() != "", "must not be empty" if not value else "must not be only whitespace")
+    else:
+        _check(len(value) > 0, "must not be empty")
+
+
+def optional_non_empty(inst: Any, attr: Any, value: Any) -> None:
+    """None, or what :func:`non_empty` accepts (an empty string is not "absent": omit the field instead)."""
+    if value is not None:
+        non_empty(inst, attr, value)
