@@ -30,14 +30,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def recipe(steps=6, **air):
+def recipe(steps=6, noise="fresh", extra_techniques=(), **air):
     return recipe_from_dict({
         "source": "photo", "target": "sketch",
         "generator": {"checkpoint": "tiny-random"},
         "clip": {"models": [{"name": "tiny-random"}], "text_aggregate": "air"},
-        "optim": {"steps": steps, "batch_size": 2, "lr": 0.01, "ema_decay": 0.9},
+        "optim": {"steps": steps, "batch_size": 2, "lr": 0.01, "ema_decay": 0.9, "noise": noise},
         "run": {"sample_every": 0, "checkpoint_every": 1, "n_samples": 2, "progress": False, "device": "cpu"},
-        "techniques": [{"use": "directional"}, {**AIR, **air}],
+        "techniques": [{"use": "directional"}, *extra_techniques, {**AIR, **air}],
     })
 
 
@@ -63,8 +63,6 @@ def reference(tmp_path_factory):
 def test_schedule_terms_and_log(reference):
     losses = records(reference / "losses.jsonl")
     assert [("air/adaptive" in rec) for rec in losses] == [False, False, False, True, True, True]
-    # the first step after a refresh sees G_t == G_anchor: zero image offset, guarded value 1 (as step 0 of L_dir)
-    assert losses[3]["air/adaptive"] == pytest.approx(1.0)
     log = records(reference / "air.jsonl")
     assert [(r["step"], r["event"]) for r in log] == [(0, "setup"), (0, "monitor"), (2, "refresh"), (3, "monitor"),
                                                       (4, "refresh"), (5, "end")]
@@ -117,8 +115,9 @@ def test_recomputing_anchor_embeddings_equals_the_cache(reference, tmp_path):
         assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(sa[key], sb[key])), key
 
 
-def test_adaptive_term_matches_hand_computation(tmp_path):
-    run = build_run(recipe(), out_dir=tmp_path)
+@pytest.mark.parametrize("noise", ["fresh", "shared"])
+def test_adaptive_term_matches_hand_computation(tmp_path, noise):
+    run = build_run(recipe(noise=noise), out_dir=tmp_path)
     run.pm.hook.zsgm_setup(run=run)
     air = next(t for t in run.techniques if isinstance(t, Air))
     assert air.zsgm_loss(run, 0) == []  # no anchor yet: no term
@@ -132,14 +131,22 @@ def test_adaptive_term_matches_hand_computation(tmp_path):
     tgt_feats = model.encode_text([t.format("sketch") for t in run.recipe.clip.template_list()])
     rows = F.normalize(tgt_feats - air.t_last[0], dim=-1)
     assert torch.allclose(air.direction[0], F.normalize(rows.mean(0), dim=0), atol=1e-6)
+    # right after the refresh G_t == G_anchor: with shared noise the image offset is zero (guarded value 1, as
+    # step 0 of L_dir); with fresh noise (the released code) anchor and target forwards differ by their noise
+    run.batch = StepBatch(run, 3)
+    (term,) = air.zsgm_loss(run, 3)
+    if noise == "shared":
+        assert term.value.item() == pytest.approx(1.0)
+    else:
+        assert abs(term.value.item() - 1.0) > 1e-4
     with torch.no_grad():  # G_t moves on after the snapshot
         for p in run.synthesis_parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
     run.batch = StepBatch(run, 3)
     (term,) = air.zsgm_loss(run, 3)
-    with torch.no_grad():
-        e_a = model.encode_image(air.anchor_generator.synthesis(run.batch.ws, noise=run.batch.noise))
-        e_t = model.encode_image(run.g_target.synthesis(run.batch.ws, noise=run.batch.noise))
+    with torch.no_grad():  # the anchor forward draws its own noise ("anchor"), the target forward "target"
+        e_a = model.encode_image(air.anchor_generator.synthesis(run.batch.ws, noise=run.batch.noise_for("anchor")))
+        e_t = model.encode_image(run.g_target.synthesis(run.batch.ws, noise=run.batch.noise_for("target")))
     d = F.normalize(e_t - e_a, dim=-1)
     expected = (1 - d @ air.direction[0]).mean()
     assert term.name == "adaptive" and term.value.item() == pytest.approx(expected.item(), abs=1e-5)
@@ -167,6 +174,83 @@ def test_air_preset_has_published_defaults():
     freeze = uses["layer-freeze"]
     assert (freeze["k"], freeze["slot_map"]) == (18, "nada")
     air = uses["air"]
-    assert (air["t_int"], air["t_thresh"], air["n_ctx"], air["prompt_align_iter"], air["prompt_lr"]) == \
-        (30, 150, 4, 200, 1e-3)
-    recipe_from_dict(data)  # valid as a recipe
+    assert (air["n_ctx"], air["prompt_align_iter"], air["prompt_lr"], air["update_at_step_0"]) == (4, 200, 1e-3, False)
+    recipe_from_dict({**data, "target": "sketch"})  # valid as a recipe once the user names the target
+
+
+def test_air_preset_has_no_default_target():
+    data = get_registry().presets.get("air").build()
+    assert "target" not in data and data["source"] == "photo"
+    with pytest.raises(RecipeError, match=r"target: required"):
+        recipe_from_dict(data)
+
+
+def released_refresh_iterations(iters: int, t_thresh: int, t_int: int) -> list[int]:
+    """AIR train.py: after iteration i of range(iters), refresh when i != 0, i % t_int == 0 and i >= t_thresh.
+
+    zsgm leaves out the refresh after the last iteration (no later step reads it)."""
+    return [i for i in range(iters) if i != 0 and i % t_int == 0 and i >= t_thresh and i < iters - 1]
+
+
+@pytest.mark.parametrize(("steps", "t_thresh", "t_int"), [(301, 150, 30), (201, 100, 20)])
+def test_preset_schedule_reproduces_the_released_runs(steps, t_thresh, t_int):
+    data = get_registry().presets.get("air").build()
+    r = recipe_from_dict({**data, "target": "sketch", "optim": {**data["optim"], "steps": steps}})
+    config = next(u.config for u in r.techniques if u.use == "air")
+    assert config.schedule(steps) == (t_thresh, t_int)
+    assert config.refresh_steps(steps) == released_refresh_iterations(steps, t_thresh, t_int)
+
+
+def test_preset_schedule_follows_a_short_run():
+    data = get_registry().presets.get("air").build()
+    r = recipe_from_dict({**data, "target": "sketch", "optim": {**data["optim"], "steps": 100}})
+    config = next(u.config for u in r.techniques if u.use == "air")
+    assert config.schedule(100) == (50, 10) and config.refresh_steps(100) == [50, 60, 70, 80, 90]
+
+
+def test_a_schedule_that_never_refreshes_is_refused_at_recipe_build():
+    with pytest.raises(RecipeError, match=r"techniques\[1\]\.t_thresh: the first refresh would follow step 150, "
+                                          r"but in a run of optim.steps = 100"):
+        recipe(steps=100, t_thresh=150, t_int=30)
+    with pytest.raises(RecipeError, match=r"techniques\[1\]\.t_int: no multiple of t_int = 99 lies between "
+                                          r"t_thresh = 50 and step 98"):
+        recipe(steps=100, t_thresh=50, t_int=99)
+    with pytest.raises(RecipeError, match=r"techniques\[1\]\.t_thresh_frac: the first refresh would follow step 1"):
+        recipe(steps=2, t_thresh=None, t_int=None)  # fractions of a 2-step run: nothing after step 0 can matter
+    with pytest.raises(RecipeError, match=r"techniques\[1\]\.t_thresh: give t_thresh \(steps\) or t_thresh_frac"):
+        recipe(t_thresh_frac=0.5)
+    with pytest.raises(RecipeError, match=r"techniques\[1\]\.t_int_frac: must be in \(0, 1\], got 0.0"):
+        recipe(t_int=None, t_int_frac=0.0)
+
+
+def released_step0(optimizer_state: dict, target: dict, ema: dict, source: dict) -> bool:
+    """AIR train.py at i = 0: the loss is computed (no grad), then no backward, no g_optim.step, no EMA and no
+    layer selection; so after it G_t and the EMA equal the source weights and Adam holds no state."""
+    same = all(torch.equal(target[k], source[k]) for k in source) and all(torch.equal(ema[k], source[k])
+                                                                          for k in source)
+    return same and not optimizer_state["state"]
+
+
+FREEZE = {"use": "layer-freeze", "k": 2, "auto_layer_iters": 1, "auto_layer_batch": 2, "slot_map": "nada"}
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_step_0_updates_nothing_as_the_released_loop(tmp_path, freeze):
+    extra = [FREEZE] if freeze else []
+    out = tmp_path / "a"
+    adapt(recipe(extra_techniques=extra), out_dir=out, stop_after=1)
+    state = saved(out)
+    source = build_run(recipe(extra_techniques=extra), out_dir=tmp_path / "unused").g_source.state_dict()
+    assert released_step0(state["optimizer"], state["target"], state["ema"], source)
+    assert "total" in records(out / "losses.jsonl")[0]  # the loss of step 0 is computed and logged
+    adapt(recipe(extra_techniques=extra), out_dir=out, resume=True, stop_after=2)  # steps 1 and 2 train
+    state = saved(out)
+    steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert steps == {2}  # two Adam steps for three loop steps (released: 301 iterations, 300 updates)
+    assert not all(torch.equal(state["target"][k], source[k]) for k in source)
+
+
+def test_update_at_step_0_trains_step_0(tmp_path):
+    adapt(recipe(update_at_step_0=True), out_dir=tmp_path / "a", stop_after=1)
+    state = saved(tmp_path / "a")
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {1}

@@ -6,7 +6,7 @@ from zsgm.plugins import get_registry
 from zsgm.toy.benchmark import run_one
 
 # per technique: options that make the run take seconds
-SHRINK = {"air": {"t_int": 2, "t_thresh": 2, "n_latents": 8, "prompt_align_iter": 2},
+SHRINK = {"air": {"n_latents": 8, "prompt_align_iter": 2},  # the preset's fractions refresh after step 2 of 4
           "layer-freeze": {"auto_layer_batch": 2}}
 
 

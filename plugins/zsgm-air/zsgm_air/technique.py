@@ -1,8 +1,11 @@
 """The ``air`` technique: adaptation with iterative refinement of the anchor (METHODS.md 5).
 
-Schedule. After the optimiser step of every step ``i`` with ``i > 0``, ``i >= t_thresh`` and ``i % t_int == 0``
-(the released train.py's condition; the refresh after the last step is skipped because nothing would use it),
-the technique *refreshes the anchor*:
+Schedule. ``t_thresh`` and ``t_int`` are steps; by default they follow the run's length,
+``t_thresh = round(t_thresh_frac * (steps - 1))`` and ``t_int = round(t_int_frac * (steps - 1))`` with 0.5 and 0.1,
+which gives the released 150/30 at 301 steps and 100/20 at 201 (:meth:`AirConfig.schedule`). After the optimiser
+step of every step ``i`` with ``i > 0``, ``i >= t_thresh`` and ``i % t_int == 0`` (the released train.py's
+condition; the refresh after the last step is skipped because nothing would use it), the technique *refreshes the
+anchor*:
 
 1. embed the fixed latent set with the current ``G_t`` (``ê_I(G_t(w_n))``, no grad, ``refresh_batch`` at a time);
 2. image offset ``ΔI_A = normalize(mean_n normalize(ê_I(G_t(w_n)) - ê_I(G_anchor(w_n))))`` (``G_anchor`` is
@@ -17,6 +20,11 @@ Once an anchor exists, every step adds ``L_adapt = mean_n [1 - cos(normalize(ê_
 and noise), summed over the CLIP ensemble with the model weights. The base directional loss is a separate
 technique of the recipe (``directional``): total = w1·L_dir + w2·L_adapt with the recipe weights. Before the
 first refresh the technique returns no term.
+
+Step 0 (``update_at_step_0 = False``, the released loop): the loss is computed and logged but nothing is
+updated: after step 0's backward every gradient is dropped, so Adam and the EMA leave every weight and every
+optimiser state as they were (released train.py: no backward, no ``g_optim.step``, no EMA, no layer selection at
+``i = 0``). A ``steps``-step run then makes ``steps - 1`` updates and the refresh after step ``i`` sees ``i`` of them.
 
 Fixed latent set: ``n_latents`` codes drawn once from ``run.rng(0, "air-latents")``, mapped by the frozen
 mapping and truncated with ``latent_truncation`` (ψ 0.7 as the released code) towards the source's mean latent.
@@ -41,8 +49,8 @@ with the refresh cost (seconds, running total, share of the run's wall time) and
 from __future__ import annotations
 
 import copy
+import math
 import time
-import warnings
 
 import attrs
 import torch
@@ -51,6 +59,7 @@ from zsgm import validators as v
 from zsgm.clip import template_features
 from zsgm.hookspecs import hookimpl
 from zsgm.io_utils import append_jsonl, truncate_jsonl
+from zsgm.run import RunError
 from zsgm.technique import Technique
 from zsgm_air.formulas import adaptive_loss, anchor_direction, image_offset, offset_misalignment, text_offset
 from zsgm_air.prompt import AnchorPrompt
@@ -63,8 +72,16 @@ class AirConfig:
     """Options of the ``air`` technique (defaults: the released adaptation.sh photo->sketch run).
 
     Attributes:
-        t_thresh: first step at which the anchor may be refreshed (``start_adaptive_iteration``).
-        t_int: refresh interval in steps (``adaptative_interval``).
+        t_thresh: first step at which the anchor may be refreshed (``start_adaptive_iteration``), in steps; None
+            (default): ``t_thresh_frac`` of the run.
+        t_int: refresh interval in steps (``adaptative_interval``); None (default): ``t_int_frac`` of the run.
+        t_thresh_frac: ``t_thresh`` as a fraction of ``optim.steps - 1`` (the released loop's update count),
+            rounded half up; None means 0.5 (150 of 301 steps, 100 of 201). Not together with ``t_thresh``.
+        t_int_frac: ``t_int`` as a fraction of ``optim.steps - 1``, rounded half up, at least 1; None means 0.1
+            (30 of 301, 20 of 201). Not together with ``t_int``.
+        update_at_step_0: False (the released loop): step 0 computes and logs the loss but updates nothing (every
+            gradient is dropped after its backward, so Adam and the EMA leave weights and optimiser state alone).
+            True: step 0 trains like every other step (one update more than the released code).
         n_latents: size of the fixed latent set used to measure the image offset (1000 in the paper).
         latent_truncation: truncation ψ of the fixed latent set (0.7 as the released code).
         latent_noise: "fixed" (per-latent seeded noise maps) or "const" (the generator's noise buffers).
@@ -84,8 +101,12 @@ class AirConfig:
         log_file: the JSONL log inside the run directory.
     """
 
-    t_thresh: int = attrs.field(default=150, validator=v.non_negative)
-    t_int: int = attrs.field(default=30, validator=v.positive)
+    t_thresh: int | None = attrs.field(default=None, validator=attrs.validators.optional(v.non_negative))
+    t_int: int | None = attrs.field(default=None, validator=v.optional_positive)
+    t_thresh_frac: float | None = attrs.field(default=None,
+                                              validator=attrs.validators.optional(v.in_closed_range(0.0, 1.0)))
+    t_int_frac: float | None = attrs.field(default=None)
+    update_at_step_0: bool = False
     n_latents: int = attrs.field(default=1000, validator=v.positive)
     latent_truncation: float = attrs.field(default=0.7, validator=v.in_closed_range(0.0, 1.0))
     latent_noise: str = attrs.field(default="fixed", validator=v.one_of(["fixed", "const"]))
@@ -100,11 +121,73 @@ class AirConfig:
     monitor_every: int = attrs.field(default=0, validator=v.non_negative)
     log_file: str = attrs.field(default="air.jsonl", validator=v.non_empty)
 
+    @t_int_frac.validator
+    def _check_t_int_frac(self, _attr, value):
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ValueError(f"must be in (0, 1], got {value!r}")
+
     @ctx_init.validator
     def _check_ctx_words(self, _attr, value):
         words = len(value.split())
         if words != self.n_ctx:
             raise ValueError(f"{value!r} has {words} words but n_ctx = {self.n_ctx}")
+
+    def schedule(self, steps: int) -> tuple[int, int]:
+        """``(t_thresh, t_int)`` in steps for a ``steps``-step run (see the class docstring)."""
+        last = max(steps - 1, 0)
+        t_thresh = self.t_thresh if self.t_thresh is not None else \
+            round_half_up(DEFAULT_T_THRESH_FRAC if self.t_thresh_frac is None else self.t_thresh_frac, last)
+        t_int = self.t_int if self.t_int is not None else \
+            max(1, round_half_up(DEFAULT_T_INT_FRAC if self.t_int_frac is None else self.t_int_frac, last))
+        return t_thresh, t_int
+
+    def refresh_steps(self, steps: int) -> list[int]:
+        """Every step of a ``steps``-step run after which the anchor is refreshed (the released condition, less the
+        refresh after the last step, which nothing would use)."""
+        t_thresh, t_int = self.schedule(steps)
+        return [i for i in range(max(1, t_thresh), steps - 1) if i % t_int == 0]
+
+
+DEFAULT_T_THRESH_FRAC = 0.5
+DEFAULT_T_INT_FRAC = 0.1
+
+
+def round_half_up(fraction: float, length: int) -> int:
+    """``floor(fraction * length + 1/2)``, with a small tolerance so that 0.1 * 300 is 30, not 30.000000000000004."""
+    return int(math.floor(fraction * length + 0.5 + 1e-9))
+
+
+def check_air(config: AirConfig, recipe) -> list[str]:
+    """Problems of an ``air`` entry within the whole recipe (``TechniqueSpec.check``): ``"option: message"``.
+
+    Refuses an option given both in steps and as a fraction, a schedule under which no refresh happens within
+    ``optim.steps`` (AIR would add nothing), and a recipe without a target text (the anchor prompt and the
+    directions name the target class).
+    """
+    problems = []
+    for absolute, fraction in (("t_thresh", "t_thresh_frac"), ("t_int", "t_int_frac")):
+        if getattr(config, absolute) is not None and getattr(config, fraction) is not None:
+            problems.append(f"{absolute}: give {absolute} (steps) or {fraction} (fraction of the run), not both")
+    if problems:
+        return problems
+    steps = recipe.optim.steps
+    if not config.refresh_steps(steps):
+        t_thresh, t_int = config.schedule(steps)
+        last = steps - 2  # the last step whose refresh some later step still uses
+        if max(1, t_thresh) > last:
+            field = "t_thresh" if config.t_thresh is not None else "t_thresh_frac"
+            problems.append(f"{field}: the first refresh would follow step {t_thresh}, but in a run of optim.steps = "
+                            f"{steps} a refresh can only matter after steps 1..{last}, so AIR would add nothing; "
+                            f"lower it (t_thresh_frac = 0.5, the default, is the released ~50%) or raise optim.steps")
+        else:
+            field = "t_int" if config.t_int is not None else "t_int_frac"
+            problems.append(f"{field}: no multiple of t_int = {t_int} lies between t_thresh = {t_thresh} and step "
+                            f"{last} (optim.steps = {steps}), so no refresh happens and AIR would add nothing; lower it "
+                            f"(t_int_frac = 0.1, the default, is the released ~10%)")
+    if recipe.target is None:
+        problems.append("use: 'air' needs a target text (recipe.target): its anchor prompt and directions name "
+                        "the target class")
+    return problems
 
 
 class Air(Technique):
@@ -232,11 +315,10 @@ class Air(Technique):
                 setattr(self, name, [t.to(dev) for t in value])
 
         steps = run.recipe.optim.steps
-        if not self.refresh_steps(steps):
-            warnings.warn(f"air: no anchor refresh happens in a {steps}-step run (t_thresh = {cfg.t_thresh}, t_int = "
-                          f"{cfg.t_int}; refreshes follow steps i > 0 with i >= t_thresh, i % t_int == 0, "
-                          f"i < steps - 1), so AIR adds nothing; the released runs use t_thresh ~ steps // 2 and "
-                          f"t_int ~ steps // 10", UserWarning, stacklevel=2)
+        problems = check_air(cfg, run.recipe)  # refused at recipe build already; a Recipe made by hand lands here
+        if problems:
+            raise RunError(f"technique 'air': {'; '.join(problems)}")
+        t_thresh, t_int = cfg.schedule(steps)
         path = run.out_dir / cfg.log_file
         if self._restored:
             truncate_jsonl(path, keep=lambda rec: rec.get("step", -1) <= self.last_step)
@@ -244,7 +326,7 @@ class Air(Technique):
             path.unlink()
         append_jsonl(path, {
             "step": self.last_step + 1, "event": "resume" if self._restored else "setup",
-            "n_latents": cfg.n_latents, "t_thresh": cfg.t_thresh, "t_int": cfg.t_int,
+            "n_latents": cfg.n_latents, "t_thresh": t_thresh, "t_int": t_int,
             "refresh_steps": self.refresh_steps(steps),
             "models": [m.name for m in run.clip_models],
             "prompt_token_lengths": [list(p.token_lengths) for p in self._prompts],
@@ -254,12 +336,12 @@ class Air(Technique):
 
     def is_refresh_step(self, step: int, steps: int) -> bool:
         """Whether the anchor is refreshed after ``step`` of a ``steps``-step run."""
-        c = self.config
-        return step > 0 and step >= c.t_thresh and step % c.t_int == 0 and step < steps - 1
+        t_thresh, t_int = self.config.schedule(steps)
+        return step > 0 and step >= t_thresh and step % t_int == 0 and step < steps - 1
 
     def refresh_steps(self, steps: int) -> list[int]:
         """Every step after which the anchor is refreshed."""
-        return [s for s in range(steps) if self.is_refresh_step(s, steps)]
+        return self.config.refresh_steps(steps)
 
     # ------------------------------------------------------------------ fixed latent set
 
@@ -408,6 +490,21 @@ class Air(Technique):
                 e_anchor = run.clip_models[i].encode_image(anchor_images)
             total = total + weight * adaptive_loss(e_anchor, batch.tgt_embeds(i), self.direction[i])
         return [self.term("adaptive", torch.as_tensor(total, device=run.device))]
+
+    @hookimpl(trylast=True)
+    def zsgm_after_backward(self, run, step):
+        """Step 0 of the released loop updates nothing: drop every gradient, so that Adam skips every parameter
+        (no step counted, no moment touched) and the EMA, lerping towards an unchanged ``G_t``, stays as it is.
+
+        ``trylast``: after every other technique's gradient hooks (layer-freeze's ``frozen_adam = "zero-grad"``
+        gives frozen layers zero gradients, which Adam would otherwise count as a step).
+        """
+        if step != 0 or self.config.update_at_step_0:
+            return
+        modules = [run.g_target, *run.techniques]
+        for module in modules:
+            for p in module.parameters():
+                p.grad = None
 
     @hookimpl
     def zsgm_after_step(self, run, step):
