@@ -4,6 +4,13 @@ Every step: optimise a W+ copy of a few latents against the global CLIP loss for
 each W+ slot by how far it moved, and train only the layers driven by the top-k slots this step.
 ``slots`` replaces the probe by a fixed choice, e.g. only the fine styles, so that the coarse layers that
 hold each sample's layout (position, size, kind) stay the source generator's.
+
+Adam and frozen layers (``frozen_adam``): the released NADA, IPL and AIR code ran under torch < 2, whose
+``zero_grad()`` fills existing gradients with zeros instead of dropping them, and its probe backpropagates into
+every synthesis layer (it unfreezes the whole generator first). So from the first step on every synthesis
+parameter reaches Adam with a gradient, zero for the frozen ones: Adam counts their steps and decays their
+second moment, and with ``beta1 = 0`` moves them by exactly zero. ``"zero-grad"`` (default) reproduces that;
+``"skip"`` leaves frozen layers without a gradient, so Adam skips them (their state stays as last trained).
 """
 
 from __future__ import annotations
@@ -30,10 +37,17 @@ class LayerFreezeConfig:
         slot_map: "exact" unfreezes the layers that actually read each slot (conv1 <- 0, to_rgb1 and convs.0
             <- 1, convs.{j-1} <- j, odd j also to_rgbs); "nada" reproduces NADA's offset list
             [conv1, to_rgb1] + convs (slot j >= 2 -> convs.{j-2}), as the NADA, IPL and AIR code does.
-        text: target text of the probe's global loss; default "a {target}".
+        text: target text of the probe's global loss; default the bare recipe target (as NADA, IPL and AIR:
+            ``global_clip_loss(img, target_class)``, no article, no template).
         slots: W+ slots whose layers train at every step, in place of the probe (``k`` is then not used);
             e.g. ``[3, 4, 5, 6, 7]`` on a 32 px generator (8 slots) trains only the 16 and 32 px layers
             and their ToRGBs under ``slot_map = "exact"``. Each must be below the generator's slot count.
+        frozen_adam: what Adam sees of the layers frozen this step. "zero-grad" (the released code's behaviour):
+            whenever NADA's code would run its probe (``auto_layer_iters > 0`` and no fixed ``slots``, whatever
+            ``k``), every synthesis parameter without a gradient gets a zero one, so Adam steps it (counts the
+            step, decays the second moment; moves it only through first-moment momentum, which is none at the
+            presets' ``beta1 = 0``). Without the probe the trained set is fixed and both choices are the same.
+            "skip": frozen layers keep no gradient and Adam leaves their state alone.
     """
 
     k: int | None = attrs.field(default=None)
@@ -43,6 +57,7 @@ class LayerFreezeConfig:
     slot_map: str = attrs.field(default="exact", validator=v.one_of(["exact", "nada"]))
     text: str | None = None
     slots: list[int] | None = attrs.field(default=None)
+    frozen_adam: str = attrs.field(default="zero-grad", validator=v.one_of(["zero-grad", "skip"]))
 
     @slots.validator
     def _check_slots(self, attribute, value):
@@ -102,7 +117,7 @@ class LayerFreeze(Technique):
             return self.config.text
         if run.recipe.target is None:
             raise ValueError("layer-freeze needs a target text for its probe (recipe.target or 'text')")
-        return f"a {run.recipe.target}"
+        return run.recipe.target
 
     def select_slots(self, run, step: int) -> list[int]:
         """Top-k W+ slots by movement under the probe's global CLIP loss."""
@@ -142,10 +157,29 @@ class LayerFreeze(Technique):
             return list(range(n_latent))
         return self.select_slots(run, step)
 
+    def probes_like_nada(self) -> bool:
+        """Whether the released code would run its W+ probe every step: ``auto_layer_iters > 0`` (whatever ``k``;
+        NADA probes even when top-k keeps every slot) and no fixed ``slots`` (a zsgm option NADA lacks)."""
+        return self.config.slots is None and self.config.auto_layer_iters > 0
+
     @hookimpl
     def zsgm_setup(self, run):
         if self.config.slots is not None:  # a slot out of range fails here, before any training
             self._slots_this_step(run, 0, run.g_target.n_latent)
+        k = self.config.k
+        if self.probes_like_nada() and k is not None and k < run.g_target.n_latent:
+            self._text(run)  # the probe will run: a missing text fails here, before any training
+
+    @hookimpl
+    def zsgm_after_backward(self, run, step):
+        """``frozen_adam = "zero-grad"``: every synthesis parameter the released code's probe reached this step
+        and this step's loss did not gets a zero gradient, so Adam steps it as under torch < 2's ``zero_grad()``.
+        """
+        if self.config.frozen_adam != "zero-grad" or not self.probes_like_nada():
+            return
+        for p in run.synthesis_parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
 
     @hookimpl
     def zsgm_before_step(self, run, step):
