@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import copy
 
+import attrs
 import pytest
 
+from zsgm.hookspecs import hookimpl
+from zsgm.plugins import build_registry
 from zsgm.recipe import RecipeError, recipe_from_dict
+from zsgm.registry import TechniqueSpec
+from zsgm.technique import Technique
 
 
 def base():
@@ -160,3 +165,43 @@ def test_fuzz_every_field_with_wrong_types_gives_only_path_named_recipe_errors()
                 assert exc.problems and all(isinstance(p, str) and ": " in p for p in exc.problems), (path, value)
                 checked += 1
     assert checked > 300
+
+
+@pytest.mark.parametrize("target", ["photo", " Photo ", "PHOTO"])
+def test_a_target_text_equal_to_the_source_is_refused(target):
+    data = base()
+    data["target"] = target
+    assert problems(data) == ["target: the same text as source ('photo'), so the text direction would be zero"]
+    data["target"] = "photo sketch"
+    recipe_from_dict(data)
+
+
+@attrs.define(kw_only=True)
+class TableOptionConfig:
+    scales: dict[str, float] = attrs.field(factory=dict)
+
+
+class TableOptionPlugin:
+    __name__ = "table_option_plugin"
+
+    @staticmethod
+    @hookimpl
+    def zsgm_register_techniques(register):
+        register(TechniqueSpec(name="table-option", config=TableOptionConfig, build=Technique))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("a=1", "techniques[1].scales: expected a table, got a string"),
+    ({"a": "1"}, "techniques[1].scales.a: expected a number, got a string ('1')"),
+    ({"a": float("nan")}, None),
+])
+def test_a_plugin_table_option_is_strict_too(value, message):
+    _, registry = build_registry(extra_modules=[TableOptionPlugin()])
+    data = base()
+    data["techniques"] = [{"use": "directional"}, {"use": "table-option", "scales": value}]
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict(data, registry=registry)
+    if message is not None:
+        assert message in info.value.problems
+    else:  # a non-finite float inside a table
+        assert info.value.problems == ["techniques[1].scales.a: must be a finite number, got nan"]

@@ -20,7 +20,7 @@ from typing import Any, Optional, get_origin
 
 import attrs
 import cattrs
-from cattrs.cols import list_structure_factory
+from cattrs.cols import is_mapping, list_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
@@ -297,8 +297,19 @@ def _converter() -> cattrs.Converter:
 
         return structure_list
 
+    def mapping_factory(type_: Any):
+        inner = mapping_structure_factory(type_, conv)
+
+        def structure_mapping(value: Any, t: Any):
+            if not isinstance(value, Mapping):
+                raise _TypeMismatch(f"expected a table, got {_got(value, show_text=False)}")
+            return inner(value, t)
+
+        return structure_mapping
+
     conv.register_structure_hook_factory(attrs.has, table_factory)
     conv.register_structure_hook_factory(_is_list_type, list_factory)
+    conv.register_structure_hook_factory(is_mapping, mapping_factory)
     return conv
 
 
@@ -321,6 +332,8 @@ def _flatten_errors(exc: BaseException, path: str) -> list[str]:
             for note in notes:
                 if hasattr(note, "name"):
                     sub_path = f"{path}.{note.name}" if path else note.name
+                elif isinstance(note.index, str):  # a key of a table
+                    sub_path = f"{path}.{note.index}"
                 else:
                     sub_path = f"{path}[{note.index}]"
             lines.extend(_flatten_errors(sub, sub_path))
@@ -339,12 +352,13 @@ def _flatten_errors(exc: BaseException, path: str) -> list[str]:
 
 
 def _non_finite_problems(value: Any, path: str) -> list[str]:
-    """``path: must be a finite number`` for a non-finite float, or for each one in a list."""
+    """``path: must be a finite number`` for a non-finite float, or for each one inside a list or table."""
     if v.is_non_finite(value):
         return [f"{path}: must be a finite number, got {value!r}"]
     if isinstance(value, (list, tuple)):
-        return [p for i, item in enumerate(value) if v.is_non_finite(item)
-                for p in _non_finite_problems(item, f"{path}[{i}]")]
+        return [p for i, item in enumerate(value) for p in _non_finite_problems(item, f"{path}[{i}]")]
+    if isinstance(value, Mapping):
+        return [p for key, item in value.items() for p in _non_finite_problems(item, f"{path}.{key}")]
     return []
 
 
@@ -505,6 +519,13 @@ def _composition_problems(entries: list[_Entry], recipe: Recipe, registry) -> li
     return problems
 
 
+def _same_text(a: str | None, b: str | None) -> bool:
+    """Whether two texts read the same to CLIP (its tokenizer lowercases and splits on whitespace)."""
+    if not isinstance(a, str) or not isinstance(b, str) or not a.strip():
+        return False
+    return " ".join(a.casefold().split()) == " ".join(b.casefold().split())
+
+
 def _target_image_problems(files: list[str]) -> list[str]:
     """Each ``target_images`` entry must name an existing file (not a directory)."""
     problems = []
@@ -562,6 +583,9 @@ def recipe_from_dict(data: dict, *, registry=None, source: str = "recipe") -> Re
         problems.extend(_validate_tree(recipe, ""))
         if recipe.target is None and not recipe.target_images:
             problems.append("target: required unless target_images is given")
+        elif _same_text(recipe.source, recipe.target):
+            problems.append(f"target: the same text as source ({recipe.source!r}), so the text direction would be "
+                            f"zero")
         labels = [e.use.name for e in entries if e.use is not None and not e.spec.unique]
         for dup in sorted({n for n in labels if labels.count(n) > 1}):
             problems.append(f"techniques: {dup!r} is used twice; give one of them a distinct 'label'")
