@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -103,26 +104,120 @@ def save_png(image: Image.Image, path: str | Path) -> None:
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def load_image(path: str | Path, *, size: int | None = None) -> torch.Tensor:
-    """Read an RGB image file as ``[1, 3, H, W]`` in [-1, 1]; optionally resize (bicubic) to size x size.
+#: Largest image (width x height) :func:`load_image` decodes: 8192 x 8192. Beyond it a file is refused from its
+#: header alone, before any pixel is decoded (a small file can declare a huge image: a decompression bomb).
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+#: Smallest side :func:`load_image` accepts, measured on the file itself (before any resize).
+MIN_IMAGE_SIDE = 2
+
+
+def _image_error(path: Path, what: str) -> ValueError:
+    return ValueError(f"image {str(path)!r}: {what}")
+
+
+def _check_image_file(path: Path) -> None:
+    """Refuse, naming ``path``, what is not a regular readable file (missing, a directory, unreadable)."""
+    if path.is_dir():
+        raise _image_error(path, "is a directory, not an image file")
+    if not path.exists():
+        raise _image_error(path, "no such file")
+    if not path.is_file():
+        raise _image_error(path, "is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise _image_error(path, "permission denied")
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> ``[H, W, 3]`` uint8 RGB.
+
+    8-bit modes (L, LA, P, RGBA, CMYK, YCbCr, 1, ...) use PIL's own conversion, as CLIP's preprocessing does
+    (alpha is dropped, not composited). High-bit-depth modes are scaled, not clipped as PIL's ``convert`` would:
+    ``I;16*`` by 65535; ``I`` by 65535 when a value exceeds 255, else as 8-bit; ``F`` as [0, 1] when every value
+    is within it, else as 8-bit or 16-bit by its maximum.
+    """
+    if img.mode == "P":
+        img = img.convert("RGBA")  # palettes with transparency convert cleanly only through RGBA
+    if img.mode.startswith("I") or img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)  # [H, W]
+        if not np.isfinite(arr).all():
+            raise ValueError("holds non-finite pixel values")
+        top = float(arr.max(initial=0.0))
+        if img.mode.startswith("I;16") or (img.mode == "I" and top > 255):
+            scale = 65535.0
+        elif img.mode == "F" and top <= 1.0:
+            scale = 1.0
+        else:
+            scale = 255.0 if top <= 255 else 65535.0
+        gray = np.clip(np.round(arr / scale * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _short_side_crop(img: Image.Image, size: int) -> Image.Image:
+    """CLIP's PIL preprocessing: bicubic resize of the short side to ``size`` (torchvision ``Resize(int)``
+    rounding: long side ``int(size * long / short)``), then a ``size`` x ``size`` centre crop (torchvision
+    ``CenterCrop``: offsets ``int(round((side - size) / 2))``)."""
+    w, h = img.size
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.BICUBIC)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def load_image(path: str | Path, *, size: int | None = None, fit: str = "crop") -> torch.Tensor:
+    """Read an image file of any PIL mode as RGB ``[1, 3, H, W]`` in [-1, 1]; optionally resize to size x size.
+
+    Args:
+        path: the image file.
+        size: output side; None keeps the file's size.
+        fit: with ``size``: "crop" resizes the short side to ``size`` (bicubic) and centre-crops, as CLIP's
+            standard PIL preprocessing does (the aspect ratio is kept); "squash" resizes straight to
+            ``size`` x ``size`` (the aspect ratio is not kept).
+
+    The file is checked before any pixel is decoded: its own size must be at least ``MIN_IMAGE_SIDE`` on each
+    side and at most ``MAX_IMAGE_PIXELS`` in all (refused from the header, so a decompression bomb costs
+    nothing). Modes are handled as :func:`_rgb_array` says.
 
     Raises:
-        ValueError: naming the file when it is missing or not a readable image.
+        ValueError: one line naming the file: missing, a directory, unreadable, not an image, truncated or
+            corrupt, too small, too large, or with non-finite pixels.
     """
+    if fit not in ("crop", "squash"):
+        raise ValueError(f"load_image fit must be 'crop' or 'squash'; got {fit!r}")
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image {str(path)!r}: no such file")
+    _check_image_file(path)
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if size is not None:
-                img = img.resize((size, size), Image.BICUBIC)
-            arr = np.asarray(img, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"image {str(path)!r}: not a readable image ({exc})") from None
-    if arr.ndim != 3 or min(arr.shape[:2]) < 2:
-        raise ValueError(f"image {str(path)!r}: unusable size {arr.shape[:2]}")
-    return torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size  # from the header: nothing decoded yet
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise _image_error(path, f"{w}x{h} pixels is larger than the {MAX_IMAGE_PIXELS}-pixel limit "
+                                             f"(8192x8192); scale it down first")
+                if min(w, h) < MIN_IMAGE_SIDE:
+                    raise _image_error(path, f"{w}x{h} pixels is too small (each side must be at least "
+                                             f"{MIN_IMAGE_SIDE})")
+                rgb = Image.fromarray(_rgb_array(img))  # [H, W, 3] uint8
+    except Image.DecompressionBombError:  # PIL's own limit, met before ours could look at the header
+        raise _image_error(path, f"declares more than the {MAX_IMAGE_PIXELS}-pixel limit (8192x8192); "
+                                 f"scale it down first") from None
+    except UnidentifiedImageError:
+        raise _image_error(path, "not an image file (or a format PIL cannot read)") from None
+    except (OSError, SyntaxError, EOFError) as exc:  # truncated or corrupt pixel data
+        raise _image_error(path, f"unreadable image data ({exc})") from None
+    except ValueError as exc:
+        if str(exc).startswith("image "):
+            raise
+        raise _image_error(path, str(exc)) from None
+    if size is not None:
+        rgb = _short_side_crop(rgb, size) if fit == "crop" else rgb.resize((size, size), Image.BICUBIC)
+    arr = np.asarray(rgb, dtype=np.float32)  # [H, W, 3]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
