@@ -109,20 +109,24 @@ def test_mapper_shape_layers_and_lr_mul():
     assert 80 < float(a.mapping[4].weight.detach().std()) < 120 and float(a.mapping[4].bias.detach().abs().sum()) == 0
 
 
-def test_prompts_with_the_ctx_init_words_reproduce_the_hard_prompt(tiny):
+def test_prompts_with_the_ctx_init_words_reproduce_the_plain_texts(tiny):
     prompts = DomainPrompts(tiny, "photo", "sketch", n_ctx=4, ctx_init="a photo of a")
-    raw = tiny.model.encode_text(tiny.tokenize(["a photo of a photo.", "a photo of a sketch.", "a photo of a"]))
-    assert torch.allclose(prompts.hard["class"], raw[:2], atol=1e-5)  # unnormalised E_T(hard_c)
-    assert torch.allclose(prompts.hard["classless"], raw[2:].expand(2, -1), atol=1e-5)
-    # filling the context slots with the words' own embeddings gives P_c = hard_c, so t_c = unit hard_c
+    raw = tiny.model.encode_text(tiny.tokenize(["a photo of a photo.", "a photo of a sketch.", "a photo of a",
+                                                "a photo of a photo", "a photo of a sketch"]))
+    assert torch.allclose(prompts.hard["class"], raw[:2], atol=1e-5)  # unnormalised E_T(hard_c), full stop
+    assert torch.allclose(prompts.hard["classless"], raw[2:3].expand(2, -1), atol=1e-5)
+    # filling the context slots with the words' own embeddings gives P_c = "a photo of a <class>" (no full stop)
     _, embeds = tiny.token_embeddings(["a photo of a"])
     ctx = embeds[:, 1:5].expand(3, -1, -1)  # [B=3, n_ctx, W]
+    p_src, p_tgt = prompts.prompt_features(ctx)
+    assert torch.allclose(p_src, raw[3:4].expand(3, -1), atol=1e-5)
+    assert torch.allclose(p_tgt, raw[4:5].expand(3, -1), atol=1e-5)
     t_src, t_tgt = prompts.residual_features(ctx, hard="class")
-    assert torch.allclose(t_src, F.normalize(raw[0], dim=-1).expand(3, -1), atol=1e-5)
-    assert torch.allclose(t_tgt, F.normalize(raw[1], dim=-1).expand(3, -1), atol=1e-5)
+    assert torch.allclose(t_src, F.normalize(raw[3] + raw[0], dim=-1).expand(3, -1), atol=1e-5)
+    assert torch.allclose(t_tgt, F.normalize(raw[4] + raw[1], dim=-1).expand(3, -1), atol=1e-5)
     # classless: normalize(E_T(P_c) + E_T("a photo of a"))
     t_src, _ = prompts.residual_features(ctx, hard="classless")
-    assert torch.allclose(t_src, F.normalize(raw[0] + raw[2], dim=-1).expand(3, -1), atol=1e-5)
+    assert torch.allclose(t_src, F.normalize(raw[3] + raw[2], dim=-1).expand(3, -1), atol=1e-5)
 
 
 def test_prompts_and_mapper_follow_each_clip_models_text_width():
@@ -167,4 +171,11 @@ def test_ipl_preset_has_public_defaults():
                    "stage2_hard_prompt": "classless", "auto_layer_k": True}
     assert directional == {"use": "directional"}
     assert freeze["use"] == "layer-freeze" and "k" not in freeze and freeze["slot_map"] == "nada"
-    recipe_from_dict(data)  # valid as is
+    recipe_from_dict({**data, "target": "disney"})  # valid once the user names the target
+
+
+def test_ipl_preset_has_no_default_target():
+    data = get_registry().presets.get("ipl").build()
+    assert "target" not in data and data["source"] == "photo"
+    with pytest.raises(RecipeError, match=r"target: required"):
+        recipe_from_dict(data)

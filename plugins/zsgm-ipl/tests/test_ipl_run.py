@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 import torch
 import torch.nn.functional as F
 
 from zsgm.checkpoint import checkpoint_path
 from zsgm.loop import adapt
-from zsgm.recipe import recipe_from_dict
+from zsgm.recipe import RecipeError, recipe_from_dict
 from zsgm.run import RunError, build_run
 from zsgm.step import StepBatch
 from zsgm.technique import directional_loss
-from zsgm_ipl.technique import IPL
+from zsgm_ipl.technique import IPL, check_ipl
 
 IPL_SMALL = {"use": "ipl", "iter_mapper": 3, "batch_mapper": 4}
 
@@ -42,7 +43,7 @@ def hand_directions(ipl: IPL, model, ws: torch.Tensor, hard_texts: list[str]) ->
         hard = model.model.encode_text(model.tokenize(hard_texts))  # [2, D] unnormalised
         out = []
         for c, cls in enumerate(["photo", "sketch"]):
-            tokens, embeds = model.token_embeddings([f"a photo of a {cls}."] * n)
+            tokens, embeds = model.token_embeddings([f"a photo of a {cls}"] * n)  # IPL: no full stop
             embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 5:]], dim=1)
             prompt = model.encode_token_embeddings(embeds, tokens)  # [N, D] unnormalised
             out.append(F.normalize(prompt + hard[c], dim=-1))
@@ -96,19 +97,24 @@ def test_end_to_end_with_layer_freeze_auto_k_and_two_clip_models(tmp_path):
     assert len(freeze.last_slots) == 5
 
 
-def test_auto_layer_k_leaves_an_explicit_k_alone(tmp_path):
-    r = recipe([{**IPL_SMALL, "auto_layer_k": True, "iter_mapper": 1}, {"use": "directional"},
-                {"use": "layer-freeze", "k": 3}])
-    run = build_run(r, out_dir=tmp_path)
-    with pytest.warns(UserWarning, match="keeping 3"):
-        run.pm.hook.zsgm_setup(run=run)
-    assert run.techniques[2].config.k == 3
+def test_auto_layer_k_that_cannot_act_is_refused_at_recipe_build():
+    with pytest.raises(RecipeError, match=r"techniques\[0\]\.auto_layer_k: true, but techniques\[2\] "
+                                          r"\('layer-freeze'\) sets k = 3 itself"):
+        recipe([{**IPL_SMALL, "auto_layer_k": True}, {"use": "directional"}, {"use": "layer-freeze", "k": 3}])
+    with pytest.raises(RecipeError, match=r"techniques\[0\]\.auto_layer_k: true, but techniques\[2\] "
+                                          r"\('layer-freeze'\) trains fixed slots"):
+        recipe([{**IPL_SMALL, "auto_layer_k": True}, {"use": "directional"}, {"use": "layer-freeze", "slots": [1]}])
+    with pytest.raises(RecipeError, match=r"techniques\[0\]\.auto_layer_k: true, but the recipe has no "
+                                          r"'layer-freeze'"):
+        recipe([{**IPL_SMALL, "auto_layer_k": True}, {"use": "directional"}])
 
 
 def test_setup_errors_are_clear(tmp_path):
-    r = recipe([IPL_SMALL, {"use": "directional"}], target=None, target_images=["style.png"])
-    with pytest.raises(RunError, match="needs a target text"):
-        adapt(r, out_dir=tmp_path / "a")
+    r = recipe([IPL_SMALL, {"use": "directional"}])
+    assert check_ipl(r.techniques[0].config, attrs.evolve(r, target=None)) == [
+        "use: 'ipl' needs a target text (recipe.target): its prompts name the target class"]
+    with pytest.raises(RunError, match="needs a target text"):  # a Recipe built by hand still stops at setup
+        adapt(attrs.evolve(r, target=None), out_dir=tmp_path / "a")
     r = recipe([{**IPL_SMALL, "ctx_init": "a photo of"}, {"use": "directional"}])
     with pytest.raises(RunError, match="technique 'ipl': ctx_init 'a photo of' .*n_ctx = 4"):
         adapt(r, out_dir=tmp_path / "b")

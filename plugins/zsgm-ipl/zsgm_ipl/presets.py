@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 def ipl_preset(**_ignored) -> dict:
-    """Recipe dict for the published IPL defaults.
+    """Recipe dict for the published IPL defaults; the user gives the target text (``--target``).
+
+    No default target: a preset that silently trained photo -> disney when ``--target`` was forgotten would
+    surprise. The source stays "photo", the text of the README's FFHQ runs; ``--source`` replaces it.
 
     Stage 1: batch 32, Adam lr 0.05, 300 iterations, 4 context vectors, "a photo of a", lambda_l 1, lambda_src 0.
     Stage 2: batch 2, lr 0.002, 300 steps, ViT-B/32 only, EMA 0.99, NADA layer freezing every step with the
@@ -15,7 +18,6 @@ def ipl_preset(**_ignored) -> dict:
     """
     return {
         "source": "photo",
-        "target": "disney",
         "clip": {
             "models": [{"name": "ViT-B-32-quickgelu", "pretrained": "openai", "weight": 1.0}],
             "preprocess": "nada",

@@ -1,9 +1,11 @@
 """IPL's CoOp-style prompts for one CLIP model (METHODS.md 3.2).
 
-``P_c(w) = [SOS] M(w)_1 .. M(w)_n <class_c>. [EOT] pad``: the [SOS] embedding (prefix) and the embeddings after
-position ``1 + n_ctx`` (suffix) come from tokenising ``"<ctx_init> <class_c>."``; the mapper output fills the
-``n_ctx`` context slots (nothing is initialised from the ``ctx_init`` words: they only fix the token count and
-the fixed "hard" prompt). The same ``M(w)`` builds the source and the target prompt.
+``P_c(w) = [SOS] M(w)_1 .. M(w)_n <class_c> [EOT] pad``: the [SOS] embedding (prefix) and the embeddings after
+position ``1 + n_ctx`` (suffix) come from tokenising ``"<ctx_init> <class_c>"`` *without* a full stop, as IPL's
+train.py does; the mapper output fills the ``n_ctx`` context slots (nothing is initialised from the ``ctx_init``
+words: they only fix the token count and the fixed "hard" prompts). The same ``M(w)`` builds the source and the
+target prompt. Only the stage-1 hard prompt ``"<ctx_init> <class_c>."`` carries a full stop (IPL's
+``prompt_prefix + " {}."``); the released stage-2 hard prompt is the bare ``"<ctx_init>"``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,26 @@ from zsgm_ipl.formulas import residual_feature
 HARD_PROMPTS = ("class", "classless")
 
 
+def learned_prompt_texts(classes: list[str], ctx_init: str) -> list[str]:
+    """The texts whose tokens frame IPL's learned prompts: ``"<ctx_init> <class>"``, no full stop (IPL train.py)."""
+    return [f"{ctx_init} {c}" for c in classes]
+
+
+def learned_prompt_tokens(model: ClipModel, classes: list[str], *, n_ctx: int,
+                          ctx_init: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens [T, L], embeds [T, L, W])`` of :func:`learned_prompt_texts`, checked like CoOp prompts.
+
+    :func:`zsgm.clip.build_context_prompt` checks that ``ctx_init`` is ``n_ctx`` tokens, that no class text merges
+    with it and that the prompts fit the context (its texts carry a full stop, one token more than ours, so a
+    prompt it accepts fits here too); the tokens used are those of the texts without the full stop.
+
+    Raises:
+        ValueError: as :func:`zsgm.clip.build_context_prompt`.
+    """
+    build_context_prompt(model, classes, n_ctx=n_ctx, ctx_init=ctx_init)  # validation only
+    return model.token_embeddings(learned_prompt_texts(classes, ctx_init))
+
+
 class DomainPrompts:
     """The constant pieces of one CLIP model's source/target prompts, and their features.
 
@@ -26,7 +48,7 @@ class DomainPrompts:
         ctx_init: the fixed prompt text (``n_ctx`` tokens), e.g. "a photo of a".
 
     Attributes:
-        tokens: ``[2, L]`` token ids of ``"<ctx_init> <source>."`` and ``"<ctx_init> <target>."``.
+        tokens: ``[2, L]`` token ids of ``"<ctx_init> <source>"`` and ``"<ctx_init> <target>"`` (no full stop).
         prefix / suffix: ``[2, 1, W]`` / ``[2, L - 1 - n_ctx, W]`` frozen token embeddings.
         hard: ``{"class": [2, D], "classless": [2, D]}`` unnormalised features of the fixed prompts: the
             class-bearing ``"<ctx_init> <class>."`` per domain, or the bare ``"<ctx_init>"`` (same row twice).
@@ -35,10 +57,9 @@ class DomainPrompts:
     def __init__(self, model: ClipModel, source: str, target: str, *, n_ctx: int, ctx_init: str):
         self.model = model
         self.n_ctx = n_ctx
-        pieces = build_context_prompt(model, [source, target], n_ctx=n_ctx, ctx_init=ctx_init)
-        self.tokens = pieces["tokens"]  # [2, L]
-        self.prefix = pieces["prefix"]  # [2, 1, W]
-        self.suffix = pieces["suffix"]  # [2, L - 1 - n_ctx, W]
+        self.tokens, embeds = learned_prompt_tokens(model, [source, target], n_ctx=n_ctx, ctx_init=ctx_init)
+        self.prefix = embeds[:, :1].clone()  # [2, 1, W]: [SOS]
+        self.suffix = embeds[:, 1 + n_ctx:].clone()  # [2, L - 1 - n_ctx, W]: class, [EOT], padding
         classless = self.fixed_features([ctx_init])  # [1, D]
         self.hard = {
             "class": self.fixed_features([f"{ctx_init} {source}.", f"{ctx_init} {target}."]),  # [2, D]

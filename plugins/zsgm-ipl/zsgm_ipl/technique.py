@@ -45,8 +45,9 @@ class IPLConfig:
     Attributes:
         n_ctx: learned context vectors per prompt.
         ctx_init: the fixed prompt text; it must tokenise to ``n_ctx`` tokens (checked at setup, with the CLIP
-            tokenizer). It fixes the token count and the hard prompt ``"<ctx_init> <class>."``; the learned
-            vectors are not initialised from its words (as IPL). Empty: ``n_ctx`` placeholder "X" words.
+            tokenizer). It fixes the token count, the learned prompt's frame ``"<ctx_init> <class>"`` (no full
+            stop, as IPL) and the stage-1 hard prompt ``"<ctx_init> <class>."``; the learned vectors are not
+            initialised from its words (as IPL). Empty: ``n_ctx`` placeholder "X" words.
         batch_mapper: latents per stage-1 iteration.
         lr_mapper: Adam learning rate of the mapper (default betas).
         iter_mapper: stage-1 iterations.
@@ -55,8 +56,8 @@ class IPLConfig:
         stage2_hard_prompt: fixed prompt added in stage 2: "class" (``"<ctx_init> <class>."``, as stage 1, the
             paper's intent) or "classless" (``"<ctx_init>"`` for both domains, as IPL's released code).
         auto_layer_k: IPL's ``--auto_compute``: set the ``k`` of the recipe's ``layer-freeze`` technique to
-            ``int(2 * n_latent / 3)`` (12 at 1024 px, 10 at 512 px) when that entry leaves ``k`` unset. No effect
-            without a ``layer-freeze`` entry or when it sets ``k`` itself.
+            ``int(2 * n_latent / 3)`` (12 at 1024 px, 10 at 512 px). The recipe is refused when it would have no
+            effect: no ``layer-freeze`` entry, or one that sets ``k`` itself or trains fixed ``slots``.
     """
 
     n_ctx: int = attrs.field(default=4, validator=v.positive)
@@ -72,6 +73,30 @@ class IPLConfig:
     def fixed_prompt(self) -> str:
         """``ctx_init``, or ``n_ctx`` placeholder "X" words when it is empty (IPL's code without --ctx_init)."""
         return self.ctx_init.strip() or " ".join(["X"] * self.n_ctx)
+
+
+def check_ipl(config: IPLConfig, recipe) -> list[str]:
+    """Problems of an ``ipl`` entry within the whole recipe (``TechniqueSpec.check``): ``"option: message"``.
+
+    Refuses a recipe without a target text (the prompts name the target class) and an ``auto_layer_k`` that could
+    not act: no ``layer-freeze`` entry, or one whose ``k`` is set or unused (fixed ``slots``).
+    """
+    problems = []
+    if recipe.target is None:
+        problems.append("use: 'ipl' needs a target text (recipe.target): its prompts name the target class")
+    if config.auto_layer_k:
+        freezes = [(i, u) for i, u in enumerate(recipe.techniques) if u.use == "layer-freeze"]
+        if not freezes:
+            problems.append("auto_layer_k: true, but the recipe has no 'layer-freeze' technique whose k it could "
+                            "set; add one or drop auto_layer_k")
+        for i, use in freezes:
+            if getattr(use.config, "slots", None) is not None:
+                problems.append(f"auto_layer_k: true, but techniques[{i}] ('layer-freeze') trains fixed slots, so "
+                                f"k is not used; drop one of them")
+            elif getattr(use.config, "k", None) is not None:
+                problems.append(f"auto_layer_k: true, but techniques[{i}] ('layer-freeze') sets k = "
+                                f"{use.config.k} itself; drop one of them")
+    return problems
 
 
 def auto_layer_k(n_latent: int) -> int:
