@@ -108,12 +108,25 @@ def nv(monkeypatch, tmp_path):
         top.state["_non_persistent_buffers_set"] = {"scratch"}
         return top
 
-    def kwargs_for(g, **over):
+    def kwargs_for(g, layout="ada", **over):
+        """``G_ema._init_kwargs`` as each repository's train.py writes them (``class_name`` is popped by
+        ``construct_class_by_name``; ``c_dim``, ``img_resolution``, ``img_channels`` come from the data set).
+
+        ``"ada"``: stylegan2-ada-pytorch ``training/networks.py``: synthesis settings nested under
+        ``synthesis_kwargs``. ``"sg3"``: stylegan3 ``training/networks_stylegan2.py``: they are the Generator's
+        own keyword arguments, so ``channel_base`` / ``channel_max`` sit at the top level (``num_fp16_res`` and
+        ``conv_clamp`` only with ``--fp32``), beside ``fused_modconv_default``.
+        """
         a = g.arch
-        synth = EasyDict(channel_base=a.size * a.channels[-1], channel_max=max(a.channels), num_fp16_res=4,
-                         conv_clamp=256, architecture="skip")
-        kw = EasyDict(z_dim=a.style_dim, w_dim=a.style_dim, c_dim=0, img_resolution=a.size, img_channels=3,
-                      mapping_kwargs=EasyDict(num_layers=a.n_mlp), synthesis_kwargs=synth)
+        base = a.size * a.channels[-1]  # C(r) = min(base // r, max) reproduces the channel table
+        kw = EasyDict(z_dim=a.style_dim, w_dim=a.style_dim, mapping_kwargs=EasyDict(num_layers=a.n_mlp))
+        if layout == "ada":
+            kw["synthesis_kwargs"] = EasyDict(channel_base=base, channel_max=max(a.channels), num_fp16_res=4,
+                                           conv_clamp=256, architecture="skip")
+        else:
+            kw.update(channel_base=base, channel_max=max(a.channels), fused_modconv_default="inference_only",
+                      num_fp16_res=0, conv_clamp=None)
+        kw.update(c_dim=0, img_resolution=a.size, img_channels=3)
         kw.update(over)
         return kw
 
@@ -266,7 +279,7 @@ def test_bad_nvidia_pickles_give_clear_errors(tmp_path, nv):
     with pytest.raises(CheckpointError, match="sg3.pkl: missing NVIDIA key 'synthesis.b4.const': not a StyleGAN2"):
         load_generator(tmp_path / "sg3.pkl")
     nv.write(g, tmp_path / "cond.pkl", kwargs=nv.kwargs_for(g, c_dim=10))
-    with pytest.raises(CheckpointError, match=r"cond.pkl: conditional generators \(c_dim 10\) are not supported"):
+    with pytest.raises(CheckpointError, match=r"cond.pkl: G_ema init kwargs: conditional generators \(c_dim 10\) are not supported"):
         load_generator(tmp_path / "cond.pkl")
     nv.write(g, tmp_path / "big.pkl", kwargs=nv.kwargs_for(g, img_resolution=32))
     with pytest.raises(CheckpointError, match="big.pkl: missing NVIDIA key 'synthesis.b32.conv0.weight'"):
@@ -277,3 +290,81 @@ def test_bad_nvidia_pickles_give_clear_errors(tmp_path, nv):
                                               r"\['mapping.embed.weight'\]"):
         load_generator(tmp_path / "extra.pkl")
     assert not nv.marker.exists()
+
+
+# ------------------------------------------------------------------ both repositories' init-kwargs layouts
+
+
+def tapered():
+    """A 64-px G whose top resolution has fewer channels than channel_max: C(r) = min(512 // r, 16), i.e. the
+    issue's ``channel_base = 16384`` at 64 px (512 -> 256 channels), scaled down. NVIDIA's default channel_base
+    (32768) would give 16 channels at 64 px, so reading the wrong place for channel_base cannot pass."""
+    torch.manual_seed(1)
+    g = Generator(GeneratorArch.nvidia(64, style_dim=8, n_mlp=2, channel_base=512, channel_max=16))
+    for p in g.parameters():
+        if p.dim() <= 1:
+            p.data.normal_(0, 0.3)
+    g.latent_avg = torch.randn(8)
+    return g
+
+
+@pytest.mark.parametrize("layout", ["ada", "sg3"])
+def test_both_repositories_layouts_give_the_architecture_of_the_tensors(tmp_path, nv, layout):
+    g = tapered()
+    assert g.arch.channels == (16, 16, 16, 16, 8)
+    kwargs = nv.kwargs_for(g, layout=layout)
+    assert ("channel_base" in kwargs) == (layout == "sg3") and ("synthesis_kwargs" in kwargs) == (layout == "ada")
+    nv.write(g, tmp_path / "g.pkl", kwargs=kwargs)
+    loaded, info = load_generator(tmp_path / "g.pkl")
+    assert loaded.arch == g.arch
+    sa, sb = g.state_dict(), loaded.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(loaded(z, noise_mode="const"), g(z, noise_mode="const"), atol=1e-5, rtol=0)
+    want = {"conv_clamp": 256, "num_fp16_res": 4} if layout == "ada" else {"conv_clamp": None, "num_fp16_res": 0}
+    assert info["nvidia"] == want  # read from where each layout keeps them
+    assert not nv.marker.exists()
+
+
+@pytest.mark.parametrize("layout", ["ada", "sg3"])
+def test_init_kwargs_that_disagree_with_the_tensors_name_the_key(tmp_path, nv, layout):
+    g = tapered()
+    kwargs = nv.kwargs_for(g, layout=layout)
+    (kwargs["synthesis_kwargs"] if layout == "ada" else kwargs)["channel_base"] = 32768  # NVIDIA's default
+    nv.write(g, tmp_path / "g.pkl", kwargs=kwargs)
+    with pytest.raises(CheckpointError, match=r"g.pkl: key 'convs.6.conv.weight' has shape \[1, 8, 16, 3, 3\], the "
+                                              r"architecture read from G_ema's init kwargs .* expects \[1, 16, 16"):
+        load_generator(tmp_path / "g.pkl")
+
+
+BAD_KWARGS = [
+    ({"img_resolution": None}, r"missing 'img_resolution'"),
+    ({"img_resolution": "64"}, r"'img_resolution' should be an integer, found '64'"),
+    ({"img_resolution": 48}, r"'img_resolution' = 48 is not a power of two"),
+    ({"img_resolution": 1 << 40}, r"'img_resolution' = 1099511627776 is outside 4..4096"),
+    ({"w_dim": 1 << 20, "z_dim": 1 << 20}, r"'w_dim' = 1048576 is outside 1..4096"),
+    ({"w_dim": 8.5}, r"'w_dim' should be an integer, found 8.5"),
+    ({"channel_base": 1 << 40}, r"'channel_base' = 1099511627776 is outside"),
+    ({"channel_max": -1}, r"'channel_max' = -1 is outside 1..4096"),
+    ({"channel_base": 32}, r"'channel_base' = 32 gives 0 channels at 64px"),
+    ({"mapping_kwargs": {"num_layers": 10 ** 9}}, r"'mapping_kwargs.num_layers' = 1000000000 is outside 1..64"),
+    ({"mapping_kwargs": {"num_layers": 2, "lr_multiplier": float("nan")}}, r"'mapping_kwargs.lr_multiplier' should "
+                                                                           r"be a finite positive number"),
+    ({"mapping_kwargs": [1, 2]}, r"'mapping_kwargs' should be a table"),
+    ({"resample_filter": [1, 2]}, r"'resample_filter' should be 4 integer taps"),
+    ({"architecture": "resnet"}, r"'architecture' = 'resnet' is not supported"),
+]
+
+
+@pytest.mark.parametrize("over,message", BAD_KWARGS, ids=[str(i) for i in range(len(BAD_KWARGS))])
+def test_bad_init_kwargs_give_one_error_naming_the_kwarg(tmp_path, nv, over, message, monkeypatch):
+    import zsgm.generator.checkpoints as checkpoints
+
+    def never(*args, **kwargs):
+        raise AssertionError("a generator was allocated for a file that should have been refused")
+
+    g = tapered()
+    nv.write(g, tmp_path / "g.pkl", kwargs=nv.kwargs_for(g, layout="sg3", **over))
+    monkeypatch.setattr(checkpoints, "Generator", never)
+    with pytest.raises(CheckpointError, match=r"g.pkl: G_ema init kwargs: " + message):
+        load_generator(tmp_path / "g.pkl")

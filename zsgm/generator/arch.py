@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from typing import Mapping
 
 import attrs
 import torch
+
+from zsgm.generator.layout import element_count
+
+# Bounds on any architecture, so that no file (metadata, init kwargs or tensor shapes) can ask for an absurd
+# allocation. StyleGAN2 config-f at 1024 px has 33,167,164 values; these leave ample room above it.
+MAX_SIZE = 4096
+MAX_CHANNELS = 4096
+MAX_STYLE_DIM = 4096
+MAX_MLP = 64
+MAX_ELEMENTS = 1 << 29  # 2 GiB of float32 parameters and buffers
+
+
+def _as_int(value):
+    """Integral numbers (not bools) become ``int``; anything else is kept for the field check to name."""
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+
+
+def _as_ints(values):
+    return tuple(_as_int(v) for v in values)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _log2_int(size: int) -> int:
@@ -30,24 +54,41 @@ class GeneratorArch:
         blur_kernel: 1-D taps of the resampling filter (outer product, normalised).
     """
 
-    size: int
-    style_dim: int = 512
-    n_mlp: int = 8
-    channels: tuple[int, ...] = attrs.field(converter=lambda v: tuple(int(c) for c in v))
+    size: int = attrs.field(converter=_as_int)
+    style_dim: int = attrs.field(default=512, converter=_as_int)
+    n_mlp: int = attrs.field(default=8, converter=_as_int)
+    channels: tuple[int, ...] = attrs.field(converter=_as_ints)
     lr_mlp: float = attrs.field(default=0.01, converter=float)
-    blur_kernel: tuple[int, ...] = attrs.field(default=(1, 3, 3, 1), converter=lambda v: tuple(int(t) for t in v))
+    blur_kernel: tuple[int, ...] = attrs.field(default=(1, 3, 3, 1), converter=_as_ints)
 
     def __attrs_post_init__(self):
+        if not _is_int(self.size) or not 4 <= self.size <= MAX_SIZE or self.size & (self.size - 1):
+            raise ValueError(f"size must be a power of two from 4 to {MAX_SIZE}, got {self.size!r}")
         k = _log2_int(self.size)
         if len(self.channels) != k - 1:
             raise ValueError(f"channels must list one count per resolution 4..{self.size} ({k - 1} values), "
                              f"got {len(self.channels)}")
-        if min(self.channels) < 1 or self.style_dim < 1 or self.n_mlp < 1:
-            raise ValueError(f"channels, style_dim and n_mlp must be positive, got channels {self.channels}, "
-                             f"style_dim {self.style_dim}, n_mlp {self.n_mlp}")
-        if len(self.blur_kernel) != 4:
+        for name, value, limit in (("style_dim", self.style_dim, MAX_STYLE_DIM), ("n_mlp", self.n_mlp, MAX_MLP)):
+            if not _is_int(value) or not 1 <= value <= limit:
+                raise ValueError(f"{name} must be an integer from 1 to {limit}, got {value!r}")
+        for i, c in enumerate(self.channels):
+            if not _is_int(c) or not 1 <= c <= MAX_CHANNELS:
+                raise ValueError(f"channels[{i}] (resolution {2 ** (i + 2)}) must be from 1 to {MAX_CHANNELS}, "
+                                 f"got {c!r}")
+        if not math.isfinite(self.lr_mlp) or self.lr_mlp <= 0:
+            raise ValueError(f"lr_mlp must be a finite positive number, got {self.lr_mlp}")
+        if len(self.blur_kernel) != 4 or not all(_is_int(t) for t in self.blur_kernel):
             raise ValueError(f"blur_kernel must have 4 taps (the 4x4 StyleGAN2 resampling filter), "
                              f"got {self.blur_kernel}")
+        if sum(self.blur_kernel) == 0 or max(abs(t) for t in self.blur_kernel) > 1 << 16:
+            raise ValueError(f"blur_kernel taps must have a non-zero sum and stay below 65536, got "
+                             f"{self.blur_kernel}")
+        n = element_count(self)
+        if n > MAX_ELEMENTS:
+            raise ValueError(f"the architecture has {n:,} parameter and buffer values, above the limit of "
+                             f"{MAX_ELEMENTS:,} ({MAX_ELEMENTS * 4 / 2 ** 30:.0f} GiB of float32): "
+                             f"size {self.size}, style_dim {self.style_dim}, n_mlp {self.n_mlp}, "
+                             f"channels {list(self.channels)}")
 
     @property
     def log_size(self) -> int:
@@ -91,6 +132,8 @@ class GeneratorArch:
         Raises:
             ValueError: unknown or missing keys, or values that do not make an architecture.
         """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"generator architecture should be a table of keys, found {type(data).__name__}")
         known = {f.name for f in attrs.fields(cls)}
         extra = set(data) - known
         if extra:
@@ -100,7 +143,7 @@ class GeneratorArch:
             raise ValueError(f"generator architecture lacks {sorted(missing)}")
         try:
             return cls(**dict(data))
-        except TypeError as exc:
+        except (TypeError, OverflowError) as exc:
             raise ValueError(f"bad generator architecture {dict(data)}: {exc}") from None
 
 
@@ -140,6 +183,12 @@ def infer_arch_from_rosinality_state(state: Mapping[str, torch.Tensor], *, sourc
             raise ValueError(f"{source}: {what} indices should run {first}..{first + len(found) - 1} without "
                              f"gaps, found {found}")
 
+    def bounded(key: str, what: str, value: int, limit: int) -> int:
+        if not 1 <= value <= limit:
+            raise ValueError(f"{source}: key {key!r} gives {what} {value}, outside 1..{limit} (the bounds on any "
+                             f"generator architecture)")
+        return value
+
     const = need("input.input", 4)  # [1, C4, 4, 4]
     if const.shape[0] != 1 or tuple(const.shape[2:]) != (4, 4):
         raise ValueError(f"{source}: key 'input.input' should have shape [1, C, 4, 4], found {tuple(const.shape)}")
@@ -148,22 +197,28 @@ def infer_arch_from_rosinality_state(state: Mapping[str, torch.Tensor], *, sourc
         raise ValueError(f"{source}: missing key 'style.1.weight' (no mapping network); expected a rosinality "
                          f"StyleGAN2 generator state dict")
     contiguous("mapping layer 'style.{i}.weight'", style_ids, 1)
+    bounded(f"style.{style_ids[-1]}.weight", "mapping layers", len(style_ids), MAX_MLP)
     style_w = need("style.1.weight", 2)  # [D, D]
     if style_w.shape[0] != style_w.shape[1]:
         raise ValueError(f"{source}: key 'style.1.weight' should be square [D, D], found {tuple(style_w.shape)}")
+    bounded("style.1.weight", "style_dim", int(style_w.shape[1]), MAX_STYLE_DIM)
     rgb_ids = _indices(state, r"to_rgbs\.(\d+)\.conv\.weight")
     if rgb_ids:
         contiguous("'to_rgbs.{j}.conv.weight'", rgb_ids, 0)
+        bounded(f"to_rgbs.{rgb_ids[-1]}.conv.weight", "resolution", 2 ** min(len(rgb_ids) + 2, 64), MAX_SIZE)
     conv_ids = _indices(state, r"convs\.(\d+)\.conv\.weight")
     if conv_ids != list(range(2 * len(rgb_ids))):
         raise ValueError(f"{source}: {len(rgb_ids)} 'to_rgbs.*' layers need 'convs.0..{2 * len(rgb_ids) - 1}"
                          f".conv.weight', found convs {conv_ids}")
-    channels = [int(const.shape[1])]
+    channels = [bounded("input.input", "channels", int(const.shape[1]), MAX_CHANNELS)]
     for j in range(len(rgb_ids)):
         w = need(f"convs.{2 * j}.conv.weight", 5)  # [1, C(r), C(r/2), 3, 3]
         if w.shape[2] != channels[-1]:
             raise ValueError(f"{source}: key 'convs.{2 * j}.conv.weight' has {w.shape[2]} input channels, the "
                              f"previous resolution has {channels[-1]}")
-        channels.append(int(w.shape[1]))
-    return GeneratorArch(size=2 ** (len(rgb_ids) + 2), style_dim=int(style_w.shape[1]), n_mlp=len(style_ids),
-                         channels=channels)
+        channels.append(bounded(f"convs.{2 * j}.conv.weight", "channels", int(w.shape[1]), MAX_CHANNELS))
+    try:
+        return GeneratorArch(size=2 ** (len(rgb_ids) + 2), style_dim=int(style_w.shape[1]), n_mlp=len(style_ids),
+                             channels=channels)
+    except ValueError as exc:
+        raise ValueError(f"{source}: the architecture read from the tensor shapes is refused: {exc}") from None

@@ -1,9 +1,13 @@
 """Generator checkpoint formats: rosinality ``.pt``, NVIDIA ``.pkl`` (safe), zsgm ``.safetensors``.
 
 The format is detected from the file's content (not its suffix). The architecture is always read from the
-file, so users never re-type resolution or channel settings. Nothing loaded from a user file executes code:
-torch files go through ``torch.load(weights_only=True)`` (with ``argparse.Namespace`` allow-listed for
-rosinality ``train.py`` checkpoints), NVIDIA pickles through :mod:`zsgm.generator.nvidia_pkl`.
+file, so users never re-type resolution or channel settings; it is bounded (:class:`GeneratorArch`) and checked
+against the file's tensor names and shapes before any generator is allocated, and non-finite weights are refused
+(:mod:`zsgm.generator.checks`). Nothing loaded from a user file executes code: torch files go through
+``torch.load(weights_only=True)`` (with ``argparse.Namespace`` allow-listed for rosinality ``train.py``
+checkpoints), NVIDIA pickles through :mod:`zsgm.generator.nvidia_pkl`. A zsgm run checkpoint
+(``checkpoints/last.pt``) is handed to :mod:`zsgm.generator.sources`, which takes its architecture from the run's
+source generator. Every failure is a :class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -17,26 +21,20 @@ from typing import Any, Mapping
 import torch
 
 from zsgm.generator.arch import GeneratorArch, infer_arch_from_rosinality_state
+from zsgm.generator.checks import check_layout, check_values, short
 from zsgm.generator.errors import CheckpointError
-from zsgm.generator.names import arch_from_nvidia_kwargs, nvidia_to_rosinality, rosinality_to_nvidia
+from zsgm.generator.layout import state_shapes
+from zsgm.generator.names import arch_from_nvidia_kwargs, nvidia_to_rosinality, rosinality_to_nvidia, synthesis_kwargs
 from zsgm.generator.stylegan2 import Generator
 from zsgm.io_utils import atomic_write
 
 FORMAT_TAG = "zsgm-generator"
 FORMAT_VERSION = "1"
-# Buffers a file may lack or carry in excess: rebuilt from the architecture (kernels) or re-drawn (noises).
-_OPTIONAL_PREFIXES = ("noises.",)
-_OPTIONAL_SUFFIXES = (".kernel",)
+RUN_CHECKPOINT_FORMAT = "zsgm-run-checkpoint"  # the tag of a run's checkpoints/last.pt (zsgm.checkpoint.FORMAT)
 # torch.save's legacy (non-zip) format: a protocol-2 pickle that starts with torch's magic number.
 _TORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-
-
-def _optional(key: str) -> bool:
-    return key.startswith(_OPTIONAL_PREFIXES) or key.endswith(_OPTIONAL_SUFFIXES)
-
-
-def _short(keys: list[str], n: int = 5) -> str:
-    return f"{keys[:n]}{' ...' if len(keys) > n else ''} ({len(keys)} in all)"
+# Errors of reading a user's file that are not CheckpointErrors yet (bad values in metadata or kwargs).
+_VALUE_ERRORS = (KeyError, ValueError, TypeError, OverflowError, RecursionError)
 
 
 def detect_format(path: str | Path) -> str:
@@ -49,8 +47,11 @@ def detect_format(path: str | Path) -> str:
     Raises:
         CheckpointError: empty, truncated or unknown files.
     """
-    with open(path, "rb") as fh:
-        head = fh.read(16)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     if len(head) < 8:
         raise CheckpointError(f"{path}: file is empty or truncated ({len(head)} bytes)")
     header_len = int.from_bytes(head[:8], "little")  # safetensors: u64 JSON header length, then "{"
@@ -67,44 +68,41 @@ def detect_format(path: str | Path) -> str:
 
 
 def build_generator(arch: GeneratorArch, state: Mapping[str, Any], *, source: str,
-                    latent_avg: torch.Tensor | None = None) -> tuple[Generator, dict]:
-    """Build ``Generator(arch)`` and load ``state`` (rosinality names) into it, checking every key and shape.
+                    latent_avg: torch.Tensor | None = None,
+                    origin: str = "the architecture read from the file") -> tuple[Generator, dict]:
+    """Check ``state`` (rosinality names) against ``arch``, then build ``Generator(arch)`` and load it.
+
+    Nothing is allocated before the names, shapes, dtypes and values have passed :mod:`zsgm.generator.checks`.
 
     Args:
         arch: the architecture read from the file.
         state: rosinality-named tensors; ``noises.*`` and ``*.kernel`` buffers may be missing or extra.
         source: the file, for error messages.
         latent_avg: ``[style_dim]`` or ``[1, style_dim]`` mean latent, or None.
+        origin: where ``arch`` came from, for messages.
 
     Returns:
         ``(generator in eval mode, report)`` where report lists ``missing_buffers`` (kept at their
         initial values: the rebuilt filters, random noise constants) and ``ignored_buffers``.
 
     Raises:
-        CheckpointError: missing or unexpected weights, non-tensor values or wrong shapes.
+        CheckpointError: missing or unexpected weights, non-tensor or non-float values, wrong shapes, NaN or inf.
     """
-    generator = Generator(arch)
-    expected = generator.state_dict()
-    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"{source}: generator entries that are not tensors: {_short(not_tensors)}")
-    missing = sorted(k for k in expected if k not in state and not _optional(k))
-    if missing:
-        raise CheckpointError(f"{source}: missing generator weights {_short(missing)} for the {arch.size}px "
-                              f"architecture read from the file")
-    unexpected = sorted(k for k in state if k not in expected and not _optional(k))
-    if unexpected:
-        raise CheckpointError(f"{source}: unexpected entries {_short(unexpected)} for the {arch.size}px "
-                              f"architecture read from the file")
-    for key, tensor in state.items():
-        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{source}: key {key!r} has shape {list(tensor.shape)}, the architecture read "
-                                  f"from the file expects {list(expected[key].shape)}")
-    generator.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+        raise CheckpointError(f"{source}: generator entries that are not tensors: {short(not_tensors)}")
+    check_layout(arch, {k: tuple(v.shape) for k, v in state.items()}, source=source, origin=origin)
+    expected = state_shapes(arch)
+    used = {k: v for k, v in state.items() if k in expected}  # ignored extra buffers are never read
     if latent_avg is not None:
         if not isinstance(latent_avg, torch.Tensor) or latent_avg.numel() != arch.style_dim:
             found = list(latent_avg.shape) if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__
             raise CheckpointError(f"{source}: latent_avg should have {arch.style_dim} values, found {found}")
+        used["latent_avg"] = latent_avg
+    check_values(used, source=source)
+    generator = Generator(arch)  # allocated only now
+    generator.load_state_dict({k: v for k, v in used.items() if k != "latent_avg"}, strict=False)
+    if latent_avg is not None:
         generator.latent_avg = latent_avg.detach().reshape(-1).float().clone()
     report = {"missing_buffers": sorted(k for k in expected if k not in state),
               "ignored_buffers": sorted(k for k in state if k not in expected)}
@@ -114,17 +112,35 @@ def build_generator(arch: GeneratorArch, state: Mapping[str, Any], *, source: st
 # --------------------------------------------------------------------------------------------- readers
 
 
-def _load_rosinality(path: Path) -> tuple[Generator, dict]:
+def read_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU (``argparse.Namespace`` allowed), errors made clear.
+
+    Raises:
+        CheckpointError: the safe loader refused the file, or the file is not a readable torch file.
+    """
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: refused by the safe torch loader (the file holds code or classes other "
                               f"than tensors, plain containers and argparse.Namespace): {first}") from None
     except Exception as exc:  # noqa: BLE001 - truncated zips, bad records: one clear error
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc}); the file "
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {first}); the file "
                               f"may be truncated or damaged") from None
+
+
+def _load_torch(path: Path) -> tuple[Generator, dict]:
+    ckpt = read_torch_file(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == RUN_CHECKPOINT_FORMAT:
+        from zsgm.generator.sources import generator_from_run_checkpoint
+
+        return generator_from_run_checkpoint(path, ckpt)
+    return _rosinality_generator(path, ckpt)
+
+
+def _rosinality_generator(path: Path, ckpt: Any) -> tuple[Generator, dict]:
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict with key 'g_ema' or 'g', found a {type(ckpt).__name__}")
     key = "g_ema" if "g_ema" in ckpt else "g" if "g" in ckpt else None
@@ -136,8 +152,8 @@ def _load_rosinality(path: Path) -> tuple[Generator, dict]:
         raise CheckpointError(f"{path}: {key!r} should be a state dict, found a {type(state).__name__}")
     try:
         arch = infer_arch_from_rosinality_state(state, source=f"{path} [{key}]")
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
+    except _VALUE_ERRORS as exc:
+        raise CheckpointError(str(exc) if isinstance(exc, ValueError) else f"{path} [{key}]: {exc!r}") from None
     generator, report = build_generator(arch, state, source=str(path), latent_avg=ckpt.get("latent_avg"))
     extra = {k: ckpt[k] for k in ("g", "d") if k in ckpt and k != key}
     info = {"format": "rosinality", "path": str(path), "key": key, "arch": arch.to_dict(), **report,
@@ -151,11 +167,16 @@ def _load_nvidia(path: Path) -> tuple[Generator, dict]:
     nv_state, kwargs, d_state = read_nvidia_pickle(str(path))
     try:
         arch = arch_from_nvidia_kwargs(kwargs)
+    except _VALUE_ERRORS as exc:
+        raise CheckpointError(f"{path}: G_ema init kwargs: {exc}") from None
+    try:
         state = nvidia_to_rosinality(nv_state, arch)
-    except ValueError as exc:
+    except _VALUE_ERRORS as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    generator, report = build_generator(arch, state, source=str(path), latent_avg=nv_state.get("mapping.w_avg"))
-    synth = dict(kwargs.get("synthesis_kwargs") or {})
+    generator, report = build_generator(arch, state, source=str(path), latent_avg=nv_state.get("mapping.w_avg"),
+                                        origin=f"the architecture read from G_ema's init kwargs (channels "
+                                               f"{list(arch.channels)} at 4..{arch.size}px)")
+    synth = synthesis_kwargs(kwargs)
     info = {"format": "nvidia-pkl", "path": str(path), "arch": arch.to_dict(), **report,
             # zsgm runs fp32 without clamp; these record what the network was trained with (OPS.md 1.5)
             "nvidia": {"conv_clamp": synth.get("conv_clamp"), "num_fp16_res": synth.get("num_fp16_res")},
@@ -169,7 +190,7 @@ def _load_zsgm(path: Path) -> tuple[Generator, dict]:
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-        state = load_file(str(path))
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # header only: no data read
     except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, truncated headers
         raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
     if meta.get("format") != FORMAT_TAG:
@@ -178,21 +199,31 @@ def _load_zsgm(path: Path) -> tuple[Generator, dict]:
     if meta.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: zsgm generator format version {meta.get('version')!r} is not supported "
                               f"(this zsgm reads version {FORMAT_VERSION!r})")
+    if "arch" not in meta:
+        raise CheckpointError(f"{path}: the metadata lacks key 'arch' (the generator architecture)")
     try:
         arch = GeneratorArch.from_dict(json.loads(meta["arch"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad architecture metadata ({exc})") from None
+    except _VALUE_ERRORS as exc:
+        raise CheckpointError(f"{path}: bad architecture in metadata key 'arch' ({exc})") from None
+    avg_shape = shapes.pop("latent_avg", None)
+    check_layout(arch, shapes, source=str(path), origin="the architecture in metadata key 'arch'")
+    if avg_shape is not None and avg_shape not in ((arch.style_dim,), (1, arch.style_dim)):
+        raise CheckpointError(f"{path}: latent_avg should have {arch.style_dim} values, found {list(avg_shape)}")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - data section truncated after a good header
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
     latent_avg = state.pop("latent_avg", None)
     generator, report = build_generator(arch, state, source=str(path), latent_avg=latent_avg)
     return generator, {"format": "zsgm", "path": str(path), "arch": arch.to_dict(), **report}
 
 
-_READERS = {"torch": _load_rosinality, "torch-legacy": _load_rosinality, "pickle": _load_nvidia,
-            "safetensors": _load_zsgm}
+_READERS = {"torch": _load_torch, "torch-legacy": _load_torch, "pickle": _load_nvidia, "safetensors": _load_zsgm}
 
 
 def load_generator(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[Generator, dict]:
-    """Load a generator from a rosinality ``.pt``, an NVIDIA ``.pkl`` or a zsgm ``.safetensors`` file.
+    """Load a generator from a rosinality ``.pt``, an NVIDIA ``.pkl``, a zsgm ``.safetensors`` or a zsgm run
+    checkpoint (``checkpoints/last.pt``, see :func:`zsgm.generator.sources.generator_from_run_checkpoint`).
 
     Args:
         path: the checkpoint; its format is detected from the content.
@@ -201,12 +232,16 @@ def load_generator(path: str | Path, *, map_location: str | torch.device = "cpu"
     Returns:
         ``(Generator in eval mode, info)``; info has ``format``, ``path``, ``arch``, ``missing_buffers``,
         ``ignored_buffers`` and, depending on the format, ``key`` (``g_ema`` or ``g``), ``extra`` (raw
-        ``d`` / ``g`` state dicts), ``args`` and ``nvidia`` (conv_clamp, num_fp16_res).
+        ``d`` / ``g`` state dicts), ``args``, ``nvidia`` (conv_clamp, num_fp16_res) and, for run checkpoints,
+        ``weights`` (``ema`` or ``target``) and ``source`` (the run's source generator).
 
     Raises:
         CheckpointError: naming the file and what was expected and found.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a directory, not a checkpoint file (zsgm sample and zsgm convert take a run "
+                              f"directory; in Python use zsgm.generator.sources.load_generator_source)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     generator, info = _READERS[detect_format(path)](path)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Mapping
 
 import torch
 
-from zsgm.generator.arch import GeneratorArch
+from zsgm.generator.arch import MAX_CHANNELS, MAX_MLP, MAX_SIZE, MAX_STYLE_DIM, GeneratorArch
 
 
 def _blocks(arch: GeneratorArch):
@@ -129,37 +131,88 @@ def rosinality_to_nvidia(state: dict[str, torch.Tensor], arch: GeneratorArch) ->
     return out
 
 
-def arch_from_nvidia_kwargs(kwargs: dict) -> GeneratorArch:
-    """Architecture from ``G_ema``'s ``_init_kwargs`` (OPS.md 3.2).
+def synthesis_kwargs(kwargs: Mapping) -> Mapping:
+    """Where a ``G_ema``'s synthesis settings sit in its init kwargs.
+
+    stylegan2-ada-pytorch's ``training/networks.py`` Generator takes them as a ``synthesis_kwargs`` dict;
+    stylegan3's ``training/networks_stylegan2.py`` Generator takes them as keyword arguments of its own, so
+    ``channel_base``, ``channel_max``, ``num_fp16_res``, ``conv_clamp``, ``architecture`` sit at the top level.
+    (NVIDIA's own ``legacy.py`` reads them the same way: the nested dict when present, else the top level.)
+    """
+    nested = kwargs.get("synthesis_kwargs")
+    return nested if isinstance(nested, Mapping) else kwargs
+
+
+def _kwarg_name(kwargs: Mapping, synth: Mapping, key: str) -> str:
+    return f"synthesis_kwargs.{key}" if synth is not kwargs else key
+
+
+def _int_kwarg(table: Mapping, key: str, default: int | None, name: str, *, low: int, high: int) -> int:
+    """``table[key]`` as an int in ``[low, high]``; ``name`` is how the message spells the key."""
+    if key not in table or table[key] is None:
+        if default is None:
+            raise ValueError(f"missing {name!r}")
+        return default
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name!r} should be an integer, found {value!r}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{name!r} = {int(value)} is outside {low}..{high}")
+    return int(value)
+
+
+def arch_from_nvidia_kwargs(kwargs: Mapping) -> GeneratorArch:
+    """Architecture from ``G_ema``'s ``_init_kwargs`` (OPS.md 3.2), in either repository's layout.
 
     Reads ``z_dim``, ``w_dim``, ``c_dim``, ``img_resolution``, ``img_channels``, ``mapping_kwargs.{num_layers,
-    lr_multiplier}`` and ``synthesis_kwargs.{channel_base, channel_max, architecture}``; NVIDIA's defaults fill
-    absent optional entries.
+    lr_multiplier, layer_features}`` and the synthesis settings ``channel_base``, ``channel_max``,
+    ``architecture``, ``resample_filter`` (see :func:`synthesis_kwargs` for where they sit); NVIDIA's defaults
+    fill absent optional entries. Every value is type- and range-checked before anything is built.
 
     Raises:
-        ValueError: a missing required entry or a generator the rosinality layout cannot hold.
+        ValueError: naming the init kwarg that is missing, mistyped, out of range or unsupported.
     """
-    missing = [k for k in ("img_resolution", "w_dim") if k not in kwargs]
-    if missing:
-        raise ValueError(f"G_ema init kwargs lack {missing} (found {sorted(map(str, kwargs))})")
-    size = int(kwargs["img_resolution"])
-    w_dim = int(kwargs["w_dim"])
-    z_dim = int(kwargs.get("z_dim", w_dim))
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"expected a table of init kwargs, found a {type(kwargs).__name__}")
+    synth = synthesis_kwargs(kwargs)
+    mapping = kwargs.get("mapping_kwargs") or {}
+    if not isinstance(mapping, Mapping):
+        raise ValueError(f"'mapping_kwargs' should be a table, found a {type(mapping).__name__}")
+    size = _int_kwarg(kwargs, "img_resolution", None, "img_resolution", low=4, high=MAX_SIZE)
+    if size & (size - 1):
+        raise ValueError(f"'img_resolution' = {size} is not a power of two")
+    w_dim = _int_kwarg(kwargs, "w_dim", None, "w_dim", low=1, high=MAX_STYLE_DIM)
+    z_dim = _int_kwarg(kwargs, "z_dim", w_dim, "z_dim", low=1, high=MAX_STYLE_DIM)
     if z_dim != w_dim:
         raise ValueError(f"z_dim {z_dim} != w_dim {w_dim} is not supported by the rosinality layout")
-    if int(kwargs.get("c_dim", 0) or 0) != 0:
-        raise ValueError(f"conditional generators (c_dim {kwargs['c_dim']}) are not supported")
-    if int(kwargs.get("img_channels", 3)) != 3:
-        raise ValueError(f"img_channels {kwargs['img_channels']} is not supported (RGB generators only)")
-    synth = dict(kwargs.get("synthesis_kwargs") or {})
-    mapping = dict(kwargs.get("mapping_kwargs") or {})
+    c_dim = _int_kwarg(kwargs, "c_dim", 0, "c_dim", low=0, high=1 << 20)
+    if c_dim != 0:
+        raise ValueError(f"conditional generators (c_dim {c_dim}) are not supported")
+    img_channels = _int_kwarg(kwargs, "img_channels", 3, "img_channels", low=1, high=1 << 20)
+    if img_channels != 3:
+        raise ValueError(f"img_channels {img_channels} is not supported (RGB generators only)")
     arch = synth.get("architecture", "skip")
     if arch != "skip":
-        raise ValueError(f"synthesis architecture {arch!r} is not supported (only 'skip', StyleGAN2 config-f)")
+        raise ValueError(f"{_kwarg_name(kwargs, synth, 'architecture')!r} = {arch!r} is not supported (only "
+                         f"'skip', StyleGAN2 config-f)")
     layer_features = mapping.get("layer_features")
-    if layer_features is not None and int(layer_features) != w_dim:
-        raise ValueError(f"mapping layer_features {layer_features} != w_dim {w_dim} is not supported")
-    return GeneratorArch.nvidia(size, style_dim=w_dim, n_mlp=int(mapping.get("num_layers", 8)),
-                                channel_base=int(synth.get("channel_base", 32768)),
-                                channel_max=int(synth.get("channel_max", 512)),
-                                lr_mlp=float(mapping.get("lr_multiplier", 0.01)))
+    if layer_features is not None and layer_features != w_dim:
+        raise ValueError(f"mapping_kwargs.layer_features {layer_features!r} != w_dim {w_dim} is not supported")
+    n_mlp = _int_kwarg(mapping, "num_layers", 8, "mapping_kwargs.num_layers", low=1, high=MAX_MLP)
+    base_name, max_name = _kwarg_name(kwargs, synth, "channel_base"), _kwarg_name(kwargs, synth, "channel_max")
+    channel_base = _int_kwarg(synth, "channel_base", 32768, base_name, low=1, high=MAX_CHANNELS * MAX_SIZE)
+    channel_max = _int_kwarg(synth, "channel_max", 512, max_name, low=1, high=MAX_CHANNELS)
+    if channel_base < size:
+        raise ValueError(f"{base_name!r} = {channel_base} gives 0 channels at {size}px (NVIDIA's channels at "
+                         f"resolution r are min({base_name} // r, {max_name}))")
+    lr_mlp = mapping.get("lr_multiplier", 0.01)
+    if isinstance(lr_mlp, bool) or not isinstance(lr_mlp, numbers.Real) or not 0 < float(lr_mlp) < math.inf:
+        raise ValueError(f"'mapping_kwargs.lr_multiplier' should be a finite positive number, found {lr_mlp!r}")
+    taps = synth.get("resample_filter", [1, 3, 3, 1])
+    taps_name = _kwarg_name(kwargs, synth, "resample_filter")
+    if not isinstance(taps, (list, tuple)) or len(taps) != 4 or not all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in taps):
+        raise ValueError(f"{taps_name!r} should be 4 integer taps, found {taps!r}")
+    channels = [min(channel_base // 2 ** k, channel_max) for k in range(2, size.bit_length())]
+    return GeneratorArch(size=size, style_dim=w_dim, n_mlp=n_mlp, channels=channels, lr_mlp=float(lr_mlp),
+                         blur_kernel=tuple(int(t) for t in taps))

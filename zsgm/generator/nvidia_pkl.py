@@ -165,10 +165,15 @@ def read_nvidia_pickle(path: str) -> tuple[dict[str, torch.Tensor], dict, dict |
     if not isinstance(g, PersistentStub):
         raise CheckpointError(f"{path}: 'G_ema' is a {type(g).__name__}, not an NVIDIA network record (TF-era "
                               f"pickles are not supported; convert them to a rosinality .pt first)")
+    kwargs = g.state.get("_init_kwargs") if isinstance(g.state, dict) else None
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{path}: 'G_ema' has no init kwargs table (found {type(kwargs).__name__}); the "
+                              f"architecture cannot be read")
     try:
-        kwargs = dict(g.state.get("_init_kwargs") or {}) if isinstance(g.state, dict) else {}
         d = data.get("D")
         d_state = flatten_stub(d) if isinstance(d, PersistentStub) else None
-        return flatten_stub(g), kwargs, d_state
+        return flatten_stub(g), dict(kwargs), d_state
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: the network records nest too deeply to be a generator") from None
