@@ -16,8 +16,8 @@ anchor*:
 5. snapshot ``G_anchor <- G_t`` and ``t_last <- t_prompt``.
 
 Once an anchor exists, every step adds ``L_adapt = mean_n [1 - cos(normalize(ê_I(G_t(w_n)) -
-ê_I(G_anchor(w_n))), ΔT_{A->T})]`` on the step's batch (``G_anchor`` forward without grad on the same W+ codes
-and noise), summed over the CLIP ensemble with the model weights. The base directional loss is a separate
+ê_I(G_anchor(w_n))), ΔT_{A->T})]`` on the step's batch (``G_anchor`` forward without grad on the same W+ codes,
+noise ``batch.noise_for("anchor")``: its own draw under ``optim.noise = "fresh"``, as the released code), summed over the CLIP ensemble with the model weights. The base directional loss is a separate
 technique of the recipe (``directional``): total = w1·L_dir + w2·L_adapt with the recipe weights. Before the
 first refresh the technique returns no term.
 
