@@ -187,3 +187,42 @@ def test_ewc_penalty_by_hand():
     q = T([1.0, 2.0], requires_grad=True)
     ewc_penalty([q], [a[0]], [f[0]]).backward()
     assert torch.allclose(q.grad, 2 * f[0] * (q.detach() - a[0]))
+
+
+# ------------------------------------------------------------------- the presets' moment convention (issue 14)
+
+
+def test_cov_distance_gradient_by_hand_under_the_preset_convention():
+    # unit image rows u1 = (1, 0), u2 = (0.6, 0.8): Sigma_I = (u1 u1^T + u2 u2^T) / 2 = [[.68, .24], [.24, .32]]
+    # text rows of D_TXT, unit: Sigma_T = diag(1, 2) / 3. diff = [[26, 18], [18, -26]] / 75, ||diff|| = 4 / (3 sqrt 5)
+    d_img = T([[1.0, 0.0], [0.6, 0.8]], requires_grad=True)
+    _, dist = directional_moment_terms(d_img, D_TXT, normalize=True, scale="mean", squared=False)
+    assert math.isclose(float(dist.detach()), 4 / (3 * math.sqrt(5)), rel_tol=1e-6)
+    dist.backward()
+    # d dist / d u_k = (2 / N) G u_k with G = diff / ||diff||, then the unit-norm Jacobian (I - u u^T) (||d_k|| = 1):
+    # u1: G u1 = (26, 18) / 75 * 3 sqrt5 / 4 -> projected (0, 18/75) * 3 sqrt5 / 4 = (0, 9 sqrt5 / 50)
+    # u2: G u2 = (30, -10) / 75 * 3 sqrt5 / 4; its part along (-0.8, 0.6) is -0.4 * 3 sqrt5 / 4 -> (0.24, -0.18) sqrt5
+    r5 = math.sqrt(5)
+    assert torch.allclose(d_img.grad, T([[0.0, 9 * r5 / 50], [0.24 * r5, -0.18 * r5]]), atol=1e-6)
+
+
+def test_both_moment_parts_are_bounded_distances_under_the_preset_convention():
+    """Unit rows and mean-scaled Sigma (trace 1, PSD): 1 - cos in [0, 2] and ||Sigma_I - Sigma_T||_F in [0, sqrt 2],
+    whatever the dimension, which is why lambda_cov = 1 weighs them equally. Summed Sigma has no such bound."""
+    g = torch.Generator().manual_seed(0)
+    worst_mean = worst_dist = worst_sum = 0.0
+    for dim in (2, 8, 64, 512):
+        for n_img, n_txt in ((4, 7), (1, 1), (8, 3)):
+            for _ in range(5):
+                d_img = torch.randn(n_img, dim, generator=g) * torch.rand(n_img, 1, generator=g) * 3
+                d_txt = torch.randn(n_txt, dim, generator=g)
+                m, dist = directional_moment_terms(d_img, d_txt, normalize=True, scale="mean")
+                _, dist_sum = directional_moment_terms(d_img, d_txt, normalize=True, scale="sum")
+                worst_mean, worst_dist = max(worst_mean, float(m)), max(worst_dist, float(dist))
+                worst_sum = max(worst_sum, float(dist_sum))
+    assert worst_mean <= 2.0 + 1e-6 and worst_dist <= math.sqrt(2) + 1e-6
+    assert worst_sum > 2.0  # the paper-as-written sum grows with the row counts
+    # the extremes are reached: opposite means (cos = -1), and orthogonal rank-one Sigmas (distance sqrt 2)
+    e1, e2 = T([[1.0, 0.0]]), T([[0.0, 1.0]])
+    assert math.isclose(float(directional_moment_terms(e1, -e1)[0]), 2.0, rel_tol=1e-6)
+    assert math.isclose(float(directional_moment_terms(e1, e2)[1]), math.sqrt(2), rel_tol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,9 +13,10 @@ import torch.nn.functional as F
 from zsgm.checkpoint import checkpoint_path
 from zsgm.loop import adapt
 from zsgm.plugins import get_registry
-from zsgm.recipe import recipe_from_dict
+from zsgm.recipe import RecipeError, recipe_from_dict
 from zsgm.run import RunError, build_run
 from zsgm.step import StepBatch, random_noise, sample_ws
+from zsgm_svl.balance import trace_moment_terms
 from zsgm_svl.ewc import EWC
 from zsgm_svl.formulas import directional_moment_terms, relation_loss, semantic_variations, stage1_loss
 from zsgm_svl.text import text_feature
@@ -93,7 +95,7 @@ def test_moment_loss_in_a_run_equals_the_formula(tmp_path):
 
 
 def test_moment_needs_semantic_variations_or_plain_text(tmp_path):
-    with pytest.raises(RunError, match='use = "semantic-variations"'):
+    with pytest.raises((RunError, RecipeError), match='use = "semantic-variations"'):
         adapt(recipe([{"use": "moment"}]), out_dir=tmp_path / "a")
     r = recipe([{"use": "moment", "text_set": "plain", "text_norm": "unit"}])
     run = build_run(r, out_dir=tmp_path / "b")
@@ -219,7 +221,7 @@ def test_resume_reuses_stage1_and_fisher_and_matches_an_uninterrupted_run(tmp_pa
 
 def test_svl_preset_has_the_published_settings():
     data = get_registry().presets.get("svl").build()
-    r = recipe_from_dict(data)
+    r = recipe_from_dict({**data, "target": "sketch"})
     assert (r.optim.steps, r.optim.batch_size, r.optim.lr, r.optim.reg_ratio, r.optim.beta1, r.optim.beta2) == \
         (300, 4, 0.002, 1.0, 0.0, 0.99)
     assert r.optim.ema_decay is None and [m.name for m in r.clip.models] == ["ViT-B-32-quickgelu"]
@@ -227,5 +229,64 @@ def test_svl_preset_has_the_published_settings():
     assert list(uses) == ["semantic-variations", "moment", "ewc", "relation"]
     sv = uses["semantic-variations"].config
     assert (sv.k, sv.iterations, sv.lambda_div, sv.lr, sv.beta1, sv.beta2) == (6, 2000, 1.0, 0.002, 0.0, 0.99)
-    assert uses["moment"].config.lambda_cov == 1e3 and uses["moment"].weight == 1.0
+    m = uses["moment"].config
+    assert (m.lambda_cov, m.normalize_directions, m.moment_scale, m.squared) == (1.0, True, "mean", False)
+    assert uses["moment"].weight == 1.0
     assert uses["ewc"].weight == 1e7 and uses["relation"].weight == 1e2
+
+
+def test_svl_preset_carries_no_target_and_semantic_variations_refuses_a_recipe_without_one():
+    data = get_registry().presets.get("svl").build()
+    assert "target" not in data and "target_images" not in data  # --target forgotten must not mean photo -> sketch
+    without = attrs.evolve(recipe_from_dict({**data, "target": "sketch"}), target=None)
+    specs = get_registry().techniques
+    sv_use = next(u for u in without.techniques if u.use == "semantic-variations")
+    (problem,) = specs.get("semantic-variations").check(sv_use.config, without)
+    assert problem.startswith("use: ") and "target" in problem
+    assert specs.get("semantic-variations").check(sv_use.config, attrs.evolve(without, target="sketch")) == []
+
+
+def test_composition_problems_are_refused_when_the_recipe_is_built():
+    specs = get_registry().techniques
+    assert not specs.get("moment").requires  # text_set = "plain" runs without semantic-variations
+    assert specs.get("semantic-variations").unique and specs.get("semantic-variations").provides_directions
+    assert not specs.get("semantic-variations").produces_loss
+    check_moment, check_relation = specs.get("moment").check, specs.get("relation").check
+    with_sv = recipe([SV, {"use": "moment"}])  # recipes built valid, then edited: the checks see the whole recipe
+    assert check_moment(with_sv.techniques[1].config, with_sv) == []
+    alone = attrs.evolve(with_sv, techniques=with_sv.techniques[1:])
+    (problem,) = check_moment(alone.techniques[0].config, alone)
+    assert problem.startswith("text_set: ") and 'use = "semantic-variations"' in problem
+    plain = recipe([{"use": "moment", "text_set": "plain"}])
+    assert check_moment(plain.techniques[0].config, plain) == []
+    (problem,) = check_moment(plain.techniques[0].config, attrs.evolve(plain, target=None))
+    assert problem.startswith("text_set: ") and "target" in problem
+    rel = recipe([{"use": "relation"}])
+    assert check_relation(rel.techniques[0].config, rel) == []  # batch 4
+    one = attrs.evolve(rel, optim=attrs.evolve(rel.optim, batch_size=1))
+    (problem,) = check_relation(rel.techniques[0].config, one)
+    assert problem.startswith("use: ") and "identically 0" in problem
+    no_self = recipe([{"use": "relation", "include_self": False}])
+    assert check_relation(no_self.techniques[0].config, no_self) == []
+    two = attrs.evolve(no_self, optim=attrs.evolve(no_self.optim, batch_size=2))
+    (problem,) = check_relation(no_self.techniques[0].config, two)
+    assert problem.startswith("include_self: ")
+    assert check_relation(rel.techniques[0].config, attrs.evolve(one, optim=attrs.evolve(one.optim, batch_size=2))) \
+        == []  # with the diagonal, 2 images suffice
+
+
+def test_preset_moment_terms_pull_with_comparable_gradient_norms(tmp_path):
+    """Issue 14: under the paper's lambda_cov = 1e3 the second-moment term's gradient was hundreds of times the mean
+    term's, so training ignored the mean direction. With the preset's convention each step's ratio of gradient
+    norms (w.r.t. the synthesis parameters) stays within [1/10, 10]; the old weight is far outside on the same run."""
+    moment = next(t for t in get_registry().presets.get("svl").build()["techniques"] if t["use"] == "moment")
+
+    def ratios(options, out):
+        records = trace_moment_terms(recipe([SV, options], steps=4), steps=4, out_dir=out)
+        assert records[0]["mean/value"] == 1.0  # step 0: G_t == G_s, zero image directions (skipped below)
+        return [rec["cov/grad"] / rec["mean/grad"] for rec in records[1:]]
+
+    preset = ratios(moment, tmp_path / "preset")
+    assert all(0.1 <= r <= 10 for r in preset), preset
+    old = ratios({**moment, "lambda_cov": 1e3}, tmp_path / "old")
+    assert min(old) > 100, old

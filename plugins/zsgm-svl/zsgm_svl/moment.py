@@ -13,11 +13,16 @@ Where the text set comes from (``text_set``):
 - ``"plain"``: ``dT_0 = E_T(t_trg) - E_T(t_src)`` alone (K = 0), from the recipe texts with this technique's own
   text options; no stage 1 needed (an ablation: the second moment of the text side is then rank one).
 
-Choices where the paper is silent (all options): directions unit-normalised before the moments
-(``normalize_directions``, default True); ``Sigma = d^T d / n`` (``moment_scale = "mean"``, default) so that the
-N = 4 image rows and K + 1 = 7 text rows give comparable matrices (``"sum"`` is the paper's formula as written);
-the Frobenius norm, not squared (``squared``). ``lambda_cov = 1e3`` is the paper's value, tuned under its
-(unknown) choices: treat it as a starting point when changing them.
+Choices where the paper is silent (all options; issue 14, ``plugins/zsgm-svl/README.md``): directions
+unit-normalised before the moments (``normalize_directions``, default True); ``Sigma = d^T d / n``
+(``moment_scale = "mean"``, default) so that the N = 4 image rows and K + 1 = 7 text rows give comparable matrices
+(``"sum"`` is the paper's formula as written); the Frobenius norm, not squared (``squared``, default False).
+Under these three choices both parts are bounded distances of the same order, whatever the CLIP model and
+its dimension: ``1 - cos`` lies in [0, 2], and each Sigma is positive semi-definite with trace at most 1 (1 unless
+a direction is zero), so ``||Sigma_I - Sigma_T||`` lies in [0, sqrt(2)]. ``lambda_cov = 1`` (default) therefore
+weighs them equally; the paper's ``lambda_cov = 1e3`` was tuned under its unstated convention and, under this one,
+makes the second moment 240-920x the first in gradient norm, so the mean direction is ignored (measured on shapes:
+``python -m zsgm_svl.balance``). ``lambda_cov = 1e3`` remains an option.
 
 Terms (unweighted by the recipe; ``lambda_cov`` is applied here): ``mean`` = ``1 - cos(mu_I, mu_T)`` and
 ``cov`` = ``lambda_cov * ||Sigma_I - Sigma_T||``, each summed over CLIP models with their weights.
@@ -46,7 +51,8 @@ class MomentConfig(TextOptions):
     """Options of the directional moment loss.
 
     Attributes:
-        lambda_cov: weight of the second-moment distance inside ``L_dm`` (paper 1e3).
+        lambda_cov: weight of the second-moment distance inside ``L_dm`` (default 1: both parts have ranges of the
+            same order under the default convention; the paper's value, 1e3, belongs to its unstated convention).
         normalize_directions: unit-normalise every image and text direction before the moments.
         moment_scale: "mean" (``Sigma = d^T d / n``) or "sum" (``Sigma = d^T d``).
         squared: squared Frobenius distance instead of the Frobenius norm.
@@ -54,11 +60,23 @@ class MomentConfig(TextOptions):
         text / text_norm / single_template: E_T options, used only with ``text_set = "plain"``.
     """
 
-    lambda_cov: float = attrs.field(default=1e3, validator=v.non_negative)
+    lambda_cov: float = attrs.field(default=1.0, validator=v.non_negative)
     normalize_directions: bool = True
     moment_scale: str = attrs.field(default="mean", validator=v.one_of(MOMENT_SCALES))
     squared: bool = False
     text_set: str = attrs.field(default="variations", validator=v.one_of(TEXT_SETS))
+
+
+def check_moment(config: MomentConfig, recipe) -> list[str]:
+    """Problems of a ``moment`` entry within the whole recipe (``TechniqueSpec.check``), found when the recipe is
+    built: ``text_set = "variations"`` reads the set of a ``semantic-variations`` entry, ``"plain"`` the texts."""
+    if config.text_set == "variations" and not any(use.use == "semantic-variations" for use in recipe.techniques):
+        return ['text_set: "variations" reads the text direction set of SVL\'s semantic variations, and the recipe '
+                'has none: add [[techniques]] use = "semantic-variations", or set text_set = "plain" to match the '
+                'single direction E_T(target) - E_T(source) (K = 0)']
+    if config.text_set == "plain" and recipe.target is None:
+        return ['text_set: "plain" needs a target text (recipe.target; --target on the command line)']
+    return []
 
 
 class Moment(Technique):

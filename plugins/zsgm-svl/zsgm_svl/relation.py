@@ -38,6 +38,19 @@ class RelationConfig:
     include_self: bool = True
 
 
+def check_relation(config: RelationConfig, recipe) -> list[str]:
+    """Problems of a ``relation`` entry within the whole recipe (``TechniqueSpec.check``): a batch too small for
+    the rows of ``M`` to carry anything makes the loss identically 0, so it is refused when the recipe is built."""
+    needed = 2 if config.include_self else 3
+    n = recipe.optim.batch_size
+    if n < needed:
+        option = "use" if config.include_self else "include_self"
+        return [f"{option}: 'relation' compares each image with the others of the batch, and with optim.batch_size "
+                f"= {n}{'' if config.include_self else ' and include_self = false'} it is identically 0 (it needs "
+                f"a batch of at least {needed})"]
+    return []
+
+
 class Relation(Technique):
     """KL between the row-softmaxed similarity matrices of the source and target batch."""
 

@@ -190,6 +190,15 @@ class SemanticVariations(Technique):
         self.trained = True
 
 
+def check_semantic_variations(config: SemanticVariationsConfig, recipe) -> list[str]:
+    """Problems of a ``semantic-variations`` entry within the whole recipe (``TechniqueSpec.check``), found when
+    the recipe is built: it perturbs ``E_T(target)``, so a recipe without a target text cannot run it."""
+    if recipe.target is None:
+        return ["use: 'semantic-variations' needs a target text (recipe.target; --target on the command line): "
+                "its variations perturb E_T(target)"]
+    return []
+
+
 def find_variations(run) -> SemanticVariations | None:
     """The run's ``semantic-variations`` instance, or None."""
     for technique in run.techniques:
