@@ -3,31 +3,59 @@
 A checkpoint holds the target generator, the EMA copy, the optimiser state, every technique's
 ``state_dict`` and the next step index. It is written atomically and read with
 ``torch.load(weights_only=True)``: loading executes no code.
+
+A run keeps two: ``checkpoints/last.pt`` and ``checkpoints/previous.pt`` (the one before it). A
+checkpoint is only written when every weight is finite, and it is *good* once the step after it has run
+with a finite loss; when that step's loss is not finite, ``previous.pt`` is the good one
+(:class:`KeptCheckpoints` keeps track and names it).
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+import shutil
 from pathlib import Path
 
+import attrs
 import torch
 
-from zsgm.io_utils import atomic_torch_save
+from zsgm.io_utils import WriteError, atomic_write
+from zsgm.run import RunError
 
 FORMAT = "zsgm-run-checkpoint"
 VERSION = 1
+_KEYS = ("next_step", "target", "ema", "optimizer", "techniques")
 
 
 class CheckpointMismatchError(RuntimeError):
-    """A run checkpoint does not fit the run it is resumed into."""
+    """A run checkpoint cannot be read, or does not fit the run it is resumed into."""
+
+
+class NonFiniteError(RunError):
+    """Training produced NaN or inf; the message names the last good checkpoint."""
+
+
+class NonFiniteWeightsError(NonFiniteError):
+    """Weights became (or a checkpoint holds) NaN or inf."""
 
 
 def checkpoint_path(out_dir: str | Path) -> Path:
+    """``<out_dir>/checkpoints/last.pt``: the checkpoint a resume continues from."""
     return Path(out_dir) / "checkpoints" / "last.pt"
 
 
-def save_run_checkpoint(run, optimizer: torch.optim.Optimizer, *, next_step: int) -> Path:
-    """Write ``checkpoints/last.pt`` for ``run`` (atomic)."""
-    state = {
+def previous_checkpoint_path(out_dir: str | Path) -> Path:
+    """``<out_dir>/checkpoints/previous.pt``: the checkpoint written before ``last.pt``."""
+    return Path(out_dir) / "checkpoints" / "previous.pt"
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def run_checkpoint_state(run, optimizer: torch.optim.Optimizer, *, next_step: int) -> dict:
+    """What a checkpoint of ``run`` holds (tensors stay where they are; ``torch.save`` copies them)."""
+    return {
         "format": FORMAT,
         "version": VERSION,
         "next_step": next_step,
@@ -36,28 +64,229 @@ def save_run_checkpoint(run, optimizer: torch.optim.Optimizer, *, next_step: int
         "optimizer": optimizer.state_dict(),
         "techniques": {use.name: tech.state_dict() for use, tech in zip(run.uses, run.techniques)},
     }
+
+
+def write_checkpoint_file(state: dict, path: str | Path) -> None:
+    """``torch.save`` atomically through a Python file object, so a full disk raises ``OSError`` (ENOSPC)
+    -> :class:`WriteError` naming ``path`` (saving to a path name raises an opaque ``RuntimeError``)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+
+    atomic_write(path, write)
+
+
+def keep_previous_checkpoint(out_dir: str | Path) -> bool:
+    """Make ``previous.pt`` the current ``last.pt`` (a hard link, else a copy), atomically; ``last.pt`` stays
+    in place throughout, so a crash or a full disk at any point leaves a readable ``last.pt``.
+
+    Returns:
+        Whether there was a ``last.pt`` to keep.
+    """
+    last, previous = checkpoint_path(out_dir), previous_checkpoint_path(out_dir)
+    if not last.exists():
+        return False
+    tmp = previous.with_name(f".{previous.name}.{os.getpid()}.tmp")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        try:
+            os.link(last, tmp)
+        except OSError:  # no hard links on this file system
+            shutil.copyfile(last, tmp)
+        os.replace(tmp, previous)
+    except OSError as exc:
+        if tmp.exists():
+            tmp.unlink()
+        raise WriteError(exc.errno, f"cannot write {previous}: {exc.strerror or exc}") from None
+    return True
+
+
+def save_run_checkpoint(run, optimizer: torch.optim.Optimizer, *, next_step: int) -> Path:
+    """Keep ``last.pt`` as ``previous.pt``, then write ``checkpoints/last.pt`` for ``run`` (atomic)."""
+    keep_previous_checkpoint(run.out_dir)
     path = checkpoint_path(run.out_dir)
-    atomic_torch_save(state, path)
+    write_checkpoint_file(run_checkpoint_state(run, optimizer, next_step=next_step), path)
     return path
 
 
-def load_run_checkpoint(run) -> dict:
-    """Restore the generators and technique states of ``run`` from ``checkpoints/last.pt``.
+# ---------------------------------------------------------------------------------------------- finiteness
 
-    Returns:
-        The checkpoint dict; the caller restores ``state["optimizer"]`` once the optimiser exists
-        (techniques may add parameter groups during setup) and continues from ``state["next_step"]``.
+
+def _nonfinite_names(named: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors in ``named`` holding NaN or inf (one host sync per device)."""
+    floats = [(name, t) for name, t in named.items() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floats:
+        return []
+    flags = [torch.isfinite(t).all() for _, t in floats]
+    ok = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
+    return [name for (name, _), good in zip(floats, ok) if not good]
+
+
+def nonfinite_weights(run, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
+    """Names of the run's weights holding NaN or inf: target generator, EMA copy, and whatever else the
+    optimiser trains (techniques' parameters, named by optimiser group and index)."""
+    named = {f"target.{k}": v for k, v in run.g_target.state_dict().items()}
+    if run.g_ema is not None:
+        named.update({f"ema.{k}": v for k, v in run.g_ema.state_dict().items()})
+    if optimizer is not None:
+        known = {id(p) for p in run.g_target.parameters()}
+        for i, group in enumerate(optimizer.param_groups):
+            for j, p in enumerate(group["params"]):
+                if id(p) not in known:
+                    named[f"optimizer group {i} parameter {j}"] = p.detach()
+    return _nonfinite_names(named)
+
+
+def nonfinite_in_checkpoint(state: dict) -> list[str]:
+    """Names of a read checkpoint's generator weights holding NaN or inf."""
+    named = {f"target.{k}": v for k, v in state["target"].items()}
+    named.update({f"ema.{k}": v for k, v in (state["ema"] or {}).items()})
+    return _nonfinite_names(named)
+
+
+def _names(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+@attrs.define
+class KeptCheckpoints:
+    """A run's ``last.pt`` and ``previous.pt``: writes them and knows which one is good.
+
+    Attributes:
+        out_dir: the run directory.
+        last_step: ``next_step`` of ``last.pt`` (None: none written by or resumed into this run).
+        previous_step: ``next_step`` of ``previous.pt`` when known.
     """
-    path = checkpoint_path(run.out_dir)
+
+    out_dir: Path
+    last_step: int | None = None
+    previous_step: int | None = None
+
+    def save(self, run, optimizer: torch.optim.Optimizer, *, next_step: int) -> Path:
+        """Write ``last.pt`` (keeping the old one as ``previous.pt``) if every weight is finite.
+
+        Raises:
+            NonFiniteWeightsError: the update of step ``next_step - 1`` made weights NaN/inf; nothing is
+                written and the message names the good checkpoint.
+            WriteError: the write failed (disk full...); the message says which checkpoint is intact.
+        """
+        bad = nonfinite_weights(run, optimizer)
+        if bad:
+            raise NonFiniteWeightsError(
+                f"non-finite weights after step {next_step - 1} ({_names(bad)}); {self.describe_good(next_step)} "
+                f"(try a lower optim.lr or check the technique weights, in a new run)")
+        try:
+            if keep_previous_checkpoint(self.out_dir):
+                self.previous_step = self.last_step
+            path = checkpoint_path(self.out_dir)
+            write_checkpoint_file(run_checkpoint_state(run, optimizer, next_step=next_step), path)
+        except WriteError as exc:
+            raise WriteError(exc.errno, f"{exc.strerror}; {self.describe_intact()}") from None
+        self.last_step = next_step
+        return path
+
+    def good(self, first_bad_step: int) -> tuple[Path, int | None] | None:
+        """The newest good checkpoint when step ``first_bad_step`` is the first that failed (its loss was
+        not finite, or it starts from weights that are not), with its ``next_step`` if known."""
+        last, previous = checkpoint_path(self.out_dir), previous_checkpoint_path(self.out_dir)
+        if self.last_step is None:
+            return None
+        if self.last_step < first_bad_step and last.exists():
+            return last, self.last_step  # the step after it ran with a finite loss
+        if previous.exists():
+            return previous, self.previous_step  # last.pt leads straight into the failure
+        return None
+
+    def describe_good(self, first_bad_step: int) -> str:
+        """``"the last good checkpoint is ..."`` for a failure at ``first_bad_step``."""
+        found = self.good(first_bad_step)
+        last = checkpoint_path(self.out_dir)
+        if found is None:
+            if self.last_step is not None and last.exists():
+                return f"no good checkpoint was kept ({last} leads straight into this step)"
+            return "no checkpoint was written yet"
+        path, step = found
+        text = f"the last good checkpoint is {path}" + (f" (next step {step})" if step is not None else "")
+        if path != last and last.exists():
+            text += f"; {last} (next step {self.last_step}) leads straight into this step"
+        return text
+
+    def describe_intact(self) -> str:
+        """Which checkpoint survives a failed write."""
+        last = checkpoint_path(self.out_dir)
+        if self.last_step is not None and last.exists():
+            return f"the checkpoint {last} (next step {self.last_step}) is intact; free some space and resume the run"
+        return "no checkpoint had been written yet"
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _unreadable(path: Path, why: str) -> CheckpointMismatchError:
+    """One line: the file, that it is not a usable checkpoint, and what to do (never a weaker safety)."""
+    previous = previous_checkpoint_path(path.parent.parent)
+    advice = "start a new run in another directory"
+    if path.name == "last.pt" and previous.exists():
+        advice += f", or copy {previous} (the checkpoint before it) over it and resume"
+    return CheckpointMismatchError(f"{path}: not a readable zsgm run checkpoint ({why}); {advice}")
+
+
+def read_run_checkpoint(path: str | Path) -> dict:
+    """Read and check a run checkpoint onto the CPU (``weights_only``: executes nothing); builds no model.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names ``previous.pt`` if there is one).
+        CheckpointMismatchError: one line naming the file when it is truncated, corrupt, foreign or of
+            another format version.
+    """
+    path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
+        previous = previous_checkpoint_path(path.parent.parent)
+        hint = f"; copy {previous} to it to resume from the checkpoint before" if previous.exists() else ""
+        raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist{hint}")
     try:
-        state = torch.load(path, map_location=run.device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe file
-        raise CheckpointMismatchError(f"{path}: not a readable zsgm run checkpoint ({type(exc).__name__}: {exc})") \
-            from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except IsADirectoryError:
+        raise _unreadable(path, "it is a directory") from None
+    except PermissionError as exc:
+        raise CheckpointMismatchError(f"{path}: cannot read the checkpoint ({exc.strerror})") from None
+    except pickle.UnpicklingError:
+        raise _unreadable(path, "it holds objects a safe load refuses: not written by zsgm") from None
+    except Exception:  # noqa: BLE001 - torch's messages advise weakening the safety; never shown
+        raise _unreadable(path, "truncated, corrupt or not written by zsgm") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointMismatchError(f"{path}: not a zsgm run checkpoint (missing format tag {FORMAT!r})")
+        raise _unreadable(path, f"no {FORMAT!r} format tag")
+    if not isinstance(state.get("version"), int) or state["version"] > VERSION:
+        raise _unreadable(path, f"format version {state.get('version')!r}; this zsgm reads up to {VERSION}")
+    missing = [k for k in _KEYS if k not in state]
+    if missing:
+        raise _unreadable(path, f"missing {', '.join(missing)}")
+    step = state["next_step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise _unreadable(path, f"next_step is {step!r}")
+    if not isinstance(state["target"], dict) or not isinstance(state["techniques"], dict):
+        raise _unreadable(path, "target or techniques is not a table of tensors")
+    return state
+
+
+def _to_device(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_device(v, device)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def apply_run_checkpoint(run, state: dict, *, path: str | Path) -> None:
+    """Restore the generators and technique states of ``run`` from a read checkpoint.
+
+    The caller restores ``state["optimizer"]`` once the optimiser exists (techniques may add parameter groups
+    during setup) and continues from ``state["next_step"]``.
+    """
     names = [use.name for use in run.uses]
     saved = list(state["techniques"])
     if saved != names:
@@ -71,15 +300,28 @@ def load_run_checkpoint(run) -> dict:
                 raise CheckpointMismatchError(f"{path}: the recipe keeps an EMA generator but the checkpoint has none")
             run.g_ema.load_state_dict(state["ema"])
         for use, tech in zip(run.uses, run.techniques):
-            tech.load_state_dict(state["techniques"][use.name])
-    except (RuntimeError, ValueError, KeyError) as exc:
+            tech.load_state_dict(_to_device(state["techniques"][use.name], run.device))
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, CheckpointMismatchError):
+            raise
         raise CheckpointMismatchError(f"{path}: does not fit this run: {exc}") from None
+
+
+def load_run_checkpoint(run) -> dict:
+    """Read ``checkpoints/last.pt`` of ``run`` and restore its generators and technique states.
+
+    Returns:
+        The checkpoint dict (see :func:`apply_run_checkpoint` for the optimiser).
+    """
+    path = checkpoint_path(run.out_dir)
+    state = read_run_checkpoint(path)
+    apply_run_checkpoint(run, state, path=path)
     return state
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict, *, path: str | Path = "checkpoint") -> None:
-    """Load the optimiser state saved with a run checkpoint."""
+    """Load the optimiser state saved with a run checkpoint (tensors move to their parameters' devices)."""
     try:
         optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as exc:
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointMismatchError(f"{path}: optimiser state does not fit this run: {exc}") from None

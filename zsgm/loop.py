@@ -1,13 +1,15 @@
 """The optimisation loop, readable top to bottom.
 
-    run = build_run(recipe)              generators, CLIP, technique instances
+    lock the run directory               one process per run (zsgm.run_dir)
+    resume: read the checkpoint, check the recipe against the run's; a finished run returns at once
+    run = build_run(recipe)              generators, CLIP, technique instances (restored on resume)
     setup hooks, optimiser               (resume: restore states first)
     for step in steps:
         before_step hooks                (layer freezing)
         batch = StepBatch(run, step)     lazy: source forward only if someone reads it
         terms = loss hooks               named, unweighted; weighted here by the recipe
         check finite, backward, after_backward hooks, optimiser step, EMA
-        after_step hooks, log, grids, checkpoint
+        after_step hooks, log, grids, checkpoint (only of finite weights; the one before is kept)
     final generator + grid; teardown hooks
 """
 
@@ -22,26 +24,72 @@ import attrs
 import torch
 from tqdm.auto import tqdm
 
-from zsgm.checkpoint import checkpoint_path, load_run_checkpoint, restore_optimizer, save_run_checkpoint
-from zsgm.io_utils import append_jsonl, atomic_write_text, image_grid, save_png, truncate_jsonl
+from zsgm.checkpoint import (
+    KeptCheckpoints,
+    NonFiniteError,
+    NonFiniteWeightsError,
+    apply_run_checkpoint,
+    nonfinite_in_checkpoint,
+    nonfinite_weights,
+    read_run_checkpoint,
+    restore_optimizer,
+)
+from zsgm.io_utils import WriteError, append_jsonl, atomic_write_text, image_grid, save_png, truncate_jsonl
 from zsgm.recipe import Recipe, dumps_recipe
 from zsgm.run import Run, RunError, build_run
+from zsgm.run_dir import RunDirLock, RunPaths, check_resume_recipe, prepare_run_dir, refuse_existing_run
 from zsgm.step import StepBatch, random_noise
 
+__all__ = ["NonFiniteError", "NonFiniteLossError", "NonFiniteWeightsError", "RunResult", "adapt"]
 
-class NonFiniteLossError(RunError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+class NonFiniteLossError(NonFiniteError):
+    """A loss became NaN or infinite; the message names the last good checkpoint."""
 
 
 @attrs.define
 class RunResult:
-    """What :func:`adapt` returns."""
+    """What :func:`adapt` returns.
+
+    Attributes:
+        out_dir: the run directory; ``paths`` says where each of its files is.
+        steps_done: steps the run has done in all (this call and earlier ones).
+        steps_total: ``optim.steps`` of the recipe.
+        last_losses: the last step's logged losses (``{}`` when this call ran no step and none is logged).
+        generator_path: the final generator, once the run has done all its steps (else None).
+        seconds: wall time of this call.
+        already_finished: a resume found the run finished: nothing was run or written.
+        resume_changes: ``"field: old -> new"`` for each field a resume changed (see :mod:`zsgm.run_dir`).
+    """
 
     out_dir: Path
     steps_done: int
     last_losses: dict
     generator_path: Path | None
     seconds: float
+    steps_total: int = 0
+    already_finished: bool = False
+    resume_changes: list[str] = attrs.Factory(list)
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(Path(self.out_dir))
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.paths.samples
+
+    @property
+    def losses_path(self) -> Path:
+        return self.paths.losses
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.paths.checkpoint
+
+    @property
+    def recipe_path(self) -> Path:
+        return self.paths.recipe
 
 
 def make_optimizer(run: Run) -> torch.optim.Adam:
@@ -102,6 +150,36 @@ def compute_losses(run: Run, step: int) -> tuple[torch.Tensor, dict[str, float]]
     return total, log
 
 
+def check_loss_finite(run: Run, step: int, log: dict[str, float], kept: KeptCheckpoints) -> None:
+    """Stop with a diagnostic naming the last good checkpoint when a loss of ``step`` is NaN or inf."""
+    if math.isfinite(log["total"]):
+        return
+    bad = {k: v for k, v in log.items() if not math.isfinite(v)}
+    weights = nonfinite_weights(run)  # only on this error path: no per-step host sync
+    cause = (f"the weights were already non-finite ({', '.join(weights[:3])})" if weights
+             else "the weights were finite")
+    raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}; {cause}; {kept.describe_good(step)} "
+                             f"(try a lower optim.lr or check the technique weights, in a new run)")
+
+
+def optimisation_step(run: Run, optimizer: torch.optim.Optimizer, step: int, kept: KeptCheckpoints) -> dict:
+    """One step: hooks, losses, backward, update, EMA. Returns the step's log."""
+    run.step = step
+    set_default_trainable(run)
+    run.pm.hook.zsgm_before_step(run=run, step=step)
+    run.batch = StepBatch(run, step)
+    total, log = compute_losses(run, step)
+    check_loss_finite(run, step, log, kept)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    run.pm.hook.zsgm_after_backward(run=run, step=step)
+    optimizer.step()
+    update_ema(run)
+    run.pm.hook.zsgm_after_step(run=run, step=step)
+    run.batch = None
+    return log
+
+
 def fixed_sample_inputs(run: Run):
     """Latents and noise for the image grids: fixed for the whole run, truncated as the recipe says."""
     n = run.recipe.run.n_samples
@@ -130,11 +208,66 @@ def write_grid(run: Run, step: int, inputs) -> Path:
     return path
 
 
+def log_step(path: Path, record: dict) -> None:
+    """Append one line to ``losses.jsonl``; a failed write names the file."""
+    try:
+        append_jsonl(path, record)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def write_final_generator(run: Run, paths: RunPaths, kept: KeptCheckpoints) -> Path:
+    """``generator.safetensors`` from the sampling generator (EMA if kept); a failed write names the file
+    and the intact checkpoint (safetensors reports a full disk as its own error type, not ``OSError``)."""
+    from zsgm.generator import save_generator
+
+    try:
+        save_generator(run.sample_generator(), paths.generator)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"{exc.strerror or exc}; {kept.describe_intact()}") from None
+    except Exception as exc:  # noqa: BLE001 - the state to save is good: any failure here is the write's
+        raise WriteError(None, f"cannot write {paths.generator}: {exc}; {kept.describe_intact()}") from None
+    return paths.generator
+
+
 def _write_run_record(run: Run, *, resumed_from: int | None) -> None:
     atomic_write_text(run.out_dir / "recipe.toml", dumps_recipe(run.recipe))
     record = run.state_fingerprint()
     record["resumed_from"] = resumed_from
     atomic_write_text(run.out_dir / "run.json", json.dumps(record, indent=2) + "\n")
+
+
+def _last_logged(paths: RunPaths) -> dict:
+    """The last line of ``losses.jsonl`` without its step (``{}`` if none is readable)."""
+    try:
+        lines = paths.losses.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            return {k: v for k, v in record.items() if k != "step"}
+    return {}
+
+
+def open_resume(paths: RunPaths, recipe: Recipe) -> tuple[dict, list[str]]:
+    """Read the run's checkpoint and check ``recipe`` against the run's saved one; loads no model.
+
+    Returns:
+        ``(checkpoint state on the CPU, allowed changes)``.
+    """
+    state = read_run_checkpoint(paths.checkpoint)
+    changes = check_resume_recipe(paths, recipe, steps_done=state["next_step"])
+    bad = nonfinite_in_checkpoint(state)
+    if bad:
+        raise NonFiniteWeightsError(
+            f"{paths.checkpoint} holds non-finite weights ({', '.join(bad[:3])}) and cannot be resumed"
+            + (f"; copy {paths.previous_checkpoint} over it to resume from the checkpoint before"
+               if paths.previous_checkpoint.exists() else "; start a new run in another directory"))
+    return state, changes
 
 
 def adapt(recipe: Recipe, *, out_dir: str | Path, resume: bool = False, registry=None,
@@ -144,35 +277,59 @@ def adapt(recipe: Recipe, *, out_dir: str | Path, resume: bool = False, registry
     Args:
         recipe: a validated recipe.
         out_dir: run directory (created). With ``resume=True`` it must hold ``checkpoints/last.pt``.
-        resume: continue from the last checkpoint (the recipe must match the saved one).
+        resume: continue from the last checkpoint. The recipe must equal the run's saved ``recipe.toml``
+            except ``optim.steps`` (not below the steps done), ``run.device``, ``run.progress``,
+            ``run.sample_every``, ``run.checkpoint_every`` and ``clip.models[i].trust_torchscript``
+            (:mod:`zsgm.run_dir`). A run that has done all its steps and written its generator is not
+            touched: the result says ``already_finished``.
         registry: plugin registry (default: installed plugins).
         stop_after: stop after this many steps of this call (simulates an interruption; tests).
 
     Returns:
         A :class:`RunResult`.
+
+    Raises:
+        RunError: ``out_dir`` is a file, holds a run (without ``resume``), is in use by another process
+            (``RunDirBusyError``), or the resume's recipe differs (``ResumeMismatchError``); a loss or the
+            weights became non-finite (``NonFiniteError``, naming the last good checkpoint).
+        WriteError: a file could not be written (the message names it and the intact checkpoint).
+        CheckpointMismatchError: the checkpoint is unreadable or does not fit.
     """
     started = time.time()
-    out_dir = Path(out_dir)
-    if not resume and checkpoint_path(out_dir).exists():
-        raise RunError(f"{out_dir} already holds a run (checkpoints/last.pt); resume it with --resume or "
-                       f"choose another output directory")
-    run = build_run(recipe, out_dir=out_dir, registry=registry)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = 0
-    state = None
-    if resume:
-        state = load_run_checkpoint(run)
-        start = int(state["next_step"])
-    _write_run_record(run, resumed_from=start if resume else None)
-    log_path = out_dir / "losses.jsonl"
-    if resume:
-        truncate_jsonl(log_path, keep=lambda rec: rec.get("step", -1) < start)
-    elif log_path.exists():
-        log_path.unlink()
+    paths = prepare_run_dir(out_dir)
+    with RunDirLock(paths.out_dir):
+        state, changes = None, []
+        if resume:
+            state, changes = open_resume(paths, recipe)
+            if state["next_step"] >= recipe.optim.steps and paths.generator.exists():
+                return RunResult(out_dir=paths.out_dir, steps_done=state["next_step"], last_losses=_last_logged(paths),
+                                 generator_path=paths.generator, seconds=time.time() - started,
+                                 steps_total=recipe.optim.steps, already_finished=True, resume_changes=changes)
+        else:
+            refuse_existing_run(paths)
+        result = _train(recipe, paths, state=state, registry=registry, stop_after=stop_after)
+    result.seconds = time.time() - started
+    result.resume_changes = changes
+    return result
+
+
+def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, stop_after: int | None) -> RunResult:
+    """Build the run, restore ``state`` if resuming, run the steps, write the final outputs."""
+    run = build_run(recipe, out_dir=paths.out_dir, registry=registry)
+    start = 0 if state is None else state["next_step"]
+    if state is not None:
+        apply_run_checkpoint(run, state, path=paths.checkpoint)
+    _write_run_record(run, resumed_from=start if state is not None else None)
+    if state is not None:
+        truncate_jsonl(paths.losses, keep=lambda rec: rec.get("step", -1) < start)
+    elif paths.losses.exists():
+        paths.losses.unlink()
+    kept = KeptCheckpoints(paths.out_dir, last_step=start if state is not None else None)
 
     error: BaseException | None = None
     steps = recipe.optim.steps
     end = steps if stop_after is None else min(steps, start + stop_after)
+    every_grid, every_ckpt = recipe.run.sample_every, recipe.run.checkpoint_every
     log: dict[str, float] = {}
     generator_path = None
     grid_inputs = fixed_sample_inputs(run)
@@ -180,49 +337,28 @@ def adapt(recipe: Recipe, *, out_dir: str | Path, resume: bool = False, registry
         run.pm.hook.zsgm_setup(run=run)
         optimizer = make_optimizer(run)
         if state is not None:
-            restore_optimizer(optimizer, state, path=checkpoint_path(out_dir))
+            restore_optimizer(optimizer, state, path=paths.checkpoint)
         if start == 0:
             write_grid(run, 0, grid_inputs)
         bar = tqdm(range(start, end), initial=start, total=steps, desc="adapt", unit="step",
                    disable=not recipe.run.progress, dynamic_ncols=True)
         for step in bar:
-            run.step = step
-            set_default_trainable(run)
-            run.pm.hook.zsgm_before_step(run=run, step=step)
-            run.batch = StepBatch(run, step)
-            total, log = compute_losses(run, step)
-            if not math.isfinite(log["total"]):
-                bad = {k: v for k, v in log.items() if not math.isfinite(v)}
-                kept = checkpoint_path(out_dir)
-                where = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written yet"
-                raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}; {where} "
-                                         f"(try a lower optim.lr or check the technique weights)")
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            run.pm.hook.zsgm_after_backward(run=run, step=step)
-            optimizer.step()
-            update_ema(run)
-            run.pm.hook.zsgm_after_step(run=run, step=step)
-            run.batch = None
-            append_jsonl(log_path, {"step": step, **log})
+            log = optimisation_step(run, optimizer, step, kept)
+            log_step(paths.losses, {"step": step, **log})
             bar.set_postfix(loss=f"{log['total']:.4f}")
             done = step + 1
-            every_grid, every_ckpt = recipe.run.sample_every, recipe.run.checkpoint_every
             if every_grid and done % every_grid == 0 and done < steps:
                 write_grid(run, done, grid_inputs)
             if (every_ckpt and done % every_ckpt == 0) or done == end:
-                save_run_checkpoint(run, optimizer, next_step=done)
+                kept.save(run, optimizer, next_step=done)
         bar.close()
-        if end == steps:
+        if end == steps:  # the last checkpoint (or the resumed one) holds these weights: they are finite
             write_grid(run, steps, grid_inputs)
-            from zsgm.generator import save_generator
-
-            generator_path = out_dir / "generator.safetensors"
-            save_generator(run.sample_generator(), generator_path)
+            generator_path = write_final_generator(run, paths, kept)
     except BaseException as exc:
         error = exc
         raise
     finally:
         run.pm.hook.zsgm_teardown(run=run, error=error)
-    return RunResult(out_dir=out_dir, steps_done=end, last_losses=log, generator_path=generator_path,
-                     seconds=time.time() - started)
+    return RunResult(out_dir=paths.out_dir, steps_done=end, last_losses=log or _last_logged(paths),
+                     generator_path=generator_path, seconds=0.0, steps_total=steps)

@@ -1,0 +1,306 @@
+"""The run directory: its layout, the lock that gives one process at a time a run, and the resume contract.
+
+A run directory holds::
+
+    recipe.toml              the resolved recipe (a resume must match it, see below)
+    run.json                 seed, device, versions; ``resumed_from`` when resumed
+    losses.jsonl             one line per step
+    samples/step-XXXXXX.png  source/adapted grids
+    checkpoints/last.pt      the newest resumable checkpoint
+    checkpoints/previous.pt  the one before it (kept in case the newest is bad)
+    generator.safetensors    the final generator (written once the last step is done)
+    .zsgm.lock               held (``flock``) by the process running the run; records its pid
+
+**What a resume may change.** A resumed run continues the trajectory its checkpoint lies on, so the recipe
+must be the run's saved ``recipe.toml`` except for fields that do not change what is computed at any step:
+
+- ``optim.steps``: may grow (continue a finished run) or shrink, never below the steps already done. A
+  technique whose schedule is relative to the run length (AIR's refresh steps) follows the new length for
+  the remaining steps.
+- ``run.device``: where it runs (on another device the numbers match to float precision, not bit for bit).
+- ``run.progress``, ``run.sample_every``, ``run.checkpoint_every``: what is shown and how often it is saved.
+- ``clip.models[i].trust_torchscript``: whether a CLIP file may run its code when loaded (the same file
+  gives the same model either way).
+
+Any other difference is refused before anything is loaded or written, listing each field with the run's
+value and the new one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from zsgm.io_utils import WriteError
+from zsgm.run import RunError
+
+LOCK_NAME = ".zsgm.lock"
+
+#: Recipe fields a resume may change (``[]`` stands for any list index), with why, for the message.
+RESUMABLE_FIELDS = {
+    "optim.steps": "not below the steps already done",
+    "run.device": "",
+    "run.progress": "",
+    "run.sample_every": "",
+    "run.checkpoint_every": "",
+    "clip.models[].trust_torchscript": "",
+}
+
+
+@attrs.frozen
+class RunPaths:
+    """Where a run's files are (see the module docstring)."""
+
+    out_dir: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.out_dir / "recipe.toml"
+
+    @property
+    def record(self) -> Path:
+        return self.out_dir / "run.json"
+
+    @property
+    def losses(self) -> Path:
+        return self.out_dir / "losses.jsonl"
+
+    @property
+    def samples(self) -> Path:
+        return self.out_dir / "samples"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / "checkpoints" / "last.pt"
+
+    @property
+    def previous_checkpoint(self) -> Path:
+        return self.out_dir / "checkpoints" / "previous.pt"
+
+    @property
+    def generator(self) -> Path:
+        return self.out_dir / "generator.safetensors"
+
+    @property
+    def lock(self) -> Path:
+        return self.out_dir / LOCK_NAME
+
+
+# ---------------------------------------------------------------------------------------------- creating
+
+
+def prepare_run_dir(out_dir: str | Path) -> RunPaths:
+    """Create the run directory (and parents) and return its :class:`RunPaths`; loads nothing.
+
+    Raises:
+        RunError: ``out_dir`` is an existing file (or a path through a file).
+        WriteError: the directory cannot be created (permissions, read-only file system, disk full).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"run directory {out_dir} is an existing file, not a directory; choose a directory "
+                       f"for the run's outputs")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunError(f"run directory {out_dir}: part of the path is a file, not a directory") from None
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot create the run directory {out_dir}: {exc.strerror or exc}") from None
+    return RunPaths(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------- locking
+
+
+class RunDirBusyError(RunError):
+    """Another process holds the run directory's lock."""
+
+
+class RunDirLock:
+    """An exclusive ``flock`` on ``<out_dir>/.zsgm.lock`` for as long as a run uses the directory.
+
+    The kernel drops the lock when the holder's file is closed, including when the process dies (crash,
+    ``kill -9``), so a stale lock cannot outlive its run. Use as a context manager::
+
+        with RunDirLock(out_dir):
+            ...  # only this process writes the run
+
+    Raises (on entering):
+        RunDirBusyError: another process holds the lock; the message names the directory and its pid.
+        WriteError: the lock file cannot be created (directory not writable).
+    """
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise WriteError(exc.errno, f"cannot write to the run directory {self.out_dir}: "
+                                        f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f" (pid {holder})" if holder else ""
+                raise RunDirBusyError(f"run directory {self.out_dir} is in use by another zsgm run{who}; wait "
+                                      f"for it to finish or choose another directory") from None
+            raise WriteError(exc.errno, f"cannot lock the run directory {self.out_dir}: "
+                                        f"{exc.strerror or exc}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunDirLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    """The pid the lock holder wrote into the lock file ("" if unreadable)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return text if text.isdigit() else ""
+
+
+# ---------------------------------------------------------------------------------------------- existing runs
+
+
+def refuse_existing_run(paths: RunPaths) -> None:
+    """A new run must not overwrite one: refuse a directory holding a checkpoint or a final generator."""
+    for path in (paths.checkpoint, paths.previous_checkpoint, paths.generator):
+        if path.exists():
+            raise RunError(f"{paths.out_dir} already holds a run ({path.relative_to(paths.out_dir)}); resume "
+                           f"it with --resume or choose another output directory")
+
+
+class ResumeMismatchError(RunError):
+    """The recipe given to a resume differs from the run's saved recipe in a field that may not change.
+
+    ``differences`` lists ``(field path, run's value, new value)``.
+    """
+
+    def __init__(self, message: str, differences: list[tuple[str, Any, Any]]):
+        super().__init__(message)
+        self.differences = differences
+
+
+_ABSENT = object()
+
+
+def check_resume_recipe(paths: RunPaths, recipe, *, steps_done: int) -> list[str]:
+    """Compare ``recipe`` (resolved) with the run's saved ``recipe.toml``; loads no model, writes nothing.
+
+    Both sides are compared as the TOML the run would save, field by field, so a default that changed
+    between versions (a field the saved recipe lacks) counts as a difference too.
+
+    Returns:
+        ``"path: old -> new"`` for each allowed change (for the caller to report).
+
+    Raises:
+        RunError: the saved recipe is missing or unreadable.
+        ResumeMismatchError: a field outside :data:`RESUMABLE_FIELDS` differs, or ``optim.steps`` is
+            below ``steps_done``; the message lists every offending field with both values.
+    """
+    from zsgm.recipe import dumps_recipe
+
+    saved = _read_saved_recipe(paths.recipe)
+    now = tomllib.loads(dumps_recipe(recipe))
+    old_fields, new_fields = _flatten(saved), _flatten(now)
+    allowed, refused = [], []
+    for path in sorted(set(old_fields) | set(new_fields), key=_field_order(old_fields, new_fields)):
+        old, new = old_fields.get(path, _ABSENT), new_fields.get(path, _ABSENT)
+        if old == new and isinstance(old, bool) == isinstance(new, bool):
+            continue
+        if _resumable(path):
+            allowed.append((path, old, new))
+        else:
+            refused.append((path, old, new))
+    problems = [f"{p}: {_show(o)} in the run, {_show(n)} in this recipe" for p, o, n in refused]
+    if recipe.optim.steps < steps_done:
+        problems.append(f"optim.steps: the run has already done {steps_done} steps; this recipe asks for "
+                        f"{recipe.optim.steps} (give at least {steps_done})")
+        refused.append(("optim.steps", steps_done, recipe.optim.steps))
+    if problems:
+        may = ", ".join(f"{k} ({why})" if why else k for k, why in RESUMABLE_FIELDS.items())
+        raise ResumeMismatchError(
+            f"cannot resume {paths.out_dir}: the recipe differs from the run's {paths.recipe.name} "
+            f"(a resume may change only {may}; start a new run in another directory for anything else):\n  "
+            + "\n  ".join(problems),
+            refused,
+        )
+    return [f"{p}: {_show(o)} -> {_show(n)}" for p, o, n in allowed]
+
+
+def _read_saved_recipe(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing, so the recipe of this resume cannot be checked against the run's; "
+                       f"restore it, or start a new run in another directory") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RunError(f"{path}: the run's saved recipe is unreadable ({exc}); restore it, or start a new run "
+                       f"in another directory") from None
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1}, "techniques": [{"use": "x"}]}`` -> ``{"optim.lr": 1, "techniques[0].use": "x"}``.
+
+    Lists of tables are indexed; lists of scalars stay whole values.
+    """
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def _field_order(*field_maps: dict[str, Any]):
+    """Sort key: fields in the order the recipes list them (old first, then new)."""
+    order: dict[str, int] = {}
+    for fields in field_maps:
+        for key in fields:
+            order.setdefault(key, len(order))
+    return lambda key: order[key]
+
+
+def _resumable(path: str) -> bool:
+    return re.sub(r"\[\d+\]", "[]", path) in RESUMABLE_FIELDS
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "(not set)"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
