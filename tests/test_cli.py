@@ -14,8 +14,8 @@ from zsgm.cli import USER_ERROR_EXIT, main
 
 def test_adapt_preset_nada_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["adapt", "--preset", "nada", "--generator", "tiny-random", "--clip", "tiny-random",
-                 "--steps", "3", "--sample-every", "0", "--out", str(out), "--no-progress"])
+    code = main(["adapt", "--preset", "nada", "--target", "sketch", "--generator", "tiny-random",
+                 "--clip", "tiny-random", "--steps", "3", "--sample-every", "0", "--out", str(out), "--no-progress"])
     assert code == 0
     assert (out / "generator.safetensors").exists()
     assert "done: 3 steps" in capsys.readouterr().out
@@ -57,13 +57,14 @@ def test_sample_and_convert(tmp_path):
     grid = tmp_path / "grid.png"
     assert main(["sample", "tiny-random", "--out", str(grid), "-n", "5", "--cols", "3"]) == 0
     assert Image.open(grid).size[0] > 0
-    single = tmp_path / "single"
+    single = tmp_path / "single"  # the old --out DIR -n N spelling works as --outdir with seeds 0..N-1
     assert main(["sample", "tiny-random", "--out", str(single), "-n", "2"]) == 0
-    assert sorted(p.name for p in single.iterdir()) == ["seed000000.png", "seed000001.png"]
+    assert sorted(p.name for p in single.iterdir()) == ["grid.png", "seed0000.png", "seed0001.png"]
 
 
-def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "zsgm.cli", "plugins"], capture_output=True, text=True,
+@pytest.mark.parametrize("module", ["zsgm.cli", "zsgm"])
+def test_console_script_is_installed(module):
+    result = subprocess.run([sys.executable, "-m", module, "plugins"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "zsgm.builtin" in result.stdout
 
