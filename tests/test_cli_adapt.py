@@ -124,3 +124,12 @@ def test_the_next_commands_of_a_shapes_run_include_eval(tmp_path):
     lines = run_summary(result, tmp_path, recipe=recipe, resumed=False)
     assert lines[0] == "done: 3 steps in 1.0 s; final loss 0.5000"
     assert any(line.strip().startswith(f"zsgm eval {tmp_path}") for line in lines)
+
+
+def test_no_recipe_and_resume_of_a_non_run_are_one_line_about_the_options(tmp_path, capsys, nothing_may_run):
+    assert main(["adapt", "--out", str(tmp_path / "o")]) == USER_ERROR_EXIT
+    assert one_error_line(capsys) == ("zsgm: error: give a recipe file or --preset NAME (see `zsgm plugins` for "
+                                      "presets)")
+    assert main(["adapt", "--resume", "--out", str(tmp_path)]) == USER_ERROR_EXIT
+    assert one_error_line(capsys) == (f"zsgm: error: --resume: {tmp_path / 'recipe.toml'} does not exist (is "
+                                      f"{tmp_path} a zsgm run directory?)")

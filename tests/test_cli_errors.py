@@ -83,6 +83,15 @@ def test_out_of_memory_is_one_line_with_what_to_lower(capsys, monkeypatch):
     assert line.startswith("zsgm: error: CUDA out of memory; lower --batch-size")
 
 
+def test_out_of_ram_is_one_line(capsys, monkeypatch):
+    def oom(args):
+        raise MemoryError()
+
+    monkeypatch.setattr(zsgm.cli, "cmd_plugins", oom)
+    assert main(["plugins"]) == USER_ERROR_EXIT
+    assert one_error_line(capsys) == "zsgm: error: out of memory; lower --batch-size or the CLIP ensemble"
+
+
 def test_interrupt_keeps_the_resume_hint_naming_the_run(tmp_path, capsys, monkeypatch):
     import zsgm.loop
 

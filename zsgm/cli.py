@@ -47,7 +47,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     out_of_memory = (torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ()
     return (CommandLineError, RecipeError, RegistryError, RunError, CheckpointError, CheckpointMismatchError,
-            ClipLoadError, OSError, ValueError, *out_of_memory)
+            ClipLoadError, OSError, ValueError, MemoryError, *out_of_memory)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -71,6 +71,8 @@ def describe_error(exc: BaseException) -> str:
     if type(exc).__name__ == "OutOfMemoryError":
         first = str(exc).split(". ")[0].strip()
         return f"{first}; lower --batch-size or the CLIP ensemble, or use --device cpu"
+    if isinstance(exc, MemoryError):
+        return f"out of memory{': ' + str(exc) if str(exc) else ''}; lower --batch-size or the CLIP ensemble"
     return str(exc)
 
 
@@ -175,8 +177,9 @@ def build_recipe_dict(args, registry) -> dict:
     """Merge preset / recipe file / command-line overrides into one recipe dict.
 
     Raises:
-        RecipeError: an unreadable recipe file (naming it), no recipe at all, or no target text and no
-            target images (telling the user to pass ``--target``).
+        CommandLineError: no recipe file and no preset; ``--resume`` of a folder without ``recipe.toml``.
+        RecipeError: an unreadable recipe file (naming it), or no target text and no target images (telling
+            the user to pass ``--target``).
     """
     from zsgm.recipe import RecipeError, merge_dicts, read_recipe_file
 
@@ -184,14 +187,14 @@ def build_recipe_dict(args, registry) -> dict:
     if args.resume and not args.recipe and not args.preset:
         saved = Path(args.out) / "recipe.toml"
         if not saved.is_file():
-            raise RecipeError([f"--resume: {saved} does not exist (is {args.out} a zsgm run directory?)"])
+            raise CommandLineError(f"--resume: {saved} does not exist (is {args.out} a zsgm run directory?)")
         args.recipe = str(saved)
     if args.preset:
         data = registry.presets.get(args.preset).build()
     if args.recipe:
         data = merge_dicts(data, read_recipe_file(args.recipe))
     if not data:
-        raise RecipeError(["give a recipe file or --preset NAME (see `zsgm plugins` for presets)"])
+        raise CommandLineError("give a recipe file or --preset NAME (see `zsgm plugins` for presets)")
     overrides: dict = {}
     if args.source is not None:
         overrides["source"] = args.source
