@@ -39,19 +39,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_generator_asset(checkpoint: str, registry, device: torch.device):
-    """A registered generator name or a checkpoint file. Returns ``(Generator, info)``."""
-    if checkpoint in registry.generators:
-        generator, info = registry.generators.get(checkpoint).load(device=device)
-        return generator, info
-    if os.path.exists(checkpoint):
-        from zsgm.generator import load_generator
+    """A registered generator name, a zsgm run directory, a run's ``checkpoints/last.pt`` or a checkpoint file
+    (resolved by :func:`zsgm.generator.sources.load_generator_source`). Returns ``(Generator, info)``.
 
-        return load_generator(checkpoint, map_location="cpu")
-    raise RecipeError([
-        "generator.checkpoint: "
-        + unknown_name_message("generator", checkpoint, registry.generators.names())
-        + " It is not an existing file either."
-    ])
+    Raises:
+        RecipeError: ``generator.checkpoint`` is neither a registered name nor an existing path.
+        CheckpointError: the path exists but holds no loadable generator (one line naming it).
+    """
+    from zsgm.generator.sources import GeneratorNotFoundError, load_generator_source
+
+    try:
+        return load_generator_source(checkpoint, registry=registry, device=device)
+    except GeneratorNotFoundError:
+        raise RecipeError([
+            "generator.checkpoint: "
+            + unknown_name_message("generator", checkpoint, registry.generators.names())
+            + " It is not an existing file or run directory either."
+        ]) from None
 
 
 def load_clip_asset(spec, registry, device: torch.device, *, preprocess: str):
