@@ -3,6 +3,8 @@ before anything loads; the end of a run says where everything is and what to run
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 import zsgm.loop
@@ -133,3 +135,13 @@ def test_no_recipe_and_resume_of_a_non_run_are_one_line_about_the_options(tmp_pa
     assert main(["adapt", "--resume", "--out", str(tmp_path)]) == USER_ERROR_EXIT
     assert one_error_line(capsys) == (f"zsgm: error: --resume: {tmp_path / 'recipe.toml'} does not exist (is "
                                       f"{tmp_path} a zsgm run directory?)")
+
+
+def test_a_resume_that_changed_the_recipe_lists_the_changes(tmp_path):
+    recipe = recipe_from_dict({"source": "photo", "target": "sketch", "generator": {"checkpoint": "tiny-random"},
+                               "techniques": [{"use": "directional"}]})
+    result = SimpleNamespace(out_dir=tmp_path, steps_done=5, last_losses={"total": 0.25}, generator_path=None,
+                             seconds=2.0, already_finished=False, resume_changes=["optim.steps: 3 -> 5"])
+    lines = run_summary(result, tmp_path, recipe=recipe, resumed=True)
+    assert lines[:3] == ["done: 5 steps in 2.0 s; final loss 0.2500",
+                         "resumed with these changes to the run's recipe:", "  optim.steps: 3 -> 5"]

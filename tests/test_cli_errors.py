@@ -106,6 +106,15 @@ def test_interrupt_keeps_the_resume_hint_naming_the_run(tmp_path, capsys, monkey
     assert capsys.readouterr().err.strip() == f"zsgm: interrupted; resume with `zsgm adapt --resume --out {out}`"
 
 
+def test_interrupting_another_command_exits_130_without_a_resume_hint(capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zsgm.cli, "cmd_plugins", interrupted)
+    assert main(["plugins"]) == INTERRUPTED_EXIT
+    assert capsys.readouterr().err == "zsgm: interrupted\n"
+
+
 def test_real_directory_given_as_a_file_is_one_line(tmp_path, capsys):
     """`zsgm eval --out DIR`: the table cannot be written onto a directory."""
     assert main(["eval", str(tmp_path / "missing-run"), "--out", str(tmp_path)]) == USER_ERROR_EXIT
