@@ -64,6 +64,12 @@ def test_no_target_text_and_no_images_tells_the_user_to_pass_target(tmp_path, ca
     assert f"{recipe}: target:" in line and "pass --target TEXT" in line
 
 
+def test_a_preset_without_target_tells_the_user_to_pass_target(tmp_path, capsys, nothing_may_run):
+    assert main(["adapt", "--preset", "air", *TINY, "--out", str(tmp_path / "o")]) == USER_ERROR_EXIT
+    assert one_error_line(capsys).startswith("zsgm: error: preset 'air': target: the recipe has no target text and "
+                                             "no target images; pass --target TEXT")
+
+
 @pytest.mark.parametrize("option, value", [("--target", ""), ("--target", "  "), ("--source", ""),
                                            ("--steps", "0"), ("--steps", "2.7"), ("--lr", "inf"), ("--lr", "nan"),
                                            ("--lr", "0"), ("--batch-size", "0"), ("--sample-every", "-1"),
