@@ -92,7 +92,7 @@ def nv(monkeypatch, tmp_path):
                 elif head in BUFFERS:
                     bufs[head] = flat[name]
                 else:
-                    params[head] = torch.nn.Parameter(flat[name].clone(), requires_grad=False)
+                    params[head] = torch.nn.Parameter(flat[name].detach(), requires_grad=False)
             return Persistent(cls, {
                 "training": False, "_parameters": params, "_buffers": bufs, "_non_persistent_buffers_set": set(),
                 "_modules": collections.OrderedDict((h, node(prefix + h + ".", ns, "Layer"))
@@ -368,3 +368,33 @@ def test_bad_init_kwargs_give_one_error_naming_the_kwarg(tmp_path, nv, over, mes
     monkeypatch.setattr(checkpoints, "Generator", never)
     with pytest.raises(CheckpointError, match=r"g.pkl: G_ema init kwargs: " + message):
         load_generator(tmp_path / "g.pkl")
+
+
+def test_pickled_tensors_that_claim_huge_shapes_are_refused_without_a_copy(tmp_path, nv, monkeypatch):
+    """A stride-0 view of one value pickles as a [2^20, 2^20] tensor in a file of a few kB."""
+    import zsgm.generator.checkpoints as checkpoints
+
+    def never(*args, **kwargs):
+        raise AssertionError("a generator was allocated for a file that should have been refused")
+
+    monkeypatch.setattr(checkpoints, "Generator", never)
+    g = small()
+    for key, want in (("mapping.fc0.weight", r"'style.1.weight' has shape \[1048576, 1048576\]"),
+                      ("synthesis.b8.conv0.weight", r"'convs.0.conv.weight' has shape \[1, 1048576, 1048576, 3, 3\]")):
+        flat = dict(to_nvidia_state_dict(g))
+        flat[key] = torch.zeros(1).expand(*([1 << 20, 1 << 20] + ([3, 3] if "conv" in key else [])))
+        nv.write(g, tmp_path / "lie.pkl", flat=flat)
+        assert (tmp_path / "lie.pkl").stat().st_size < 1_000_000
+        with pytest.raises(CheckpointError, match=r"lie.pkl: key " + want + r", the architecture read from G_ema's "
+                                                  r"init kwargs"):
+            load_generator(tmp_path / "lie.pkl")
+
+
+def test_non_finite_weights_in_a_pickle_are_refused(tmp_path, nv):
+    g = small()
+    flat = dict(to_nvidia_state_dict(g))
+    flat["synthesis.b16.torgb.bias"] = torch.tensor([0.0, float("nan"), 0.0])
+    nv.write(g, tmp_path / "nan.pkl", flat=flat)
+    with pytest.raises(CheckpointError, match=r"nan.pkl: 1 of \d+ tensors hold non-finite values \(NaN or inf\), the "
+                                              r"first is 'to_rgbs.1.bias' \(1 of 3 values\)"):
+        load_generator(tmp_path / "nan.pkl")

@@ -30,7 +30,8 @@ def nvidia_to_rosinality(state: dict[str, torch.Tensor], arch: GeneratorArch) ->
 
     Returns:
         rosinality names; ``noise_const`` buffers become ``noises.noise_{n}`` [1, 1, r, r]; resample filters
-        and ``mapping.w_avg`` are not included (the caller keeps ``w_avg`` as ``latent_avg``).
+        and ``mapping.w_avg`` are not included (the caller keeps ``w_avg`` as ``latent_avg``). The tensors are
+        views of ``state`` (nothing is copied before the caller has checked the shapes).
 
     Raises:
         ValueError: naming a missing key, a tensor that cannot take the target shape, or keys left over
@@ -53,8 +54,8 @@ def nvidia_to_rosinality(state: dict[str, torch.Tensor], arch: GeneratorArch) ->
             if t.numel() != math.prod(shape):
                 raise ValueError(f"NVIDIA key {src!r} has shape {tuple(t.shape)}, cannot become {list(shape)} "
                                  f"for {dst!r}")
-            t = t.reshape(shape)
-        out[dst] = t.clone()
+            t = t.reshape(shape)  # adds unit dims (a view) or reshapes a tensor as small as the architecture's
+        out[dst] = t  # no copy: a file's tensor may be a stride-0 view claiming any shape, checked only later
         used.add(src)
 
     for i in range(arch.n_mlp):
