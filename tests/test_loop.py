@@ -16,6 +16,7 @@ from zsgm.plugins import build_registry
 from zsgm.recipe import load_recipe, recipe_from_dict
 from zsgm.registry import TechniqueSpec
 from zsgm.run import RunError
+from zsgm.run_dir import ResumeMismatchError
 from zsgm.technique import Technique
 
 
@@ -55,18 +56,52 @@ def test_nada_run_writes_everything_and_directional_loss_falls(tmp_path):
     assert record["seed"] == 3 and "zsgm-nada" in record["plugins"]
 
 
-def test_killed_and_resumed_run_ends_bit_identical(tmp_path):
-    recipe = recipe_from_dict(tiny_recipe(steps=7, ema_decay=0.9))
-    adapt(recipe, out_dir=tmp_path / "straight")
-    adapt(recipe, out_dir=tmp_path / "resumed", stop_after=3)  # "killed" after step 2 (checkpoint at 3)
+def test_killed_resumed_and_extended_run_ends_bit_identical_with_fresh_noise(tmp_path):
+    """Interrupted at step 3 of 4, resumed to 4, then resumed with more steps (7): one 7-step run, bit for bit."""
+    seven = recipe_from_dict(tiny_recipe(steps=7, ema_decay=0.9, noise="fresh"))
+    four = recipe_from_dict(tiny_recipe(steps=4, ema_decay=0.9, noise="fresh"))
+    adapt(seven, out_dir=tmp_path / "straight")
+    adapt(four, out_dir=tmp_path / "resumed", stop_after=3)  # "killed" after step 2 (checkpoint at 3)
     assert not (tmp_path / "resumed" / "generator.safetensors").exists()
-    adapt(recipe, out_dir=tmp_path / "resumed", resume=True)
+    assert adapt(four, out_dir=tmp_path / "resumed", resume=True).generator_path.exists()
+    extended = adapt(seven, out_dir=tmp_path / "resumed", resume=True)
+    assert extended.resume_changes == ["optim.steps: 4 -> 7"] and not extended.already_finished
+    assert load_recipe(tmp_path / "resumed" / "recipe.toml").optim.steps == 7
     a = torch.load(checkpoint_path(tmp_path / "straight"), weights_only=True)
     b = torch.load(checkpoint_path(tmp_path / "resumed"), weights_only=True)
     for key in ("target", "ema"):
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), (key, name)
     assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+
+
+def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path):
+    recipe = recipe_from_dict(tiny_recipe(steps=2))
+    first = adapt(recipe, out_dir=tmp_path)
+    written = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*")
+               if p.is_file() and p.name != ".zsgm.lock"}  # the lock records who holds the directory
+    again = adapt(recipe, out_dir=tmp_path, resume=True)
+    assert again.already_finished and not first.already_finished
+    assert again.steps_done == again.steps_total == 2
+    assert again.last_losses == first.last_losses and "total" in again.last_losses
+    assert again.generator_path == tmp_path / "generator.safetensors"
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in written} == written
+    assert (again.samples_dir, again.losses_path, again.checkpoint_path, again.recipe_path) == (
+        tmp_path / "samples", tmp_path / "losses.jsonl", tmp_path / "checkpoints" / "last.pt",
+        tmp_path / "recipe.toml")
+
+
+def test_resume_with_a_different_recipe_loses_nothing(tmp_path):
+    recipe = recipe_from_dict(tiny_recipe(steps=2))
+    adapt(recipe, out_dir=tmp_path)
+    written = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    data = tiny_recipe(steps=2)
+    data["target"] = "cartoon"
+    data["techniques"][1]["k"] = 2
+    with pytest.raises(ResumeMismatchError, match=r"(?s)target: 'sketch' in the run, 'cartoon' in this recipe\n"
+                                                  r"  techniques\[1\]\.k: 3 in the run, 2 in this recipe"):
+        adapt(recipe_from_dict(data), out_dir=tmp_path, resume=True)
+    assert {p: p.read_bytes() for p in written} == written
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
