@@ -8,6 +8,7 @@ before the file's architecture has been bounded and checked against its tensors:
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -215,6 +216,11 @@ def test_other_bad_files_are_one_error_naming_the_file(tmp_path, no_allocation):
 
     with pytest.raises(CheckpointError, match=rf"{tmp_path.name}: a directory, not a checkpoint file"):
         load_generator(tmp_path)
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(CheckpointError, match=r"pipe: not a regular file"):
+        load_generator(tmp_path / "pipe")
+    with pytest.raises(CheckpointError, match=r"null: not a regular file"):
+        load_generator("/dev/null")
     g = small()
     tensors = {k: v.contiguous() for k, v in tensors_of(g).items()}
     tensors["conv1.noise.weight"] = torch.zeros(1, dtype=torch.int64)

@@ -242,8 +242,10 @@ def load_generator(path: str | Path, *, map_location: str | torch.device = "cpu"
     if path.is_dir():
         raise CheckpointError(f"{path}: a directory, not a checkpoint file (zsgm sample and zsgm convert take a run "
                               f"directory; in Python use zsgm.generator.sources.load_generator_source)")
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a generator checkpoint is a file)")
     generator, info = _READERS[detect_format(path)](path)
     return generator.to(map_location), info
 

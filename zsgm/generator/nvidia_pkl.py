@@ -98,7 +98,11 @@ class SafeUnpickler(pickle.Unpickler):
 
 def load_pickle_safely(path: str) -> Any:
     """Unpickle ``path`` with :class:`SafeUnpickler`."""
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    with fh:
         try:
             return SafeUnpickler(fh, source=str(path)).load()
         except CheckpointError:
