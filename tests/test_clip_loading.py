@@ -199,17 +199,21 @@ def test_open_clip_name_with_local_state_dict_files(tmp_path, registered):
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
-def test_openai_torchscript_archive_loads_without_unsafe_pickle(tmp_path, registered):
+def test_openai_torchscript_archive_loads_only_when_trusted(tmp_path, registered):
     source = clip_loading.build_clip_from_config(registered["quick"]).eval()
     archive = tmp_path / "ViT-tiny.pt"
     traced = torch.jit.trace(source, (X[:1], torch.zeros(1, 32, dtype=torch.long)), check_trace=False, strict=False)
     traced.save(str(archive))
     reference = load_clip_model(ClipModelSpec(name="zsgm-test-tiny-quickgelu"))
     reference.model.load_state_dict(source.state_dict())
-    loaded = load_clip_model(ClipModelSpec(name="zsgm-test-tiny-quickgelu", pretrained=str(archive)))
+    with pytest.raises(ClipLoadError, match="is a TorchScript archive, and loading one runs code"):
+        load_clip_model(ClipModelSpec(name="zsgm-test-tiny-quickgelu", pretrained=str(archive)))  # not trusted
+    loaded = load_clip_model(ClipModelSpec(name="zsgm-test-tiny-quickgelu", pretrained=str(archive),
+                                           trust_torchscript=True))
     assert same_features(loaded, reference, atol=1e-6)
     with pytest.warns(UserWarning, match="TorchScript archive .* building the model with QuickGELU"):
-        gelu_named = load_clip_model(ClipModelSpec(name="zsgm-test-tiny", pretrained=str(archive)))
+        gelu_named = load_clip_model(ClipModelSpec(name="zsgm-test-tiny", pretrained=str(archive),
+                                                   trust_torchscript=True))
     assert same_features(gelu_named, reference, atol=1e-6)  # QuickGELU was forced
 
 

@@ -389,7 +389,7 @@ def load_clip_model(spec: ClipModelSpec, *, device="cpu") -> ClipModel:
         loaded = load_tiny_random(seed=parse_tiny_seed(spec.pretrained))
     elif spec.name == "shapes":
         path = Path(spec.pretrained).expanduser() if spec.pretrained else shapes_clip_path()
-        if not path.is_file():
+        if not path.exists():  # a folder, an empty or unreadable file: read_clip_file says which
             raise ClipLoadError(
                 f"CLIP 'shapes': the shapes-world CLIP weights are missing (expected {str(path)!r}). They ship "
                 f"with zsgm as zsgm/toy/assets/shapes_clip.safetensors; reinstall zsgm, or pass pretrained = the "
@@ -403,7 +403,7 @@ def load_clip_model(spec: ClipModelSpec, *, device="cpu") -> ClipModel:
     elif spec.pretrained and read_clip_file_metadata(Path(spec.pretrained).expanduser()) is not None:
         loaded = read_clip_file(Path(spec.pretrained).expanduser(), expected_name=spec.name)
     else:
-        loaded = load_open_clip(spec.name, spec.pretrained)
+        loaded = load_open_clip(spec.name, spec.pretrained, trust_torchscript=spec.trust_torchscript)
     return ClipModel.from_loaded(loaded, preprocess=spec.preprocess).to(device).eval()
 
 

@@ -18,15 +18,22 @@ Sources:
 
 Offline use (EVAL.md section 3):
 
+- A pretrained tag whose weights are already cached (Hugging Face cache or ``~/.cache/clip``) loads from the cache
+  without any network. Otherwise one quick probe (:data:`HUB_PROBE_TIMEOUT_S`, no retries) asks the Hub first:
+  when it cannot be reached, the load fails at once with a :class:`ClipLoadError` instead of sitting through
+  huggingface_hub's retries (about a minute), and ``hf-hub:`` repos are read from the cache only.
 - ``HF_HUB_OFFLINE=1`` is honoured at load time, even when huggingface_hub was imported before the variable was
   set: a tag whose weights are not already cached fails at once with a :class:`ClipLoadError` (no network
   attempt), and open_clip's own Hub calls run with huggingface_hub's offline switch on.
 - Local files need no network: ``pretrained="/path/to/open_clip_pytorch_model.bin"`` (or ``.safetensors``).
   State-dict files are read with ``torch.load(weights_only=True)``.
-- OpenAI's original TorchScript ``.pt`` files (``ViT-B-32.pt`` ...) cannot be read with ``weights_only=True``.
-  zsgm detects TorchScript archives and reads them with ``torch.jit.load`` (TorchScript code and tensors, no
-  arbitrary Python pickle) and copies their state dict into the open_clip model; it never falls back to
-  ``weights_only=False``. Only load files you trust all the same.
+- Local files are read by zsgm itself, never by code from the file: ``.safetensors`` with safetensors, anything
+  else with ``torch.load(weights_only=True)`` (a pickle that would build other objects, e.g. call ``os.system``,
+  is refused with one line); ``.npz`` (big_vision) with ``numpy.load(allow_pickle=False)``.
+- OpenAI's original TorchScript ``.pt`` files (``ViT-B-32.pt`` ...) cannot be read that way: ``torch.jit.load``
+  runs TorchScript code stored in the file. zsgm refuses them unless the spec says the user trusts the file
+  (``ClipModelSpec.trust_torchscript``, recipe field ``clip.models[i].trust_torchscript = true``); then it copies
+  their state dict into the open_clip model. It never falls back to ``weights_only=False``.
 - OpenAI weights were trained with QuickGELU: use the ``*-quickgelu`` names (``ViT-B-32-quickgelu``). zsgm warns
   when a tag's QuickGELU setting differs from the model's, and forces QuickGELU for TorchScript archives (all of
   them are OpenAI's), with a warning naming the ``-quickgelu`` model.
@@ -39,10 +46,11 @@ import copy
 import difflib
 import json
 import os
+import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import attrs
 import torch
@@ -54,6 +62,7 @@ FILE_FORMAT = "zsgm-clip"
 FILE_FORMAT_VERSION = "1"
 BUILTIN_NAMES = ("tiny-random", "shapes", "local")
 SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
+HUB_PROBE_TIMEOUT_S = 5.0  # one HEAD request to the Hub before a download; no retries
 
 # Tiny CLIP for tests: ViT 32 px, patch 8, width 64, 2 layers; text width 64, 2 layers, context 32.
 TINY_RANDOM_CONFIG: dict[str, Any] = {
@@ -109,6 +118,9 @@ def build_clip_from_config(config: dict) -> nn.Module:
     from open_clip.coca_model import CoCa
     from open_clip.model import CLIP, CustomTextCLIP
 
+    if not isinstance(config, dict) or not isinstance(config.get("text_cfg", {}), dict):
+        raise ClipLoadError(f"CLIP config must be a JSON object with embed_dim, vision_cfg, text_cfg; got "
+                            f"{one_line(config, 120)}")
     cfg = copy.deepcopy(config)
     custom = bool(cfg.pop("custom_text", False)) or "hf_model_name" in cfg.get("text_cfg", {})
     cls = CoCa if "multimodal_cfg" in cfg else (CustomTextCLIP if custom else CLIP)
@@ -116,8 +128,9 @@ def build_clip_from_config(config: dict) -> nn.Module:
         cfg["text_cfg"]["hf_model_pretrained"] = False  # weights come from the file, never from the Hub
     try:
         return cls(**cfg)
-    except (TypeError, KeyError, ValueError) as exc:
-        raise ClipLoadError(f"CLIP config does not describe an open_clip model ({type(exc).__name__}: {exc}); "
+    except Exception as exc:  # noqa: BLE001 - TypeError, KeyError, AttributeError, ...: one line
+        raise ClipLoadError(f"CLIP config does not describe an open_clip model ({type(exc).__name__}: "
+                            f"{one_line(exc, 200)}); "
                             f"expected keys embed_dim, vision_cfg, text_cfg; got {sorted(config)}") from None
 
 
@@ -165,6 +178,127 @@ def parse_tiny_seed(pretrained: Optional[str]) -> int:
                         f"got {pretrained!r}")
 
 
+# ----------------------------------------------------------------------------------------- local files, safely
+
+
+def one_line(text: object, limit: int = 400) -> str:
+    """``text`` on one line (torch's messages span several) and at most ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def refuse_unusable_file(path: Path, what: str) -> None:
+    """One clear line for a weights path that is missing, a folder, unreadable or empty.
+
+    Args:
+        path: the user's path.
+        what: how the message starts, e.g. ``"CLIP 'ViT-B-32': weights file"``.
+    """
+    if path.is_dir():
+        raise ClipLoadError(f"{what} {str(path)!r} is a folder, not a file; pass the weights file inside it (for an "
+                            f"open_clip folder with open_clip_config.json use name = 'local-dir:{path}')")
+    if not path.exists():
+        raise ClipLoadError(f"{what} {str(path)!r} does not exist")
+    try:
+        with open(path, "rb") as fh:
+            first = fh.read(1)
+    except OSError as exc:
+        raise ClipLoadError(f"{what} {str(path)!r} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not first:
+        raise ClipLoadError(f"{what} {str(path)!r} is empty (0 bytes); the download or copy did not finish")
+
+
+def is_safetensors_file(path: Path) -> bool:
+    """safetensors files start with an 8-byte little-endian header size, then the JSON header (``{``)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+
+
+def weights_only_reason(exc: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` objected to, without torch's advice to turn the safety off."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    elif text.startswith("Weights only load failed"):
+        parts = [p for p in text.split("\n\n") if p.strip()]
+        text = parts[1] if len(parts) >= 3 else ""
+    text = text.split("Check the documentation of torch.load", 1)[0].split(". Please use", 1)[0]
+    return one_line(text, 200) or type(exc).__name__
+
+
+def read_state_dict_file(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a state-dict file, read without running anything stored in it.
+
+    ``.safetensors`` (by content or suffix) is read with safetensors; anything else with
+    ``torch.load(weights_only=True)``, which refuses pickles that would build other objects. Accepts
+    ``{key: tensor}`` or ``{"state_dict": {key: tensor}, ...}`` (open_clip training checkpoints).
+
+    Args:
+        path: an existing file.
+        what: how messages start, e.g. ``"CLIP 'ViT-B-32': weights file"``.
+
+    Raises:
+        ClipLoadError: unreadable or corrupt file, a pickle ``weights_only`` refuses, or no state dict inside.
+    """
+    where = f"{what} {str(path)!r}"
+    if path.suffix == ".safetensors" or is_safetensors_file(path):
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - any failure becomes one line
+            raise ClipLoadError(f"{where} is not a readable .safetensors file ({type(exc).__name__}: "
+                                f"{one_line(exc, 200)})") from None
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's pickle-protocol notes
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            if "GLOBAL" not in str(exc):  # unsupported opcodes: random bytes, or a plain Python pickle
+                raise ClipLoadError(f"{where} is not a PyTorch weights file that torch.load(weights_only=True) can "
+                                    f"read ({weights_only_reason(exc)}): a corrupt file, or a plain Python pickle, "
+                                    f"which zsgm never unpickles as that can run code from the file") from None
+            raise ClipLoadError(f"{where} holds Python objects that torch.load(weights_only=True) refuses to build "
+                                f"({weights_only_reason(exc)}); zsgm never unpickles those, as that can run code "
+                                f"from the file. Re-save its state dict (or convert it to .safetensors) on a machine "
+                                f"you trust") from None
+        except Exception as exc:  # noqa: BLE001 - corrupt zip, truncated file, TorchScript, ...
+            raise ClipLoadError(f"{where} cannot be read as PyTorch or safetensors weights ({type(exc).__name__}: "
+                                f"{weights_only_reason(exc)}); is it corrupt or truncated?") from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not (isinstance(state, Mapping) and state and
+            all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        found = type(state).__name__ if not isinstance(state, Mapping) else \
+            f"a mapping with keys {', '.join(map(repr, list(state)[:5])) or '(none)'}"
+        raise ClipLoadError(f"{where} does not hold a state dict (parameter names -> tensors, optionally under "
+                            f"'state_dict'); found {found}")
+    return dict(state)
+
+
+def state_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """``""`` when ``state`` fits ``model`` exactly, else a one-line summary of what differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} is {list(state[k].shape)} in the file, {list(own[k].shape)} in the model"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es) (e.g. {'; '.join(shapes[:2])})")
+    return "; ".join(parts)
+
+
 # ----------------------------------------------------------------------------------------- zsgm CLIP files
 
 
@@ -207,46 +341,86 @@ def write_clip_file(model: nn.Module, path: str | Path, *, config: dict, name: s
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
+def _metadata_floats(meta: dict, key: str, default: tuple[float, ...], where: str) -> tuple[float, ...]:
+    """``mean`` / ``std`` from the metadata: a JSON list of 3 finite numbers (std > 0), or the OpenAI default."""
+    value = json.loads(meta.get(key) or "null") or default
+    ok = isinstance(value, (list, tuple)) and len(value) == 3 and \
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) and float("-inf") < v < float("inf")
+            for v in value) and (key != "std" or all(v > 0 for v in value))
+    if not ok:
+        raise ClipLoadError(f"{where}: broken metadata: {key} must be a list of 3 finite numbers"
+                            f"{' > 0' if key == 'std' else ''}, got {one_line(meta.get(key), 80)}")
+    return tuple(float(v) for v in value)
+
+
+def build_clip_for_state(config: dict, state: Mapping[str, torch.Tensor], where: str) -> nn.Module:
+    """The open_clip model of ``config`` holding ``state``; the config is checked against the tensors on the meta
+    device first, so a config that asks for a huge model allocates nothing.
+
+    Raises:
+        ClipLoadError: the config is no open_clip config, or the tensors do not fit it (one-line summary).
+    """
+    with torch.device("meta"):
+        skeleton = build_clip_from_config(config)
+    problem = state_mismatch(skeleton, state)
+    if problem:
+        raise ClipLoadError(f"{where} does not fit its own config: {problem}")
+    model = build_clip_from_config(config)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def read_clip_file(path: str | Path, *, expected_name: Optional[str] = None) -> LoadedClip:
-    """Load a zsgm CLIP file.
+    """Load a zsgm CLIP file (safetensors only: nothing in it can run).
 
     Args:
         path: the ``.safetensors`` file.
         expected_name: if given (and not "local"), the name stored in the file must match.
 
     Raises:
-        ClipLoadError: missing file, not a zsgm CLIP file, name mismatch, or weights that do not fit the config.
+        ClipLoadError: missing, folder, unreadable or empty file, not a zsgm CLIP file, broken metadata, name
+            mismatch, or weights that do not fit the config.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
-    if not path.is_file():
-        raise ClipLoadError(f"CLIP weights file {str(path)!r} does not exist; pass pretrained = the path of a "
-                            f"zsgm CLIP .safetensors file (written by zsgm.clip.save_clip_model)")
+    where = f"CLIP weights file {str(path)!r}"
+    if not path.exists():
+        raise ClipLoadError(f"{where} does not exist; pass pretrained = the path of a zsgm CLIP .safetensors file "
+                            f"(written by zsgm.clip.save_clip_model)")
+    refuse_unusable_file(path, "CLIP weights file")
     meta = read_clip_file_metadata(path)
     if meta is None:
-        raise ClipLoadError(f"CLIP weights file {str(path)!r} is not a zsgm CLIP file (expected a .safetensors "
-                            f"file with metadata format = {FILE_FORMAT!r}); for open_clip weights give the "
-                            f"open_clip model name (e.g. name='ViT-B-32-quickgelu') with pretrained = this file")
+        raise ClipLoadError(f"{where} is not a zsgm CLIP file (expected a .safetensors file with metadata format = "
+                            f"{FILE_FORMAT!r}); for open_clip weights give the open_clip model name (e.g. "
+                            f"name='ViT-B-32-quickgelu') with pretrained = this file")
     try:
         config = json.loads(meta["config"])
-        mean = tuple(json.loads(meta.get("mean") or "null") or OPENAI_MEAN)
-        std = tuple(json.loads(meta.get("std") or "null") or OPENAI_STD)
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise ClipLoadError(f"CLIP weights file {str(path)!r}: broken metadata ({type(exc).__name__}: {exc})") \
-            from None
+        mean = _metadata_floats(meta, "mean", OPENAI_MEAN, where)
+        std = _metadata_floats(meta, "std", OPENAI_STD, where)
+        templates = tuple(json.loads(meta["templates"])) if meta.get("templates") else None
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ClipLoadError(f"{where}: broken metadata ({type(exc).__name__}: {one_line(exc, 200)})") from None
+    if not isinstance(config, dict):
+        raise ClipLoadError(f"{where}: broken metadata: config must be a JSON object, got {type(config).__name__}")
+    if templates is not None and not all(isinstance(t, str) for t in templates):
+        raise ClipLoadError(f"{where}: broken metadata: templates must be a list of strings")
     stored = meta.get("name", path.stem)
     if expected_name not in (None, "local", stored):
-        raise ClipLoadError(f"CLIP weights file {str(path)!r} holds model {stored!r}, but the spec names "
-                            f"{expected_name!r}; use name = {stored!r} or 'local'")
-    model = build_clip_from_config(config)
-    try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-    except RuntimeError as exc:
-        raise ClipLoadError(f"CLIP weights file {str(path)!r} does not fit its own config: {exc}") from None
+        raise ClipLoadError(f"{where} holds model {stored!r}, but the spec names {expected_name!r}; use "
+                            f"name = {stored!r} or 'local'")
     tokenizer_name = meta.get("tokenizer", "simple")
-    templates = tuple(json.loads(meta["templates"])) if meta.get("templates") else None
-    return LoadedClip(model=model, tokenizer=_tokenizer(tokenizer_name, config), name=stored, mean=mean, std=std,
+    if tokenizer_name != "simple":
+        import open_clip
+
+        if tokenizer_name not in open_clip.list_models():  # never a Hub name: a file must not start downloads
+            raise ClipLoadError(f"{where}: broken metadata: tokenizer must be 'simple' or an open_clip model name, "
+                                f"got {one_line(tokenizer_name, 80)!r}")
+    model = build_clip_for_state(config, read_state_dict_file(path, "CLIP weights file"), where)
+    try:
+        tokenizer = _tokenizer(tokenizer_name, config)
+    except Exception as exc:  # noqa: BLE001
+        raise ClipLoadError(f"{where}: cannot build tokenizer {tokenizer_name!r} ({type(exc).__name__}: "
+                            f"{one_line(exc, 200)})") from None
+    return LoadedClip(model=model, tokenizer=tokenizer, name=stored, mean=mean, std=std,
                       config=config, tokenizer_name=tokenizer_name, templates=templates)
 
 
@@ -261,18 +435,48 @@ def hf_offline_requested() -> bool:
 
 @contextlib.contextmanager
 def _hub_offline_switch(offline: bool):
-    """While loading, make huggingface_hub offline if it was imported before ``HF_HUB_OFFLINE`` was set."""
-    import sys
-
-    constants = sys.modules.get("huggingface_hub.constants")
+    """While loading, make huggingface_hub cache-only (its ``HF_HUB_OFFLINE``, read at each request) if asked."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        constants = None
     if not offline or constants is None or getattr(constants, "HF_HUB_OFFLINE", True):
-        yield  # not imported yet (it reads the variable on import) or already offline
+        yield  # nothing to switch, or already offline
         return
     constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
         constants.HF_HUB_OFFLINE = False
+
+
+def hub_unreachable_reason(repo_id: str, filename: str) -> Optional[str]:
+    """``None`` when the Hugging Face Hub answers, else why it cannot be reached.
+
+    One HEAD request for ``repo_id/filename`` with a :data:`HUB_PROBE_TIMEOUT_S` timeout and no retries. Any HTTP
+    answer (200, 404, 401, 5xx) counts as reachable: the real download then reports (and retries) the rest. Only a
+    network failure (no DNS, refused connection, timeout, proxy error) counts as unreachable.
+    """
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.errors import HfHubHTTPError
+    except ImportError:
+        return None  # no huggingface_hub: open_clip downloads from plain URLs (no retries)
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename), timeout=HUB_PROBE_TIMEOUT_S)
+    except HfHubHTTPError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - httpx/requests network errors differ between versions
+        return f"{type(exc).__name__}: {one_line(exc, 160)}"
+    return None
+
+
+def _split_hub(hub: str) -> tuple[str, str]:
+    """open_clip's ``hf_hub`` field -> (repo id, file): ``"org/repo/"`` names open_clip's default weights file."""
+    if hub.endswith("/"):
+        return hub.rstrip("/"), "open_clip_pytorch_model.bin"
+    repo, filename = os.path.split(hub)
+    return repo, filename
 
 
 def _weights_source(tag_cfg: dict) -> str:
@@ -340,53 +544,100 @@ def _quickgelu_hint(name: str, reason: str) -> None:
                   f"QuickGELU variant {name + '-quickgelu'!r} instead.", UserWarning, stacklevel=4)
 
 
-def _load_state_into(model: nn.Module, state: dict) -> None:
-    """open_clip's checkpoint fix-ups (3rd-party layouts, custom text towers, position sizes), then strict load."""
+def _load_state_into(model: nn.Module, state: dict, where: str) -> None:
+    """open_clip's checkpoint fix-ups (3rd-party layouts, custom text towers, position sizes), then strict load.
+
+    Raises:
+        ClipLoadError: ``where`` does not fit ``model`` (one-line summary of missing/unexpected keys, shapes).
+    """
     from open_clip.convert import convert_state_dict
     from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
 
-    if next(iter(state)).startswith("module."):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    state = convert_state_dict(model, state)
-    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
-        state = convert_to_custom_text_state_dict(state)
-    if "logit_scale" in state and model.logit_scale.ndim != state["logit_scale"].ndim:
-        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
-    if getattr(model, "logit_bias", None) is not None and "logit_bias" not in state:
-        state["logit_bias"] = torch.zeros_like(model.logit_bias)
-    resize_pos_embed(state, model)
-    resize_text_pos_embed(state, model)
+    try:
+        if next(iter(state)).startswith("module."):
+            state = {k[len("module."):]: v for k, v in state.items()}
+        state = convert_state_dict(model, state)
+        if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+            state = convert_to_custom_text_state_dict(state)
+        if "logit_scale" in state and model.logit_scale.ndim != state["logit_scale"].ndim:
+            state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+        if getattr(model, "logit_bias", None) is not None and "logit_bias" not in state:
+            state["logit_bias"] = torch.zeros_like(model.logit_bias)
+        resize_pos_embed(state, model)
+        resize_text_pos_embed(state, model)
+    except Exception as exc:  # noqa: BLE001 - open_clip's converters fail in many ways on foreign weights
+        raise ClipLoadError(f"{where} does not fit this model ({type(exc).__name__}: {one_line(exc, 200)}); check "
+                            f"that the file holds weights of this model") from None
+    problem = state_mismatch(model, state)
+    if problem:
+        raise ClipLoadError(f"{where} does not fit this model: {problem}; check that the file holds weights of "
+                            f"this model (or the model name)")
     model.load_state_dict(state, strict=True)
 
 
-def _load_torchscript(name: str, path: Path):
-    """OpenAI's TorchScript ``.pt`` archive -> open_clip model (QuickGELU forced, never ``weights_only=False``)."""
+def refuse_untrusted_torchscript(name: str, path: Path) -> None:
+    """The one line that refuses a TorchScript archive the user has not said they trust."""
+    raise ClipLoadError(
+        f"CLIP {name!r}: {str(path)!r} is a TorchScript archive, and loading one runs code stored in the file; "
+        f"refused. If you trust this file, set trust_torchscript = true in its [[clip.models]] entry of the recipe "
+        f"(clip.models[i].trust_torchscript; ClipModelSpec(trust_torchscript=True) in Python), or convert it to "
+        f".safetensors on a machine you trust")
+
+
+def _load_torchscript(name: str, path: Path, *, trust_torchscript: bool):
+    """OpenAI's TorchScript ``.pt`` archive -> open_clip model (QuickGELU forced, never ``weights_only=False``).
+
+    Refused (before anything reads the archive) unless ``trust_torchscript``: ``torch.jit.load`` runs code
+    stored in the file.
+    """
+    if not trust_torchscript:
+        refuse_untrusted_torchscript(name, path)
     import open_clip
 
     config = open_clip.get_model_config(name) or {}
     if not (name.endswith("-quickgelu") or config.get("quick_gelu")):
         warnings.warn(f"CLIP {name!r}: {str(path)!r} is a TorchScript archive (OpenAI's format, trained with "
                       f"QuickGELU); building the model with QuickGELU. Name it {name + '-quickgelu'!r} to say so.",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=4)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
             archive = torch.jit.load(str(path), map_location="cpu")
+        state = {k: v for k, v in archive.state_dict().items()
+                 if k not in ("input_resolution", "context_length", "vocab_size")}
     except Exception as exc:  # noqa: BLE001 - any failure becomes one message
         raise ClipLoadError(f"CLIP {name!r}: cannot read TorchScript archive {str(path)!r} ({type(exc).__name__}: "
-                            f"{exc}); pass the open_clip/HF state-dict file instead") from None
-    state = {k: v for k, v in archive.state_dict().items()
-             if k not in ("input_resolution", "context_length", "vocab_size")}
-    model = open_clip.create_model(name, pretrained=None, force_quick_gelu=True, device="cpu")
+                            f"{one_line(exc, 200)}); pass the open_clip/HF state-dict file instead") from None
+    model = open_clip.create_model(name, pretrained=None, force_quick_gelu=True, device="cpu", pretrained_text=False)
     persistent = set(model.state_dict())
     transient = {n for n, _ in model.named_buffers()} - persistent  # e.g. attn_mask: traced archives keep it
     state = {k: v for k, v in state.items() if k not in transient}
-    try:
-        _load_state_into(model, state)
-    except Exception as exc:  # noqa: BLE001
-        raise ClipLoadError(f"CLIP {name!r}: the TorchScript archive {str(path)!r} does not fit this model "
-                            f"({type(exc).__name__}: {str(exc)[:400]}); check the model name") from None
+    _load_state_into(model, state, f"CLIP {name!r}: the TorchScript archive {str(path)!r}")
     config["quick_gelu"] = True
+    return model, config
+
+
+def _model_from_file(name: str, path: Path, config: dict, *, trust_torchscript: bool,
+                     force_preprocess_cfg: Optional[dict] = None):
+    """open_clip model ``name`` holding the weights of the local file ``path``; returns ``(model, config)``.
+
+    Only zsgm reads the file: TorchScript is refused unless trusted; ``.npz`` goes to open_clip's big_vision reader
+    (``numpy.load``, no pickles); anything else through :func:`read_state_dict_file`.
+    """
+    import open_clip
+
+    if _is_torchscript(path):
+        return _load_torchscript(name, path, trust_torchscript=trust_torchscript)
+    where = f"CLIP {name!r}: weights file {str(path)!r}"
+    if path.suffix in (".npz", ".npy"):
+        return _create(name, repr(str(path)), "check that the file holds big_vision weights of this model",
+                       pretrained=str(path), force_preprocess_cfg=force_preprocess_cfg or {}), config
+    state = read_state_dict_file(path, f"CLIP {name!r}: weights file")
+    if "openai" in path.name.lower() and not config.get("quick_gelu"):
+        _quickgelu_hint(name, f"{path.name!r} looks like OpenAI weights, which use QuickGELU")
+    model = open_clip.create_model(name, pretrained=None, device="cpu", pretrained_text=False,
+                                   force_preprocess_cfg=force_preprocess_cfg or {})
+    _load_state_into(model, state, where)
     return model, config
 
 
@@ -413,24 +664,102 @@ def _wrap(model: nn.Module, *, name: str, tokenizer_name: str, config: Optional[
 
 
 def _create(name: str, label: str, advice: str, **kwargs) -> nn.Module:
+    """``open_clip.create_model`` (which reads files with ``weights_only=True``); any failure is one line."""
     import open_clip
 
     try:
         return open_clip.create_model(name, device="cpu", **kwargs)
+    except ClipLoadError:
+        raise
     except Exception as exc:  # noqa: BLE001 - network, checksum, pickle, shape: all become one clear message
-        msg = f"{type(exc).__name__}: {str(exc)[:600]}"
-        if "weights_only" in msg or "Unpickl" in msg:
-            advice = ("the file is not a plain state dict loadable with torch.load(weights_only=True); re-save "
-                      "its state dict (or convert it to .safetensors) on a machine you trust")
+        text = str(exc)
+        if "weights_only" in text or "Weights only" in text or "Unpickl" in text:
+            msg = f"{type(exc).__name__}: {weights_only_reason(exc)}"
+            advice = ("the weights file is not a plain state dict loadable with torch.load(weights_only=True), which "
+                      "zsgm never bypasses as that can run code from the file; re-save its state dict (or convert "
+                      "it to .safetensors) on a machine you trust")
+        else:
+            msg = f"{type(exc).__name__}: {one_line(text, 400)}"
         raise ClipLoadError(f"cannot load CLIP {label}: {msg}. {advice}") from None
 
 
-def load_open_clip(name: str, pretrained: Optional[str]) -> LoadedClip:
+def _load_schema(source: str, offline: bool) -> LoadedClip:
+    """An ``hf-hub:org/repo`` or ``local-dir:/folder`` model (config and weights from the repo or folder).
+
+    For ``hf-hub:`` a quick probe asks the Hub first; when it cannot be reached the repo is read from the
+    Hugging Face cache only, and fails at once if it is not there.
+    """
+    import open_clip
+
+    hub = source.startswith("hf-hub:")
+    if hub:
+        advice = ("Without network access, download the repo's open_clip_config.json and weights file on a machine "
+                  "that has it into one folder and use name='local-dir:/that/folder'; or populate the Hugging Face "
+                  "cache and set HF_HUB_OFFLINE=1")
+        reason = None if offline else hub_unreachable_reason(source[len("hf-hub:"):], "open_clip_config.json")
+    else:
+        folder = Path(source[len("local-dir:"):]).expanduser()
+        if not folder.is_dir():
+            state = "is a file, not a folder (pass it as pretrained with its open_clip model name)" \
+                if folder.exists() else "does not exist"
+            raise ClipLoadError(f"CLIP {source!r}: folder {str(folder)!r} {state}")
+        if not (folder / "open_clip_config.json").is_file():
+            raise ClipLoadError(f"CLIP {source!r}: folder {str(folder)!r} has no open_clip_config.json (it needs "
+                                f"that file, with model_cfg, and a weights file)")
+        advice, reason = "The folder needs open_clip_config.json (with model_cfg) and a weights file", None
+    with _hub_offline_switch(reason is not None):
+        try:
+            model = _create(source, repr(source), advice, require_pretrained=True, pretrained_text=False)
+        except ClipLoadError as exc:
+            if reason is None:
+                raise
+            raise ClipLoadError(f"cannot load CLIP {source!r}: the Hugging Face Hub cannot be reached ({reason}) "
+                                f"and the repo is not in the local Hugging Face cache. {advice}") from None
+        try:
+            config = open_clip.get_model_config(source)
+        except Exception:  # noqa: BLE001 - the config is only needed for saving
+            config = None
+        return _wrap(model, name=source, tokenizer_name=source, config=config)
+
+
+def _load_tag(name: str, pretrained: str, tag_cfg: dict, config: dict, *, offline: bool,
+              trust_torchscript: bool) -> LoadedClip:
+    """Model ``name`` with the weights of open_clip tag ``pretrained``: from the caches without any network when
+    they hold it, else downloaded after a quick probe of the Hub (a failed probe fails at once, no retries)."""
+    label = f"{name!r} with pretrained={pretrained!r}"
+    if tag_cfg.get("quick_gelu") and not config.get("quick_gelu"):
+        _quickgelu_hint(name, f"the {pretrained!r} weights were trained with QuickGELU")
+    path = cached_tag_file(tag_cfg)
+    if path is not None:
+        pp = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+        model, config = _model_from_file(name, Path(path), config, trust_torchscript=trust_torchscript,
+                                         force_preprocess_cfg=pp)
+        return _wrap(model, name=name, tokenizer_name=name, config=config)
+    if offline:
+        raise ClipLoadError(f"cannot load CLIP {label}: HF_HUB_OFFLINE is set and the weights are not in the local "
+                            f"cache (looked in the Hugging Face cache and ~/.cache/clip). "
+                            f"{_offline_advice(name, tag_cfg)}")
+    if tag_cfg.get("hf_hub"):
+        reason = hub_unreachable_reason(*_split_hub(tag_cfg["hf_hub"]))
+        if reason is not None:
+            raise ClipLoadError(f"cannot load CLIP {label}: the weights are not in the local cache and the Hugging "
+                                f"Face Hub cannot be reached ({reason}). {_offline_advice(name, tag_cfg)}")
+    model = _create(name, label, _offline_advice(name, tag_cfg), pretrained=pretrained)
+    return _wrap(model, name=name, tokenizer_name=name, config=config)
+
+
+def load_open_clip(name: str, pretrained: Optional[str], *, trust_torchscript: bool = False) -> LoadedClip:
     """An open_clip model by name, with a tag, a local file, ``hf-hub:``/``local-dir:`` or random weights.
 
+    Args:
+        name: open_clip model name, ``hf-hub:org/repo`` or ``local-dir:/folder``.
+        pretrained: a tag, a local weights file, ``hf-hub:``/``local-dir:``, or None (random init).
+        trust_torchscript: allow a TorchScript archive (``pretrained``) to run its code; refused otherwise.
+
     Raises:
-        ClipLoadError: unknown name (with close matches), unknown tag, missing file, offline without a cached
-            copy, download failure, or weights that do not fit; each message says what to do.
+        ClipLoadError: unknown name (with close matches), unknown tag, missing/folder/empty/corrupt file, unsafe
+            pickle, untrusted TorchScript, offline or unreachable Hub without a cached copy, download failure, or
+            weights that do not fit; each message is one line that says what to do.
     """
     if name in ("hf-hub", "local-dir") and pretrained:  # "--clip hf-hub:org/repo" split at the first colon
         name, pretrained = f"{name}:{pretrained}", None
@@ -443,44 +772,22 @@ def load_open_clip(name: str, pretrained: Optional[str]) -> LoadedClip:
             if name_schema and pretrained and pretrained != name:
                 raise ClipLoadError(f"CLIP {name!r}: pretrained={pretrained!r} cannot be combined with an "
                                     f"'{name.split(':')[0]}:' name (the name already says where the weights are)")
-            source = name if name_schema else pretrained
-            advice = (f"Without network access, download the repo's open_clip_config.json and weights file on a "
-                      f"machine that has it into one folder and use name='local-dir:/that/folder'; or populate the "
-                      f"Hugging Face cache and set HF_HUB_OFFLINE=1") if source.startswith("hf-hub:") else \
-                "The folder needs open_clip_config.json (with model_cfg) and a weights file"
-            model = _create(source, repr(source), advice, require_pretrained=True)
-            try:
-                config = open_clip.get_model_config(source)
-            except Exception:  # noqa: BLE001 - the config is only needed for saving
-                config = None
-            return _wrap(model, name=source, tokenizer_name=source, config=config)
+            return _load_schema(name if name_schema else pretrained, offline)
 
         known = open_clip.list_models()
         if name not in known:
             raise ClipLoadError(unknown_model_message(name, known))
         config = open_clip.get_model_config(name)
-        label = f"{name!r} with pretrained={pretrained!r}"
         if pretrained is None:
+            label = f"{name!r} with pretrained=None"
             return _wrap(_create(name, label, ""), name=name, tokenizer_name=name, config=config)
 
         tag_cfg = open_clip.get_pretrained_cfg(name, pretrained)
         if tag_cfg:
-            if tag_cfg.get("quick_gelu") and not config.get("quick_gelu"):
-                _quickgelu_hint(name, f"the {pretrained!r} weights were trained with QuickGELU")
-            if offline:
-                path = cached_tag_file(tag_cfg)
-                if path is None:
-                    raise ClipLoadError(
-                        f"cannot load CLIP {label}: HF_HUB_OFFLINE is set and the weights are not in the local "
-                        f"cache (looked in the Hugging Face cache and ~/.cache/clip). {_offline_advice(name, tag_cfg)}")
-                pp = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
-                model = _create(name, label, _offline_advice(name, tag_cfg), pretrained=path, force_preprocess_cfg=pp)
-            else:
-                model = _create(name, label, _offline_advice(name, tag_cfg), pretrained=pretrained)
-            return _wrap(model, name=name, tokenizer_name=name, config=config)
+            return _load_tag(name, pretrained, tag_cfg, config, offline=offline, trust_torchscript=trust_torchscript)
 
         path = Path(pretrained).expanduser()
-        if not path.is_file():
+        if not path.exists():
             tags = open_clip.list_pretrained_tags_by_model(name)
             if len(tags) > 8:
                 tags = tags[:8] + [f"... ({len(tags) - 8} more: open_clip.list_pretrained_tags_by_model({name!r}))"]
@@ -490,12 +797,8 @@ def load_open_clip(name: str, pretrained: Optional[str]) -> LoadedClip:
                                     f"{', '.join(tags) or '(none)'}")
             raise ClipLoadError(f"CLIP {name!r}: {pretrained!r} is neither a pretrained tag of {name} (known: "
                                 f"{', '.join(tags) or 'none'}) nor an existing file; pass a local file path")
+        refuse_unusable_file(path, f"CLIP {name!r}: weights file")
         if read_clip_file_metadata(path) is not None:
             return read_clip_file(path, expected_name=name)
-        if _is_torchscript(path):
-            model, config = _load_torchscript(name, path)
-            return _wrap(model, name=name, tokenizer_name=name, config=config)
-        if "openai" in path.name.lower() and not config.get("quick_gelu"):
-            _quickgelu_hint(name, f"{path.name!r} looks like OpenAI weights, which use QuickGELU")
-        model = _create(name, label, "check that the file holds weights of this model", pretrained=str(path))
+        model, config = _model_from_file(name, path, config, trust_torchscript=trust_torchscript)
         return _wrap(model, name=name, tokenizer_name=name, config=config)
