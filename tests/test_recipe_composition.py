@@ -66,10 +66,11 @@ def test_two_direction_providers_are_refused_at_recipe_build(tmp_path):
 
 
 def test_a_missing_required_technique_is_named():
-    found = problems(base({"use": "moment"}))
-    assert found == ["techniques[0].use: 'moment' needs 'semantic-variations' in the same recipe; add a "
-                     "[[techniques]] entry with use = 'semantic-variations'"]
-    recipe_from_dict(base({"use": "semantic-variations"}, {"use": "moment"}))
+    _, registry = build_registry(extra_modules=[FussyPlugin()])
+    found = problems(base(DIRECTIONAL, {"use": "needy"}), registry)
+    assert found == ["techniques[1].use: 'needy' needs 'fussy' in the same recipe; add a [[techniques]] entry "
+                     "with use = 'fussy'"]
+    recipe_from_dict(base(DIRECTIONAL, {"use": "needy"}, {"use": "fussy"}), registry=registry)
 
 
 @pytest.mark.parametrize("techniques", [[], [FREEZE], [{"use": "semantic-variations"}],
@@ -116,6 +117,11 @@ class FussyConfig:
     until: int = 5
 
 
+@attrs.define(kw_only=True)
+class NeedyConfig:
+    pass
+
+
 class Fussy(Technique):
     pass
 
@@ -133,6 +139,7 @@ class FussyPlugin:
     @hookimpl
     def zsgm_register_techniques(register):
         register(TechniqueSpec(name="fussy", config=FussyConfig, build=Fussy, check=fussy_check))
+        register(TechniqueSpec(name="needy", config=NeedyConfig, build=Fussy, requires=frozenset({"fussy"})))
 
 
 def test_each_technique_check_runs_with_the_whole_recipe_and_its_path():
@@ -141,3 +148,15 @@ def test_each_technique_check_runs_with_the_whole_recipe_and_its_path():
     assert problems(data, registry) == ["techniques[1].until: 50 is past optim.steps = 10"]
     data["optim"]["steps"] = 60
     recipe_from_dict(data, registry=registry)
+
+
+def test_technique_checks_report_beside_composition_problems_but_not_on_invalid_values():
+    _, registry = build_registry(extra_modules=[FussyPlugin()])
+    data = base(DIRECTIONAL, {"use": "fussy", "until": 50}, FREEZE, FREEZE, optim={"steps": 10})
+    assert problems(data, registry) == [
+        "techniques[3].use: 'layer-freeze' may appear only once in a recipe (already techniques[2]); a second "
+        "entry would silently compete with the first",
+        "techniques[1].until: 50 is past optim.steps = 10",
+    ]
+    data = base(DIRECTIONAL, {"use": "fussy", "until": 50}, optim={"steps": 2.5})  # the check would compare 2.5
+    assert problems(data, registry) == ["optim.steps: expected an integer, got 2.5"]

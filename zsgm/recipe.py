@@ -581,6 +581,7 @@ def recipe_from_dict(data: dict, *, registry=None, source: str = "recipe") -> Re
     if recipe is not None:
         recipe.techniques = [e.use for e in entries if e.use is not None]
         problems.extend(_validate_tree(recipe, ""))
+        values_valid = not problems  # each technique's check may then rely on types and validated values
         if recipe.target is None and not recipe.target_images:
             problems.append("target: required unless target_images is given")
         elif _same_text(recipe.source, recipe.target):
@@ -591,7 +592,7 @@ def recipe_from_dict(data: dict, *, registry=None, source: str = "recipe") -> Re
             problems.append(f"techniques: {dup!r} is used twice; give one of them a distinct 'label'")
         problems.extend(_composition_problems(entries, recipe, registry))
         problems.extend(_target_image_problems(recipe.target_images))
-        if not problems:
+        if values_valid:
             problems.extend(_technique_check_problems(entries, recipe))
     if problems:
         raise RecipeError(problems, source=source)
