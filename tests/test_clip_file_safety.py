@@ -314,6 +314,10 @@ def test_every_load_failure_is_one_line_naming_the_file(tmp_path, monkeypatch, r
     tiny_pt = tmp_path / "tiny.pt"
     torch.save(tiny_state(), tiny_pt)
     huge = {**copy.deepcopy(TINY_RANDOM_CONFIG), "embed_dim": 10 ** 7}  # would need 10^7 x 64 x 2 floats
+    nan_state = tiny_state()
+    nan_state["text_projection"] = torch.full_like(nan_state["text_projection"], float("nan"))
+    nan_pt = tmp_path / "nan.pt"
+    torch.save(nan_state, nan_pt)
     cases = [
         (ClipModelSpec(name=registered, pretrained=str(folder)), f"'{folder}' is a folder, not a file"),
         (ClipModelSpec(name="local", pretrained=str(folder)), f"'{folder}' is a folder, not a file"),
@@ -334,6 +338,10 @@ def test_every_load_failure_is_one_line_naming_the_file(tmp_path, monkeypatch, r
          "m.safetensors': broken metadata: mean must be a list of 3 finite numbers"),
         (ClipModelSpec(name="local", pretrained=str(zsgm_file(tmp_path / "t.safetensors", tokenizer="hf-hub:a/b"))),
          "t.safetensors': broken metadata: tokenizer must be 'simple' or an open_clip model name"),
+        (ClipModelSpec(name=registered, pretrained=str(nan_pt)),
+         f"pretrained='{nan_pt}'): the weights hold NaN or infinite values (first in text_projection)"),
+        (ClipModelSpec(name="local", pretrained=str(zsgm_file(tmp_path / "nan.safetensors", state=nan_state))),
+         "nan.safetensors'): the weights hold NaN or infinite values (first in text_projection)"),
         (ClipModelSpec(name="local-dir:" + str(tmp_path / "nowhere")), "nowhere' does not exist"),
         (ClipModelSpec(name="local-dir:" + str(tiny_pt)), "tiny.pt' is a file, not a folder"),
         (ClipModelSpec(name="local-dir:" + str(folder)), "a-folder' has no open_clip_config.json"),

@@ -404,7 +404,16 @@ def load_clip_model(spec: ClipModelSpec, *, device="cpu") -> ClipModel:
         loaded = read_clip_file(Path(spec.pretrained).expanduser(), expected_name=spec.name)
     else:
         loaded = load_open_clip(spec.name, spec.pretrained, trust_torchscript=spec.trust_torchscript)
+    refuse_non_finite_weights(loaded.model, spec)
     return ClipModel.from_loaded(loaded, preprocess=spec.preprocess).to(device).eval()
+
+
+def refuse_non_finite_weights(model: nn.Module, spec: ClipModelSpec) -> None:
+    """One line when loaded weights hold NaN or inf (a corrupt file would otherwise poison every loss silently)."""
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ClipLoadError(f"CLIP {spec.name!r} (pretrained={spec.pretrained!r}): the weights hold NaN or "
+                                f"infinite values (first in {key}); the file is corrupt, use another copy")
 
 
 def save_clip_model(model: ClipModel, path: str | Path, *, name: Optional[str] = None,
