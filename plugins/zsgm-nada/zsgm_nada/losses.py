@@ -42,6 +42,13 @@ class GlobalConfig:
     text: str | None = None
 
 
+def check_global(config: GlobalConfig, recipe) -> list[str]:
+    """Recipe-time problem: no text to pull towards (no recipe target and no ``text`` of its own)."""
+    if config.text is None and recipe.target is None:
+        return ["text: 'global' needs a target text: set the recipe's target (--target) or its own 'text'"]
+    return []
+
+
 class GlobalLoss(Technique):
     """``L_global = mean_n [1 - cos(E_I(G_t(w_n)), E_T(text))]``. Off in NADA's paper runs: it collapses or is
     fooled adversarially on its own; useful as a small auxiliary term."""
