@@ -117,8 +117,35 @@ def test_image_target_direction_is_cached_and_restored(tmp_path):
 
 def test_nada_preset_has_public_defaults():
     data = get_registry().presets.get("nada").build()
+    assert "target" not in data and data["source"] == "photo"  # the target is the user's to give
     assert data["optim"] == {"steps": 301, "batch_size": 2, "lr": 0.002, "mixing": 0.0}
     assert [m["name"] for m in data["clip"]["models"]] == ["ViT-B-32-quickgelu", "ViT-B-16-quickgelu"]
     freeze = data["techniques"][1]
     assert (freeze["k"], freeze["auto_layer_iters"], freeze["auto_layer_batch"], freeze["slot_map"]) == \
         (18, 1, 8, "nada")
+
+
+def test_nada_preset_without_target_is_refused_in_one_line(tmp_path, capsys):
+    from zsgm.cli import USER_ERROR_EXIT, main
+
+    code = main(["adapt", "--preset", "nada", "--generator", "tiny-random", "--clip", "tiny-random",
+                 "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == USER_ERROR_EXIT and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "no target text" in err and "--target" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_layer_freeze_probe_without_text_fails_at_setup_before_training(tmp_path):
+    path = tmp_path / "style.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+    r = recipe([{"use": "directional"}, {"use": "image-target", "n_source": 2}, {"use": "layer-freeze", "k": 2}],
+               target=None, target_images=[str(path)])
+    run = build_run(r, out_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match="layer-freeze needs a target text for its probe"):
+        run.techniques[2].zsgm_setup(run=run)
+    # with fixed slots there is no probe, so no text is needed
+    r = recipe([{"use": "directional"}, {"use": "image-target", "n_source": 2},
+                {"use": "layer-freeze", "slots": [3]}], target=None, target_images=[str(path)])
+    run = build_run(r, out_dir=tmp_path / "run2")
+    run.techniques[2].zsgm_setup(run=run)

@@ -6,12 +6,15 @@ from __future__ import annotations
 def nada_preset(**_ignored) -> dict:
     """Recipe dict for the public paper-style defaults.
 
-    size-independent settings only: the generator and texts come from the user. ``slot_map = "nada"``
-    reproduces the released code's slot-to-layer list (a known offset; see METHODS.md 2.5).
+    Size-independent settings only: the generator and the target come from the user (``--target``, or style
+    images with an ``image-target`` technique); there is no default target, so a forgotten ``--target`` is
+    refused instead of silently training photo -> sketch. The source stays "photo": it describes the pretrained
+    generators the preset is meant for (photographs of faces, cars, churches, ...) and is what the paper's and
+    the released code's example commands use; ``--source`` changes it. ``slot_map = "nada"`` reproduces the
+    released code's slot-to-layer list (a known offset; see METHODS.md 2.5).
     """
     return {
         "source": "photo",
-        "target": "sketch",
         "clip": {
             "models": [
                 {"name": "ViT-B-32-quickgelu", "pretrained": "openai", "weight": 1.0},
