@@ -245,3 +245,68 @@ def test_the_cli_prints_one_line_for_hostile_files(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and name in err and "Traceback" not in err
     assert not (tmp_path / "out.pt").exists()
+
+
+# ------------------------------------------------------------------ the class, not only the listed cases
+
+
+def _mutations(g, rng):
+    """Random lies about a small generator's state, each with whether a loader must refuse it: wrong, empty or
+    huge (stride-0) shapes, missing or extra keys (harmless only for the optional noise and kernel buffers),
+    non-finite values."""
+    def optional(key):  # OPS.md 3.1: noises.* and *.kernel buffers may be missing or extra
+        return key.startswith("noises.") or key.endswith(".kernel")
+
+    state = dict(g.state_dict())
+    keys = sorted(state)
+    shapes = [(), (0,), (1 << 20,), (1, 1 << 20, 4, 4), (1 << 20, 32), (32, 1 << 20), (1, 3, 1 << 20, 1, 1),
+              (2, 2, 2, 2, 2, 2), (1, 16, 16, 3, 1)]
+    for _ in range(60):
+        lie = dict(state)
+        key = rng.choice(keys)
+        kind = rng.randrange(5)
+        if kind == 0:
+            lie[key] = torch.zeros(()).expand(rng.choice(shapes))  # any shape, one stored value
+            refuse = True
+        elif kind == 1:
+            del lie[key]
+            refuse = not optional(key)
+        elif kind == 2:
+            extra = f"{key.rsplit('.', 1)[0]}.{rng.choice(['weight', 'bias', 'kernel'])}_x"
+            lie[extra] = torch.zeros(3)
+            refuse = not optional(extra)
+        elif kind == 3:
+            lie[key] = torch.full(state[key].shape, rng.choice([float("nan"), float("inf"), -float("inf")]))
+            refuse = True
+        else:  # a consistent lie: every mapping layer claims a 2^20-wide style
+            for i in (1, 2):
+                lie[f"style.{i}.weight"] = torch.zeros(()).expand(1 << 20, 1 << 20)
+                lie[f"style.{i}.bias"] = torch.zeros(()).expand(1 << 20)
+            refuse = True
+        yield key, lie, refuse
+
+
+def test_random_lies_in_a_torch_file_end_in_checkpoint_errors(tmp_path, monkeypatch):
+    """Whatever a .pt claims, loading ends in the small generator or in one CheckpointError naming the file."""
+    import random
+
+    import zsgm.generator.checkpoints as checkpoints
+
+    real = checkpoints.Generator
+
+    def bounded(arch):
+        assert arch.size <= 16 and max(arch.channels) <= 16 and arch.style_dim <= 32, arch
+        return real(arch)
+
+    monkeypatch.setattr(checkpoints, "Generator", bounded)
+    g = small()
+    refused = 0
+    for key, lie, refuse in _mutations(g, random.Random(0)):
+        torch.save({"g_ema": lie, "latent_avg": g.latent_avg}, tmp_path / "lie.pt")
+        try:
+            load_generator(tmp_path / "lie.pt")
+            assert not refuse, f"a lie about {key!r} was loaded"
+        except CheckpointError as exc:
+            assert refuse and "lie.pt" in str(exc) and "\n" not in str(exc), (key, exc)
+            refused += 1
+    assert refused > 40
