@@ -398,3 +398,35 @@ def test_non_finite_weights_in_a_pickle_are_refused(tmp_path, nv):
     with pytest.raises(CheckpointError, match=r"nan.pkl: 1 of \d+ tensors hold non-finite values \(NaN or inf\), the "
                                               r"first is 'to_rgbs.1.bias' \(1 of 3 values\)"):
         load_generator(tmp_path / "nan.pkl")
+
+
+def test_random_init_kwargs_end_in_the_generator_or_one_checkpoint_error(tmp_path, nv, monkeypatch):
+    """Any value at any architecture kwarg, in either layout: a correct load or one CheckpointError naming the
+    file, and never a generator larger than the file's."""
+    import random
+
+    import zsgm.generator.checkpoints as checkpoints
+
+    real = checkpoints.Generator
+    monkeypatch.setattr(checkpoints, "Generator", lambda arch: real(arch) if arch.size <= 64 and max(
+        arch.channels) <= 16 and arch.style_dim <= 8 else pytest.fail(f"allocated {arch}"))
+    g = tapered()
+    values = [None, "64", -1, 0, 1, 3, 8, 64, 512, 1 << 40, 2.5, float("nan"), float("inf"), True, [], {}, [1, 3, 3, 1],
+              np.int64(64), "skip"]
+    rng = random.Random(0)
+    for _ in range(40):
+        layout = rng.choice(["ada", "sg3"])
+        kwargs = nv.kwargs_for(g, layout=layout)
+        synth = kwargs["synthesis_kwargs"] if layout == "ada" else kwargs
+        table, key = rng.choice([(kwargs, "img_resolution"), (kwargs, "w_dim"), (kwargs, "z_dim"), (kwargs, "c_dim"),
+                                 (kwargs, "img_channels"), (kwargs["mapping_kwargs"], "num_layers"),
+                                 (kwargs["mapping_kwargs"], "lr_multiplier"), (synth, "channel_base"),
+                                 (synth, "channel_max"), (synth, "architecture"), (synth, "resample_filter")])
+        table[key] = rng.choice(values)
+        nv.write(g, tmp_path / "g.pkl", kwargs=kwargs)
+        try:
+            loaded, _ = load_generator(tmp_path / "g.pkl")
+        except CheckpointError as exc:
+            assert "g.pkl" in str(exc) and "\n" not in str(exc), (key, table[key], exc)
+        else:
+            assert loaded.arch.channels == g.arch.channels, (key, table[key])
