@@ -35,8 +35,8 @@ def test_bad_recipe_field_is_one_clear_line(tmp_path, capsys):
 
 
 def test_unknown_generator_and_technique_are_named(tmp_path, capsys):
-    code = main(["adapt", "--preset", "nada", "--generator", "no-such-gan", "--clip", "tiny-random",
-                 "--out", str(tmp_path / "o")])
+    code = main(["adapt", "--preset", "nada", "--target", "sketch", "--generator", "no-such-gan", "--clip",
+                 "tiny-random", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == USER_ERROR_EXIT and "generator.checkpoint: unknown generator 'no-such-gan'" in err
     recipe = tmp_path / "r.toml"

@@ -461,7 +461,7 @@ def cmd_sample(args) -> int:
     seeds = sample_seeds(args)
     folder, grid_path = sample_outputs(args)
     device = _option_device(args.device, resolve_device)
-    generator, _ = load_generator_asset(_generator_source(args.checkpoint), get_registry(), device)
+    generator, _ = load_generator_asset(args.checkpoint, get_registry(), device)
     generator = generator.to(device).eval()
     bad = _non_finite_parameters(generator)
     if bad:
@@ -499,14 +499,6 @@ def _option_device(name: str, resolve_device):
     except RecipeError as exc:
         reasons = [p.split(": ", 1)[1] if p.startswith("run.device: ") else p for p in exc.problems]
         raise CommandLineError(f"--device {name}: {'; '.join(reasons)}") from None
-
-
-def _generator_source(checkpoint: str) -> str:
-    """A finished run directory means its ``generator.safetensors``; anything else is passed on as given."""
-    path = Path(checkpoint)
-    if path.is_dir() and (path / "generator.safetensors").is_file():
-        return str(path / "generator.safetensors")
-    return checkpoint
 
 
 # ---------------------------------------------------------------------------------------------- plugins
@@ -626,8 +618,8 @@ def _add_sample(sub) -> None:
     p = sub.add_parser("sample", help="sample images from a generator (NVIDIA gen_images.py conventions)",
                        description="Render one image per seed. A seed's latent is NVIDIA gen_images.py's: "
                                    "np.random.RandomState(seed).randn(1, z_dim).")
-    p.add_argument("checkpoint", help="generator file (.pt, .pkl, .safetensors), finished run directory, or "
-                                      "registered generator name such as 'shapes' (required)")
+    p.add_argument("checkpoint", help="generator file (.pt, .pkl, .safetensors), zsgm run directory or its "
+                                      "checkpoints/last.pt, or registered generator name such as 'shapes' (required)")
     p.add_argument("--seeds", type=parse_seeds, metavar="LIST",
                    help=f"seeds as ranges and lists, e.g. 0-35,40 (default: {DEFAULT_SAMPLE_SEEDS})")
     p.add_argument("--trunc", "--truncation", dest="truncation", metavar="PSI",
@@ -683,8 +675,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_eval(sub)
 
-    p = sub.add_parser("convert", help="convert a generator checkpoint (.pt, .pkl, .safetensors)")
-    p.add_argument("src", help="the checkpoint to read: rosinality .pt, NVIDIA .pkl or zsgm .safetensors (required)")
+    p = sub.add_parser("convert", help="write a generator (file, run directory, name) as .pt or .safetensors")
+    p.add_argument("src", help="the generator to read: rosinality .pt, NVIDIA .pkl, zsgm .safetensors, a zsgm run "
+                               "directory or its checkpoints/last.pt, or a registered name (required)")
     p.add_argument("dst", help="the file to write: .pt (rosinality) or .safetensors (zsgm), by suffix (required)")
     p.set_defaults(func=cmd_convert)
     return parser
