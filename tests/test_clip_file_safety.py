@@ -276,6 +276,15 @@ def test_hub_probe_counts_any_http_answer_as_reachable(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", answer)
     assert clip_loading.hub_unreachable_reason("org/repo", "f.bin") is None
+
+    class ReadTimeout(Exception):  # connected, slow to answer (httpx and requests both name it so)
+        pass
+
+    def slow(url, timeout=None, **kwargs):
+        raise ReadTimeout("timed out")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", slow)
+    assert clip_loading.hub_unreachable_reason("org/repo", "f.bin") is None
     hub_probe(monkeypatch, reachable=False)
     assert clip_loading.hub_unreachable_reason("org/repo", "f.bin").startswith("ConnectionError: [Errno -2]")
     assert clip_loading._split_hub("timm/vit.openai/") == ("timm/vit.openai", "open_clip_pytorch_model.bin")

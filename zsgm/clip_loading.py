@@ -26,7 +26,10 @@ Offline use (EVAL.md section 3):
   set: a tag whose weights are not already cached fails at once with a :class:`ClipLoadError` (no network
   attempt), and open_clip's own Hub calls run with huggingface_hub's offline switch on.
 - Local files need no network: ``pretrained="/path/to/open_clip_pytorch_model.bin"`` (or ``.safetensors``).
-  State-dict files are read with ``torch.load(weights_only=True)``.
+
+Files (every failure is one :class:`ClipLoadError` line naming the file: missing, a folder, empty, unreadable,
+corrupt, no state dict, weights that do not fit, NaN/inf weights):
+
 - Local files are read by zsgm itself, never by code from the file: ``.safetensors`` with safetensors, anything
   else with ``torch.load(weights_only=True)`` (a pickle that would build other objects, e.g. call ``os.system``,
   is refused with one line); ``.npz`` (big_vision) with ``numpy.load(allow_pickle=False)``.
@@ -454,8 +457,9 @@ def hub_unreachable_reason(repo_id: str, filename: str) -> Optional[str]:
     """``None`` when the Hugging Face Hub answers, else why it cannot be reached.
 
     One HEAD request for ``repo_id/filename`` with a :data:`HUB_PROBE_TIMEOUT_S` timeout and no retries. Any HTTP
-    answer (200, 404, 401, 5xx) counts as reachable: the real download then reports (and retries) the rest. Only a
-    network failure (no DNS, refused connection, timeout, proxy error) counts as unreachable.
+    answer (200, 404, 401, 5xx), or a connection that is only slow to answer (read timeout), counts as reachable: the
+    real download then reports (and retries) the rest. Only a network failure (no DNS, refused connection, connect
+    timeout, proxy error) counts as unreachable.
     """
     try:
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -467,6 +471,8 @@ def hub_unreachable_reason(repo_id: str, filename: str) -> Optional[str]:
     except HfHubHTTPError:
         return None
     except Exception as exc:  # noqa: BLE001 - httpx/requests network errors differ between versions
+        if type(exc).__name__ == "ReadTimeout":
+            return None  # connected, only slow to answer: let the download (and its retries) go on
         return f"{type(exc).__name__}: {one_line(exc, 160)}"
     return None
 
