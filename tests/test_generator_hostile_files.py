@@ -105,8 +105,8 @@ def test_safetensors_metadata_is_checked_against_the_header_before_any_data_is_r
     cases = {
         # within the bounds, but not what the file holds
         "big.safetensors": (GeneratorArch.nvidia(1024).to_dict(),
-                            r"big.safetensors: missing generator weights \['style.3.weight'.* \(96 in all\) for the 1024px "
-                            r"generator of the architecture in metadata key 'arch'"),
+                            r"big.safetensors: missing generator weights \['style.3.weight'.* \(96 in all\) for "
+                            r"the 1024px generator of the architecture in metadata key 'arch'"),
         "wide.safetensors": (dict(small().arch.to_dict(), channels=[32, 32, 32]),
                              r"wide.safetensors: key 'input.input' has shape \[1, 16, 4, 4\], the architecture in "
                              r"metadata key 'arch' expects \[1, 32, 4, 4\]"),
@@ -208,7 +208,7 @@ def test_non_finite_values_in_ignored_buffers_do_not_matter(tmp_path):
     assert info["ignored_buffers"] == ["noises.noise_99"]
 
 
-# ------------------------------------------------------------------ every failure is one CheckpointError naming the file
+# ------------------------------------------------------------------ every failure: one CheckpointError naming the file
 
 
 def test_other_bad_files_are_one_error_naming_the_file(tmp_path, no_allocation):

@@ -279,7 +279,8 @@ def test_bad_nvidia_pickles_give_clear_errors(tmp_path, nv):
     with pytest.raises(CheckpointError, match="sg3.pkl: missing NVIDIA key 'synthesis.b4.const': not a StyleGAN2"):
         load_generator(tmp_path / "sg3.pkl")
     nv.write(g, tmp_path / "cond.pkl", kwargs=nv.kwargs_for(g, c_dim=10))
-    with pytest.raises(CheckpointError, match=r"cond.pkl: G_ema init kwargs: conditional generators \(c_dim 10\) are not supported"):
+    with pytest.raises(CheckpointError, match=r"cond.pkl: G_ema init kwargs: conditional generators \(c_dim 10\) "
+                                              r"are not supported"):
         load_generator(tmp_path / "cond.pkl")
     nv.write(g, tmp_path / "big.pkl", kwargs=nv.kwargs_for(g, img_resolution=32))
     with pytest.raises(CheckpointError, match="big.pkl: missing NVIDIA key 'synthesis.b32.conv0.weight'"):
