@@ -171,6 +171,7 @@ def assert_refused_without_running(msg: str, marker) -> None:
     assert "weights_only` set to `False`" not in msg and "weights_only=False" not in msg  # no advice to go unsafe
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 def test_malicious_pickles_are_refused_on_every_file_path(tmp_path, monkeypatch, registered):
     marker, files = malicious_files(tmp_path)
     for path in files:
@@ -196,6 +197,10 @@ def test_malicious_pickles_are_refused_on_every_file_path(tmp_path, monkeypatch,
     msg = load_error(ClipModelSpec(name=f"local-dir:{folder}"))
     assert_refused_without_running(msg, marker)
     assert "torch.load(weights_only=True)" in msg and "Unsupported operand" in msg
+    torch.jit.save(torch.jit.script(Small()), str(folder / "open_clip_pytorch_model.bin"))  # TorchScript in it
+    msg = load_error(ClipModelSpec(name=f"local-dir:{folder}"))
+    assert_refused_without_running(msg, marker)
+    assert "Cannot use ``weights_only=True`` with TorchScript archives" in msg
 
 
 def test_malicious_pickles_in_the_caches_are_refused(no_network, tmp_path, monkeypatch, registered):

@@ -230,7 +230,8 @@ def weights_only_reason(exc: BaseException) -> str:
     elif text.startswith("Weights only load failed"):
         parts = [p for p in text.split("\n\n") if p.strip()]
         text = parts[1] if len(parts) >= 3 else ""
-    text = text.split("Check the documentation of torch.load", 1)[0].split(". Please use", 1)[0]
+    for advice in ("Check the documentation of torch.load", ". Please use", "In PyTorch 2.6, we changed"):
+        text = text.split(advice, 1)[0]  # torch's advice ends the reason; part of it says to turn the safety off
     return one_line(text, 200) or type(exc).__name__
 
 
