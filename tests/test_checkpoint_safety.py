@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import json
 import math
@@ -86,24 +87,43 @@ def test_a_missing_checkpoint_names_the_previous_one(tmp_path):
 # ---------------------------------------------------------------------------------------------- disk full
 
 
+class FillingFile:
+    """A file on a disk that fills up: half of the write lands, then ENOSPC (as a real full disk does)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.fh.close()
+
+    def write(self, data):
+        self.fh.write(bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_and_names_it(tmp_path, monkeypatch):
-    saves = []
-    real_save = torch.save
+    import zsgm.checkpoint
 
-    def save(obj, f, *args, **kwargs):
-        saves.append(obj["next_step"])
-        if len(saves) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")  # what a file object's write raises
-        return real_save(obj, f, *args, **kwargs)
+    opened = []
 
-    monkeypatch.setattr(torch, "save", save)
+    def open_on_a_filling_disk(path, mode="r", *args, **kwargs):
+        fh = builtins.open(path, mode, *args, **kwargs)
+        if "w" in mode:
+            opened.append(path)
+            if len(opened) == 3:  # the third checkpoint (next step 3) does not fit
+                return FillingFile(fh)
+        return fh
+
+    monkeypatch.setattr(zsgm.checkpoint, "open", open_on_a_filling_disk, raising=False)
     with pytest.raises(WriteError) as info:
         adapt(recipe_from_dict(tiny(steps=4)), out_dir=tmp_path)
     last = checkpoint_path(tmp_path)
     assert info.value.errno == errno.ENOSPC
     assert str(info.value) == (f"[Errno 28] cannot write {last}: No space left on device; the checkpoint {last} "
                                f"(next step 2) is intact; free some space and resume the run")
-    monkeypatch.setattr(torch, "save", real_save)
     assert read_run_checkpoint(last)["next_step"] == 2
     assert read_run_checkpoint(previous_checkpoint_path(tmp_path))["next_step"] == 2  # rotated before the write
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt", "previous.pt"]  # no temp file left

@@ -60,6 +60,12 @@ def test_out_naming_a_file_is_one_clear_error_before_anything_loads(tmp_path, no
         prepare_run_dir(out / "run")
 
 
+def test_resume_of_a_missing_directory_creates_nothing(tmp_path, no_loading):
+    with pytest.raises(RunError, match=f"there is no run to resume in {tmp_path / 'nope'}: the directory does not"):
+        loop.adapt(recipe_from_dict(tiny()), out_dir=tmp_path / "nope", resume=True)
+    assert not (tmp_path / "nope").exists()
+
+
 def test_uncreatable_out_dir_is_a_write_error_naming_it(no_loading):
     out = "/proc/self/zsgm-run"  # no one may create a directory here, root included
     with pytest.raises(WriteError, match="cannot create the run directory /proc/self/zsgm-run"):

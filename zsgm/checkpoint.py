@@ -12,6 +12,7 @@ with a finite loss; when that step's loss is not finite, ``previous.pt`` is the 
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import shutil
@@ -67,12 +68,18 @@ def run_checkpoint_state(run, optimizer: torch.optim.Optimizer, *, next_step: in
 
 
 def write_checkpoint_file(state: dict, path: str | Path) -> None:
-    """``torch.save`` atomically through a Python file object, so a full disk raises ``OSError`` (ENOSPC)
-    -> :class:`WriteError` naming ``path`` (saving to a path name raises an opaque ``RuntimeError``)."""
+    """``torch.save`` atomically; a full disk (any failed write) is a :class:`WriteError` naming ``path``.
+
+    The checkpoint is serialised in memory and then written with a plain file write: torch's own file writer
+    reports a short write on a full disk as an opaque ``RuntimeError`` ("unexpected pos ..."), while a plain
+    write raises ``OSError`` with the real errno (ENOSPC, EDQUOT, EIO).
+    """
 
     def write(tmp: str) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
         with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+            fh.write(buffer.getbuffer())
 
     atomic_write(path, write)
 

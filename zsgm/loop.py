@@ -296,7 +296,7 @@ def adapt(recipe: Recipe, *, out_dir: str | Path, resume: bool = False, registry
         CheckpointMismatchError: the checkpoint is unreadable or does not fit.
     """
     started = time.time()
-    paths = prepare_run_dir(out_dir)
+    paths = prepare_run_dir(out_dir, create=not resume)
     with RunDirLock(paths.out_dir):
         state, changes = None, []
         if resume:

@@ -96,17 +96,21 @@ class RunPaths:
 # ---------------------------------------------------------------------------------------------- creating
 
 
-def prepare_run_dir(out_dir: str | Path) -> RunPaths:
+def prepare_run_dir(out_dir: str | Path, *, create: bool = True) -> RunPaths:
     """Create the run directory (and parents) and return its :class:`RunPaths`; loads nothing.
 
+    ``create=False`` (a resume) requires the directory to exist instead.
+
     Raises:
-        RunError: ``out_dir`` is an existing file (or a path through a file).
+        RunError: ``out_dir`` is an existing file (or a path through a file), or missing with ``create=False``.
         WriteError: the directory cannot be created (permissions, read-only file system, disk full).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"run directory {out_dir} is an existing file, not a directory; choose a directory "
                        f"for the run's outputs")
+    if not create and not out_dir.is_dir():
+        raise RunError(f"there is no run to resume in {out_dir}: the directory does not exist")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
