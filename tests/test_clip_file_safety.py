@@ -359,6 +359,7 @@ def test_every_load_failure_is_one_line_naming_the_file(tmp_path, monkeypatch, r
         (ClipModelSpec(name="local-dir:" + str(tmp_path / "nowhere")), "nowhere' does not exist"),
         (ClipModelSpec(name="local-dir:" + str(tiny_pt)), "tiny.pt' is a file, not a folder"),
         (ClipModelSpec(name="local-dir:" + str(folder)), "a-folder' has no open_clip_config.json"),
+        (ClipModelSpec(name=registered, pretrained=""), "CLIP 'zsgm-test-tiny': pretrained is empty"),
         (ClipModelSpec(name="ViT-B-32-quickgelu-nope"), "unknown CLIP model 'ViT-B-32-quickgelu-nope'; did you mean"),
     ]
     for spec, expected in cases:

@@ -789,6 +789,9 @@ def load_open_clip(name: str, pretrained: Optional[str], *, trust_torchscript: b
             label = f"{name!r} with pretrained=None"
             return _wrap(_create(name, label, ""), name=name, tokenizer_name=name, config=config)
 
+        if not pretrained.strip():
+            raise ClipLoadError(f"CLIP {name!r}: pretrained is empty; give a pretrained tag (e.g. 'openai'), a weights "
+                                f"file, or no pretrained at all for random weights")
         tag_cfg = open_clip.get_pretrained_cfg(name, pretrained)
         if tag_cfg:
             return _load_tag(name, pretrained, tag_cfg, config, offline=offline, trust_torchscript=trust_torchscript)
