@@ -141,6 +141,24 @@ def test_disk_full_writing_the_final_generator_names_it_and_the_intact_checkpoin
         adapt(recipe_from_dict(tiny(steps=2)), out_dir=tmp_path)
 
 
+def test_disk_full_writing_the_loss_log_names_it_and_the_intact_checkpoint(tmp_path, monkeypatch):
+    import zsgm.loop
+
+    real = zsgm.loop.append_jsonl
+
+    def append(path, record):
+        if record["step"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")  # plain append: no file name in the error
+        real(path, record)
+
+    monkeypatch.setattr(zsgm.loop, "append_jsonl", append)
+    with pytest.raises(WriteError) as info:
+        adapt(recipe_from_dict(tiny(steps=4)), out_dir=tmp_path)
+    assert str(info.value) == (f"[Errno 28] cannot write {tmp_path / 'losses.jsonl'}: No space left on device; the "
+                               f"checkpoint {checkpoint_path(tmp_path)} (next step 2) is intact; free some space and "
+                               f"resume the run")
+
+
 # ---------------------------------------------------------------------------------------------- NaN / inf
 
 

@@ -200,3 +200,17 @@ def test_resume_without_a_readable_saved_recipe_is_refused(tmp_path):
     paths.recipe.write_bytes(b"\xff\xfe = [")
     with pytest.raises(RunError, match="the run's saved recipe is unreadable"):
         check_resume_recipe(paths, recipe_from_dict(tiny()), steps_done=1)
+
+
+def test_a_file_system_without_locks_warns_and_runs_unlocked(tmp_path, monkeypatch):
+    import errno
+
+    import zsgm.run_dir
+
+    def no_locks(_fd, _op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(zsgm.run_dir.fcntl, "flock", no_locks)
+    with pytest.warns(RuntimeWarning, match=f"the file system of {tmp_path} has no file locks"):
+        with RunDirLock(tmp_path):
+            pass

@@ -177,20 +177,17 @@ class KeptCheckpoints:
         Raises:
             NonFiniteWeightsError: the update of step ``next_step - 1`` made weights NaN/inf; nothing is
                 written and the message names the good checkpoint.
-            WriteError: the write failed (disk full...); the message says which checkpoint is intact.
+            WriteError: the write failed (disk full...); ``last.pt`` is intact (:meth:`describe_intact`).
         """
         bad = nonfinite_weights(run, optimizer)
         if bad:
             raise NonFiniteWeightsError(
                 f"non-finite weights after step {next_step - 1} ({_names(bad)}); {self.describe_good(next_step)} "
                 f"(try a lower optim.lr or check the technique weights, in a new run)")
-        try:
-            if keep_previous_checkpoint(self.out_dir):
-                self.previous_step = self.last_step
-            path = checkpoint_path(self.out_dir)
-            write_checkpoint_file(run_checkpoint_state(run, optimizer, next_step=next_step), path)
-        except WriteError as exc:
-            raise WriteError(exc.errno, f"{exc.strerror}; {self.describe_intact()}") from None
+        if keep_previous_checkpoint(self.out_dir):
+            self.previous_step = self.last_step
+        path = checkpoint_path(self.out_dir)
+        write_checkpoint_file(run_checkpoint_state(run, optimizer, next_step=next_step), path)
         self.last_step = next_step
         return path
 

@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -216,17 +218,19 @@ def log_step(path: Path, record: dict) -> None:
         raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def write_final_generator(run: Run, paths: RunPaths, kept: KeptCheckpoints) -> Path:
-    """``generator.safetensors`` from the sampling generator (EMA if kept); a failed write names the file
-    and the intact checkpoint (safetensors reports a full disk as its own error type, not ``OSError``)."""
+def write_final_generator(run: Run, paths: RunPaths) -> Path:
+    """``generator.safetensors`` from the sampling generator (EMA if kept); a failed write is a
+    :class:`WriteError` naming the file (safetensors reports a full disk as its own error type)."""
     from zsgm.generator import save_generator
 
     try:
         save_generator(run.sample_generator(), paths.generator)
-    except OSError as exc:
-        raise WriteError(exc.errno, f"{exc.strerror or exc}; {kept.describe_intact()}") from None
+    except OSError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the state to save is good: any failure here is the write's
-        raise WriteError(None, f"cannot write {paths.generator}: {exc}; {kept.describe_intact()}") from None
+        found = re.search(r"os error (\d+)", str(exc))
+        code = int(found.group(1)) if found else errno.EIO
+        raise WriteError(code, f"cannot write {paths.generator}: {exc}") from None
     return paths.generator
 
 
@@ -354,7 +358,10 @@ def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, sto
         bar.close()
         if end == steps:  # the last checkpoint (or the resumed one) holds these weights: they are finite
             write_grid(run, steps, grid_inputs)
-            generator_path = write_final_generator(run, paths, kept)
+            generator_path = write_final_generator(run, paths)
+    except WriteError as exc:  # disk full or the like: the newest checkpoint is still there, say which
+        error = exc
+        raise WriteError(exc.errno, f"{exc.strerror}; {kept.describe_intact()}") from None
     except BaseException as exc:
         error = exc
         raise

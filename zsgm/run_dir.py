@@ -33,6 +33,7 @@ import fcntl
 import os
 import re
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from zsgm.io_utils import WriteError
 from zsgm.run import RunError
 
 LOCK_NAME = ".zsgm.lock"
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}  # flock unsupported here
 
 #: Recipe fields a resume may change (``[]`` stands for any list index), with why, for the message.
 RESUMABLE_FIELDS = {
@@ -136,6 +138,8 @@ class RunDirLock:
         with RunDirLock(out_dir):
             ...  # only this process writes the run
 
+    On a file system without file locks it warns and runs unlocked.
+
     Raises (on entering):
         RunDirBusyError: another process holds the lock; the message names the directory and its pid.
         WriteError: the lock file cannot be created (directory not writable).
@@ -161,10 +165,18 @@ class RunDirLock:
                 who = f" (pid {holder})" if holder else ""
                 raise RunDirBusyError(f"run directory {self.out_dir} is in use by another zsgm run{who}; wait "
                                       f"for it to finish or choose another directory") from None
+            if exc.errno in _NO_LOCKS:
+                warnings.warn(f"the file system of {self.out_dir} has no file locks: nothing stops a second "
+                              f"zsgm run from writing into this run directory at the same time", RuntimeWarning,
+                              stacklevel=2)
+                return
             raise WriteError(exc.errno, f"cannot lock the run directory {self.out_dir}: "
                                         f"{exc.strerror or exc}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # who holds it, for the message another run shows; the lock itself needs no data
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         self._fd = fd
 
     def release(self) -> None:
