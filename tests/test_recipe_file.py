@@ -59,3 +59,7 @@ def test_not_toml(tmp_path):
     path.write_text("source = \n")
     (problem,) = refusal(path).problems
     assert problem.startswith("not valid TOML: ")
+
+
+def test_a_name_no_file_system_accepts(tmp_path):
+    assert refusal(f"{tmp_path}/r\0.toml").problems == ["cannot read the file: embedded null byte"]

@@ -6,6 +6,11 @@ settings and a list of techniques. Every validation error carries the path of th
     RecipeError: recipe.toml: 2 problems
       techniques[1].k: must be > 0, got -3
       optim.stepz: unknown field (did you mean 'steps'?)
+
+``recipe_from_dict`` checks everything before any model loads, reporting all problems at once: types,
+strictly (``steps = 2.7`` or ``progress = "no"`` are refused, never rounded or read as true), values (finite
+floats, non-blank texts, each field's validator), the composition of the techniques as their
+:class:`zsgm.registry.TechniqueSpec` describe it, each technique's own ``check`` and the ``target_images`` files.
 """
 
 from __future__ import annotations
@@ -648,6 +653,8 @@ def read_recipe_file(path: str | Path) -> dict:
         raise fail("permission denied (cannot read the file)") from None
     except OSError as exc:
         raise fail(f"cannot read the file: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a name no file system accepts (an embedded NUL)
+        raise fail(f"cannot read the file: {exc}") from None
     try:
         text = raw.decode("utf-8-sig")  # a leading byte-order mark (some Windows editors) is allowed
     except UnicodeDecodeError as exc:
