@@ -79,6 +79,7 @@ def problems(data):
     (("optim", "steps"), None, "optim.steps: expected an integer, got nothing (None)"),
     (("run", "seed"), 10**30, "run.seed: expected an integer that fits in 64 bits, got an integer of 31 digits"),
     (("run", "seed"), 2**63, "run.seed: expected an integer that fits in 64 bits, got 9223372036854775808"),
+    (("source",), b"photo", "source: expected a string, got a value of type 'bytes'"),
     (("optim", "lr"), 10**400, "optim.lr: expected a number a float can hold, got an integer of 401 digits"),
 ])
 def test_wrong_types_are_refused_with_their_path(path, value, message):

@@ -233,7 +233,7 @@ def _got(value: Any, *, show_text: bool = True) -> str:
         return "a table"
     if isinstance(value, (list, tuple)):
         return "a list"
-    return f"a {type(value).__name__}"
+    return f"a value of type {type(value).__name__!r}"
 
 
 def _structure_int(value: Any, _type: Any) -> int:
