@@ -234,3 +234,20 @@ def test_finite_weights_whose_next_loss_overflows_name_the_checkpoint_before(tmp
     good = named_good_checkpoint(message)
     assert good == previous_checkpoint_path(tmp_path)
     assert_really_good(good, tmp_path, failed_step=3)
+
+
+def test_resuming_a_checkpoint_with_non_finite_weights_is_refused_before_anything_loads(tmp_path, monkeypatch):
+    import zsgm.loop
+    from zsgm.checkpoint import write_checkpoint_file
+
+    recipe = recipe_from_dict(tiny(steps=3))
+    adapt(recipe, out_dir=tmp_path, stop_after=2)  # checkpoints at 1 (previous.pt) and 2 (last.pt)
+    last = checkpoint_path(tmp_path)
+    state = read_run_checkpoint(last)
+    name = next(iter(state["target"]))
+    state["target"][name] = torch.full_like(state["target"][name], float("inf"))
+    write_checkpoint_file(state, last)
+    monkeypatch.setattr(zsgm.loop, "build_run", lambda *a, **k: pytest.fail("models were loaded"))
+    with pytest.raises(NonFiniteWeightsError, match=rf"^{last} holds non-finite weights \(target\.{name}\) and cannot "
+                                                    rf"be resumed; copy {previous_checkpoint_path(tmp_path)} over it"):
+        adapt(recipe, out_dir=tmp_path, resume=True)
