@@ -11,7 +11,7 @@ import pickle
 import pytest
 import torch
 
-from zsgm import clip_loading
+from zsgm import clip_hub, clip_loading
 from zsgm.clip import TINY_RANDOM_CONFIG, ClipLoadError, ClipModelSpec, load_clip_model, tiny_random_clip
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -292,8 +292,8 @@ def test_hub_probe_counts_any_http_answer_as_reachable(monkeypatch):
     assert clip_loading.hub_unreachable_reason("org/repo", "f.bin") is None
     hub_probe(monkeypatch, reachable=False)
     assert clip_loading.hub_unreachable_reason("org/repo", "f.bin").startswith("ConnectionError: [Errno -2]")
-    assert clip_loading._split_hub("timm/vit.openai/") == ("timm/vit.openai", "open_clip_pytorch_model.bin")
-    assert clip_loading._split_hub("org/repo/w.safetensors") == ("org/repo", "w.safetensors")
+    assert clip_hub.split_hub("timm/vit.openai/") == ("timm/vit.openai", "open_clip_pytorch_model.bin")
+    assert clip_hub.split_hub("org/repo/w.safetensors") == ("org/repo", "w.safetensors")
 
 
 # ----------------------------------------------------------------------------------------- every failure: one line
