@@ -30,180 +30,18 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from cattrs.gen import make_dict_structure_fn
 
 from zsgm import validators as v
+from zsgm.recipe_errors import RecipeError, describe_value
+from zsgm.recipe_model import (
+    ClipConfig,
+    ClipModelConfig,
+    GeneratorConfig,
+    OptimConfig,
+    Recipe,
+    RunConfig,
+    TechniqueUse,
+)
 from zsgm.registry import RegistryError
 from zsgm.tomlwrite import dumps_toml
-
-
-class RecipeError(ValueError):
-    """A recipe is invalid. ``problems`` lists ``"path: message"`` strings."""
-
-    def __init__(self, problems: list[str], *, source: str = "recipe"):
-        self.problems = problems
-        self.source = source
-        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
-        super().__init__(f"{source}: {count}\n  " + "\n  ".join(problems))
-
-
-@attrs.define(kw_only=True)
-class GeneratorConfig:
-    """Which generator to adapt.
-
-    Attributes:
-        checkpoint: a file (rosinality ``.pt``, NVIDIA ``.pkl``, zsgm ``.safetensors``) or a registered
-            name such as ``"shapes"`` or ``"tiny-random"``.
-        sample_truncation: truncation psi for image grids and sampling (training uses psi = 1).
-    """
-
-    checkpoint: str = attrs.field(default="shapes", validator=v.non_empty)
-    sample_truncation: float = attrs.field(default=0.7, validator=v.in_closed_range(0.0, 1.0))
-
-
-@attrs.define(kw_only=True)
-class ClipModelConfig:
-    """One CLIP model of the ensemble: an open_clip name plus a pretrained tag or local file.
-
-    Attributes:
-        trust_torchscript: allow ``pretrained`` to be a TorchScript archive (OpenAI's original ``.pt``
-            files). Loading one runs code stored in the file, so it is refused unless this says the file is
-            trusted.
-    """
-
-    name: str = attrs.field(validator=v.non_empty)
-    pretrained: Optional[str] = attrs.field(default=None, validator=v.optional_non_empty)
-    weight: float = attrs.field(default=1.0, validator=v.non_negative)
-    trust_torchscript: bool = False
-
-
-@attrs.define(kw_only=True)
-class ClipConfig:
-    """The CLIP ensemble and how generator images and texts reach it.
-
-    Attributes:
-        templates: prompt templates for text ensembles ("a {} shape"); default: the CLIP model's own templates
-            if its file names some (the shapes CLIP does), else the 79 ImageNet ones.
-    """
-
-    models: list[ClipModelConfig] = attrs.field(
-        factory=lambda: [ClipModelConfig(name="ViT-B-32", pretrained="openai")]
-    )
-    preprocess: str = attrs.field(default="nada", validator=v.one_of(["nada", "oneshot", "deltaedit"]))
-    text_aggregate: str = attrs.field(default="nada", validator=v.one_of(["nada", "air"]))
-    templates: Optional[list[str]] = attrs.field(default=None)
-
-    @models.validator
-    def _check_models(self, _attr, value):
-        v.non_empty(self, _attr, value)
-        if all(isinstance(m, ClipModelConfig) and m.weight == 0 for m in value):
-            raise ValueError("every model has weight 0, so the ensemble would give no signal; "
-                             "give at least one model a weight > 0")
-
-    @templates.validator
-    def _check_templates(self, _attr, value):
-        if value is not None:
-            if not value:
-                raise ValueError("must not be empty (omit it for the 79 ImageNet templates)")
-            bad = [t for t in value if t.count("{}") != 1]
-            if bad:
-                raise ValueError(f"each template needs exactly one '{{}}' placeholder; found {bad[:3]}")
-
-    def template_list(self, model=None) -> list[str]:
-        """Prompt templates of text ensembles: the recipe's; else the CLIP model's own (a domain CLIP such as the
-        shapes world's ships the phrasings it was trained on); else the 79 ImageNet templates."""
-        from zsgm.clip_templates import IMAGENET_TEMPLATES
-
-        if self.templates is not None:
-            return list(self.templates)
-        own = getattr(model, "templates", None)
-        return list(own) if own else list(IMAGENET_TEMPLATES)
-
-
-@attrs.define(kw_only=True)
-class OptimConfig:
-    """Optimiser and schedule (rosinality convention: lr * reg_ratio, betas (beta1, beta2 ** reg_ratio)).
-
-    Attributes:
-        ema_decay: decay of the EMA copy of the target generator; None keeps no EMA (as NADA).
-        mixing: style-mixing probability for training latents.
-        noise: per-layer noise of the training forwards. "fresh" (the released code of NADA, IPL, AIR and
-            One-shot CLIP: rosinality's ``randomize_noise``) gives every generator forward its own draw, so
-            the source, target and anchor images of one latent differ by their noise; "shared" feeds one
-            draw per step to all of them, so the image direction measures the weights' change alone.
-    """
-
-    steps: int = attrs.field(default=300, validator=v.positive)
-    batch_size: int = attrs.field(default=2, validator=v.positive)
-    lr: float = attrs.field(default=0.002, validator=v.positive)
-    reg_ratio: float = attrs.field(default=0.8, validator=v.in_closed_range(1e-6, 1.0))
-    beta1: float = attrs.field(default=0.0, validator=v.in_half_open_range(0.0, 1.0))
-    beta2: float = attrs.field(default=0.99, validator=v.in_half_open_range(0.0, 1.0))
-    ema_decay: Optional[float] = attrs.field(default=None)
-    mixing: float = attrs.field(default=0.0, validator=v.in_closed_range(0.0, 1.0))
-    noise: str = attrs.field(default="fresh", validator=v.one_of(["fresh", "shared"]))
-
-    @ema_decay.validator
-    def _check_ema(self, _attr, value):
-        if value is not None:
-            v.in_half_open_range(0.0, 1.0)(self, _attr, value)
-
-
-@attrs.define(kw_only=True)
-class RunConfig:
-    """Where and how the run executes and what it writes.
-
-    Attributes:
-        device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
-        sample_every: write a source/target image grid every N steps (0: only at the end).
-        checkpoint_every: write a resumable checkpoint every N steps (0: only at the end).
-        n_samples: images per grid row (fixed latents, the same for the whole run).
-    """
-
-    seed: int = 0
-    device: str = attrs.field(default="auto", validator=v.non_empty)
-    sample_every: int = attrs.field(default=50, validator=v.non_negative)
-    checkpoint_every: int = attrs.field(default=50, validator=v.non_negative)
-    n_samples: int = attrs.field(default=8, validator=v.positive)
-    progress: bool = True
-
-
-@attrs.define(kw_only=True)
-class TechniqueUse:
-    """One entry of ``[[techniques]]``: the technique name, its weight and interval, its options.
-
-    ``weight`` must be >= 0: a negative weight would turn a loss into a reward and ascend it (a sign slip,
-    never a documented technique). Weight 0 keeps a term computed and logged without training on it.
-    ``weight`` and ``every`` apply to techniques that produce loss terms; others refuse values other than 1.
-    """
-
-    use: str
-    weight: float = attrs.field(default=1.0, validator=v.non_negative)
-    every: int = attrs.field(default=1, validator=v.positive)
-    label: Optional[str] = attrs.field(default=None, validator=v.optional_non_empty)
-    config: Any = None
-
-    @property
-    def name(self) -> str:
-        """The label used in logs: ``label`` if given, else ``use``."""
-        return self.label or self.use
-
-
-@attrs.define(kw_only=True)
-class Recipe:
-    """A complete adaptation recipe.
-
-    Attributes:
-        source: text describing the generator's domain ("photo").
-        target: text describing the target domain ("sketch"); optional when ``target_images`` is given.
-        target_images: reference images for image-guided techniques (one-shot, NADA's image target).
-    """
-
-    source: str = attrs.field(validator=v.non_empty)
-    target: Optional[str] = attrs.field(default=None, validator=v.optional_non_empty)
-    target_images: list[str] = attrs.field(factory=list)
-    generator: GeneratorConfig = attrs.field(factory=GeneratorConfig)
-    clip: ClipConfig = attrs.field(factory=ClipConfig)
-    optim: OptimConfig = attrs.field(factory=OptimConfig)
-    run: RunConfig = attrs.field(factory=RunConfig)
-    techniques: list[TechniqueUse] = attrs.field(factory=list)
 
 
 _USE_KEYS = ("use", "weight", "every", "label")
@@ -214,54 +52,32 @@ class _TypeMismatch(ValueError):
     """A recipe value of the wrong type (the strict converter never coerces)."""
 
 
-def _got(value: Any, *, show_text: bool = True) -> str:
-    """How a message names a value the user gave: ``2.7``, ``a boolean (true)``, ``a string ('no')``."""
-    if value is None:
-        return "nothing (None)"
-    if isinstance(value, bool):
-        return f"a boolean ({'true' if value else 'false'})"
-    if isinstance(value, numbers.Integral):
-        digits = len(str(abs(int(value))))
-        return str(int(value)) if digits <= 20 else f"an integer of {digits} digits"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        if not show_text:
-            return "a string"
-        return f"a string ({value[:40] + '...' if len(value) > 40 else value!r})"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return f"a value of type {type(value).__name__!r}"
-
-
 def _structure_int(value: Any, _type: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _TypeMismatch(f"expected an integer, got {_got(value)}")
+        raise _TypeMismatch(f"expected an integer, got {describe_value(value)}")
     if not -_INT64 <= int(value) < _INT64:
-        raise _TypeMismatch(f"expected an integer that fits in 64 bits, got {_got(value)}")
+        raise _TypeMismatch(f"expected an integer that fits in 64 bits, got {describe_value(value)}")
     return int(value)
 
 
 def _structure_float(value: Any, _type: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _TypeMismatch(f"expected a number, got {_got(value)}")
+        raise _TypeMismatch(f"expected a number, got {describe_value(value)}")
     try:
         return float(value)
     except OverflowError:
-        raise _TypeMismatch(f"expected a number a float can hold, got {_got(value)}") from None
+        raise _TypeMismatch(f"expected a number a float can hold, got {describe_value(value)}") from None
 
 
 def _structure_str(value: Any, _type: Any) -> str:
     if not isinstance(value, str):
-        raise _TypeMismatch(f"expected a string, got {_got(value)}")
+        raise _TypeMismatch(f"expected a string, got {describe_value(value)}")
     return value
 
 
 def _structure_bool(value: Any, _type: Any) -> bool:
     if not isinstance(value, bool):
-        raise _TypeMismatch(f"expected true or false, got {_got(value)}")
+        raise _TypeMismatch(f"expected true or false, got {describe_value(value)}")
     return value
 
 
@@ -287,7 +103,7 @@ def _converter() -> cattrs.Converter:
 
         def structure_table(value: Any, type_: Any):
             if not isinstance(value, Mapping):
-                raise _TypeMismatch(f"expected a table, got {_got(value, show_text=False)}")
+                raise _TypeMismatch(f"expected a table, got {describe_value(value, show_text=False)}")
             return inner(value, type_)
 
         return structure_table
@@ -297,7 +113,7 @@ def _converter() -> cattrs.Converter:
 
         def structure_list(value: Any, t: Any):
             if not isinstance(value, (list, tuple)):
-                raise _TypeMismatch(f"expected a list, got {_got(value, show_text=False)}")
+                raise _TypeMismatch(f"expected a list, got {describe_value(value, show_text=False)}")
             return inner(value, t)
 
         return structure_list
@@ -307,7 +123,7 @@ def _converter() -> cattrs.Converter:
 
         def structure_mapping(value: Any, t: Any):
             if not isinstance(value, Mapping):
-                raise _TypeMismatch(f"expected a table, got {_got(value, show_text=False)}")
+                raise _TypeMismatch(f"expected a table, got {describe_value(value, show_text=False)}")
             return inner(value, t)
 
         return structure_mapping
@@ -415,12 +231,12 @@ def _structure_technique(conv: cattrs.Converter, data: Any, registry, entry: _En
     """Fill ``entry.spec`` and ``entry.use`` from one raw entry; return its problems."""
     path = entry.path
     if not isinstance(data, Mapping):
-        return [f"{path}: expected a table with a 'use' key, got {_got(data, show_text=False)}"]
+        return [f"{path}: expected a table with a 'use' key, got {describe_value(data, show_text=False)}"]
     if "use" not in data:
         return [f"{path}.use: required field missing (the technique name)"]
     name = data["use"]
     if not isinstance(name, str):
-        return [f"{path}.use: expected a technique name (a string), got {_got(name)}"]
+        return [f"{path}.use: expected a technique name (a string), got {describe_value(name)}"]
     try:
         entry.spec = registry.techniques.get(name)
     except RegistryError as exc:
@@ -568,7 +384,8 @@ def recipe_from_dict(data: dict, *, registry=None, source: str = "recipe") -> Re
 
     registry = registry or get_registry()
     if not isinstance(data, Mapping):
-        raise RecipeError([f"expected a table at the top level, got {_got(data, show_text=False)}"], source=source)
+        got = describe_value(data, show_text=False)
+        raise RecipeError([f"expected a table at the top level, got {got}"], source=source)
     conv = _converter()
     problems: list[str] = []
     body = {k: val for k, val in data.items() if k != "techniques"}
@@ -578,7 +395,7 @@ def recipe_from_dict(data: dict, *, registry=None, source: str = "recipe") -> Re
         recipe = _structure_sections(conv, body, problems)
         if not isinstance(raw_techniques, (list, tuple)):
             problems.append(f"techniques: expected a list of tables ([[techniques]]), "
-                            f"got {_got(raw_techniques, show_text=False)}")
+                            f"got {describe_value(raw_techniques, show_text=False)}")
             raw_techniques = []
         for i, item in enumerate(raw_techniques):
             entries.append(_Entry(index=i))
