@@ -15,21 +15,16 @@ floats, non-blank texts, each field's validator), the composition of the techniq
 
 from __future__ import annotations
 
-import difflib
-import functools
-import numbers
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, get_origin
+from typing import Any, Optional
 
 import attrs
 import cattrs
-from cattrs.cols import is_mapping, list_structure_factory, mapping_structure_factory
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
-from cattrs.gen import make_dict_structure_fn
 
 from zsgm import validators as v
+from zsgm.recipe_convert import flatten_errors, strict_converter, unknown_field_lines
 from zsgm.recipe_errors import RecipeError, describe_value
 from zsgm.recipe_model import (
     ClipConfig,
@@ -43,133 +38,7 @@ from zsgm.recipe_model import (
 from zsgm.registry import RegistryError
 from zsgm.tomlwrite import dumps_toml
 
-
 _USE_KEYS = ("use", "weight", "every", "label")
-_INT64 = 2**63
-
-
-class _TypeMismatch(ValueError):
-    """A recipe value of the wrong type (the strict converter never coerces)."""
-
-
-def _structure_int(value: Any, _type: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _TypeMismatch(f"expected an integer, got {describe_value(value)}")
-    if not -_INT64 <= int(value) < _INT64:
-        raise _TypeMismatch(f"expected an integer that fits in 64 bits, got {describe_value(value)}")
-    return int(value)
-
-
-def _structure_float(value: Any, _type: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _TypeMismatch(f"expected a number, got {describe_value(value)}")
-    try:
-        return float(value)
-    except OverflowError:
-        raise _TypeMismatch(f"expected a number a float can hold, got {describe_value(value)}") from None
-
-
-def _structure_str(value: Any, _type: Any) -> str:
-    if not isinstance(value, str):
-        raise _TypeMismatch(f"expected a string, got {describe_value(value)}")
-    return value
-
-
-def _structure_bool(value: Any, _type: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _TypeMismatch(f"expected true or false, got {describe_value(value)}")
-    return value
-
-
-def _is_list_type(type_: Any) -> bool:
-    return type_ is list or get_origin(type_) is list
-
-
-@functools.cache
-def _converter() -> cattrs.Converter:
-    """A converter that never coerces: 2.7 is no int, "no" no bool, 3 no string, a string no table or list.
-
-    Technique configs are structured with it too, so plugins get the same strictness for free. Built once
-    (generating the structuring code of each class is the slow part); it keeps no state between recipes.
-    """
-    conv = cattrs.Converter(forbid_extra_keys=True)
-    conv.register_structure_hook(int, _structure_int)
-    conv.register_structure_hook(float, _structure_float)
-    conv.register_structure_hook(str, _structure_str)
-    conv.register_structure_hook(bool, _structure_bool)
-
-    def table_factory(cl: type):
-        inner = make_dict_structure_fn(cl, conv)
-
-        def structure_table(value: Any, type_: Any):
-            if not isinstance(value, Mapping):
-                raise _TypeMismatch(f"expected a table, got {describe_value(value, show_text=False)}")
-            return inner(value, type_)
-
-        return structure_table
-
-    def list_factory(type_: Any):
-        inner = list_structure_factory(type_, conv)
-
-        def structure_list(value: Any, t: Any):
-            if not isinstance(value, (list, tuple)):
-                raise _TypeMismatch(f"expected a list, got {describe_value(value, show_text=False)}")
-            return inner(value, t)
-
-        return structure_list
-
-    def mapping_factory(type_: Any):
-        inner = mapping_structure_factory(type_, conv)
-
-        def structure_mapping(value: Any, t: Any):
-            if not isinstance(value, Mapping):
-                raise _TypeMismatch(f"expected a table, got {describe_value(value, show_text=False)}")
-            return inner(value, t)
-
-        return structure_mapping
-
-    conv.register_structure_hook_factory(attrs.has, table_factory)
-    conv.register_structure_hook_factory(_is_list_type, list_factory)
-    conv.register_structure_hook_factory(is_mapping, mapping_factory)
-    return conv
-
-
-def _unknown_keys(path: str, keys, known: list[str]) -> list[str]:
-    lines = []
-    for key in sorted(map(str, keys)):
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
-        lines.append(f"{path + '.' if path else ''}{key}: unknown field{hint}")
-    return lines
-
-
-def _flatten_errors(exc: BaseException, path: str) -> list[str]:
-    """Turn a cattrs exception tree into ``path: message`` lines."""
-    if isinstance(exc, (ClassValidationError, IterableValidationError)):
-        lines: list[str] = []
-        for sub in exc.exceptions:
-            notes = [n for n in getattr(sub, "__notes__", []) if hasattr(n, "name") or hasattr(n, "index")]
-            sub_path = path
-            for note in notes:
-                if hasattr(note, "name"):
-                    sub_path = f"{path}.{note.name}" if path else note.name
-                elif isinstance(note.index, str):  # a key of a table
-                    sub_path = f"{path}.{note.index}"
-                else:
-                    sub_path = f"{path}[{note.index}]"
-            lines.extend(_flatten_errors(sub, sub_path))
-        return lines
-    if isinstance(exc, ForbiddenExtraKeysError):
-        known = [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
-        return _unknown_keys(path, exc.extra_fields, known)
-    if isinstance(exc, KeyError):
-        return [f"{path}: required field missing"]
-    if isinstance(exc, RecipeError):
-        return [f"{path}.{p}" if path else p for p in exc.problems]
-    message = str(exc) or type(exc).__name__
-    if not isinstance(exc, _TypeMismatch):
-        message = f"invalid value ({message})"
-    return [f"{path}: {message}"]
 
 
 def _non_finite_problems(value: Any, path: str) -> list[str]:
@@ -247,12 +116,12 @@ def _structure_technique(conv: cattrs.Converter, data: Any, registry, entry: _En
     try:
         use = conv.structure(head, TechniqueUse)
     except Exception as exc:  # noqa: BLE001 - converted to path messages
-        problems.extend(_flatten_errors(exc, path))
+        problems.extend(flatten_errors(exc, path))
         use = None
     try:
         config = conv.structure(options, entry.spec.config)
     except Exception as exc:  # noqa: BLE001
-        problems.extend(_flatten_errors(exc, path))
+        problems.extend(flatten_errors(exc, path))
         config = None
     if not problems:
         use.config = config
@@ -266,7 +135,7 @@ def _structure_sections(conv: cattrs.Converter, body: dict, problems: list[str])
     fields = {f.name: f for f in attrs.fields(Recipe) if f.name != "techniques"}
     values: dict[str, Any] = {}
     unknown = [key for key in body if key not in fields]
-    problems.extend(_unknown_keys("", unknown, list(fields) + ["techniques"]))
+    problems.extend(unknown_field_lines("", unknown, list(fields) + ["techniques"]))
     for name, field in fields.items():
         if name not in body:
             if field.default is attrs.NOTHING:
@@ -275,7 +144,7 @@ def _structure_sections(conv: cattrs.Converter, body: dict, problems: list[str])
         try:
             values[name] = conv.structure(body[name], field.type)
         except Exception as exc:  # noqa: BLE001 - converted to path messages
-            problems.extend(_flatten_errors(exc, name))
+            problems.extend(flatten_errors(exc, name))
     try:
         return Recipe(**values)
     except TypeError:
@@ -386,7 +255,7 @@ def recipe_from_dict(data: dict, *, registry=None, source: str = "recipe") -> Re
     if not isinstance(data, Mapping):
         got = describe_value(data, show_text=False)
         raise RecipeError([f"expected a table at the top level, got {got}"], source=source)
-    conv = _converter()
+    conv = strict_converter()
     problems: list[str] = []
     body = {k: val for k, val in data.items() if k != "techniques"}
     raw_techniques = data.get("techniques", [])
@@ -423,7 +292,7 @@ def recipe_from_dict(data: dict, *, registry=None, source: str = "recipe") -> Re
 
 def recipe_to_dict(recipe: Recipe) -> dict:
     """The fully resolved recipe as a plain dict (None values dropped, TOML-ready)."""
-    conv = _converter()
+    conv = strict_converter()
     out = conv.unstructure(attrs.evolve(recipe, techniques=[]))
     out.pop("techniques")
     techniques = []
