@@ -1,7 +1,8 @@
 """attrs validators with uniform messages ("must be > 0, got -3").
 
-The recipe loader disables validators while structuring and then runs them itself with the field's
-path, so the final error reads ``techniques[1].k: must be > 0, got -3``.
+The recipe loader (:func:`zsgm.recipe.recipe_from_dict`) disables validators while structuring and then runs
+them itself with the field's path (:func:`zsgm.recipe_checks.field_value_problems`), so the final error reads
+``techniques[1].k: must be > 0, got -3``.
 
 Every float of a recipe and of technique configs must be finite: the loader refuses ``inf`` and ``nan``
 before it runs a field's validator, unless the field opts out with ``metadata=ALLOWS_NON_FINITE``.
