@@ -76,7 +76,10 @@ def test_a_missing_required_technique_is_named():
 @pytest.mark.parametrize("techniques", [[], [FREEZE], [{"use": "semantic-variations"}],
                                         [{"use": "directional", "weight": 0.0}]])
 def test_a_recipe_that_trains_nothing_is_refused(techniques):
-    (message,) = problems(base(*techniques))
+    found = problems(base(*techniques))
+    message = found[0]
+    # a lone direction provider is also told that nothing reads its directions
+    assert len(found) == 1 or found[1:] == [p for p in found[1:] if "provides text directions" in p]
     assert message.startswith("techniques: no technique produces a loss term with weight > 0, so nothing would "
                               "train; add one such as ")
     assert "'directional'" in message and "'layer-freeze'" not in message
@@ -160,3 +163,16 @@ def test_technique_checks_report_beside_composition_problems_but_not_on_invalid_
     ]
     data = base(DIRECTIONAL, {"use": "fussy", "until": 50}, optim={"steps": 2.5})  # the check would compare 2.5
     assert problems(data, registry) == ["optim.steps: expected an integer, got 2.5"]
+
+
+def test_a_direction_provider_with_no_technique_reading_directions_is_refused(tmp_path):
+    style = tmp_path / "style.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(style)
+    # image-target gives directions, 'global' ignores them: the style image would change nothing
+    found = problems(base({"use": "global"}, {"use": "image-target"}, target_images=[str(style)]))
+    assert any(p.startswith("techniques[1].use: 'image-target' provides text directions, but no technique of "
+                            "this recipe reads them") and "'directional'" in p for p in found), found
+    # with the directional loss reading them, the same recipe is fine
+    recipe_from_dict(base({"use": "global"}, DIRECTIONAL, {"use": "image-target"}, target_images=[str(style)]))

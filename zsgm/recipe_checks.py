@@ -156,6 +156,11 @@ def composition_problems(entries: list[TechniqueEntry], recipe: Recipe, registry
             if e.spec.requires_other_loss and not [o for o in losses if o is not e]:
                 problems.append(f"{e.path}.use: {e.spec.name!r} works only beside another technique that produces "
                                 f"a loss term with weight > 0 (such as 'directional'); this recipe has none")
+    if providers and not any(e.spec.reads_directions for e in known):
+        readers = _names_where(registry, lambda s: s.reads_directions)
+        for e in providers:
+            problems.append(f"{e.path}.use: {e.spec.name!r} provides text directions, but no technique of this recipe "
+                            f"reads them, so it would change nothing; add one such as {readers}")
     if recipe.target_images and not any(e.spec.reads_target_images for e in known):
         problems.append("target_images: no technique of this recipe reads target images, so they would be ignored; "
                         f"techniques that read them: {_names_where(registry, lambda s: s.reads_target_images)}")

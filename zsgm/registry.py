@@ -29,6 +29,8 @@ class TechniqueSpec:
         requires_other_loss: it is useless unless some *other* technique produces a loss term (layer
             freezing; AIR, whose adaptive term starts mid-run).
         reads_target_images: it reads the recipe's ``target_images`` (so ``--target-image`` means something).
+        reads_directions: it reads the step's text directions (``batch.directions()``) or a provider's direction
+            set, so a direction provider in the same recipe has a use.
         check: optional ``check(config, recipe) -> list[str]``, called when the recipe is built (before any
             model loads): problems that need the whole recipe, e.g. a schedule that never fires within
             ``optim.steps``. Each string is ``"option: message"`` (the loader prefixes the entry's path).
@@ -45,6 +47,7 @@ class TechniqueSpec:
     requires: frozenset = frozenset()
     requires_other_loss: bool = False
     reads_target_images: bool = False
+    reads_directions: bool = False
     check: Callable[[Any, Any], list] | None = None
 
 

@@ -14,7 +14,8 @@ from zsgm_nada.presets import nada_preset
 @hookimpl
 def zsgm_register_techniques(register):
     register(TechniqueSpec(name="directional", config=DirectionalConfig, build=Directional,
-                           description="directional CLIP loss (StyleGAN-NADA)", needs=frozenset({"src_images"})))
+                           description="directional CLIP loss (StyleGAN-NADA)", needs=frozenset({"src_images"}),
+                           reads_directions=True))
     register(TechniqueSpec(name="global", config=GlobalConfig, build=GlobalLoss,
                            description="global CLIP loss towards the target text (StyleGAN-NADA)",
                            check=check_global))

@@ -23,7 +23,7 @@ def zsgm_register_techniques(register):
                            description="directional moment loss: mean and second moment of image vs text "
                                        "direction sets (SVL)", needs=frozenset({"src_images"}),
                            # needs semantic-variations only with text_set = "variations": check_moment says so
-                           check=check_moment))
+                           check=check_moment, reads_directions=True))
     register(TechniqueSpec(name="ewc", config=EWCConfig, build=EWC,
                            description="elastic weight consolidation to the source generator with a diagonal "
                                        "empirical Fisher computed at setup (SVL; replaces layer freezing)"))
