@@ -87,6 +87,19 @@ def test_benchmark_rows_name_fixed_freeze_slots_and_record_them_in_the_recipe(tm
                 freeze_slots=[3])
 
 
+def test_benchmark_rows_name_a_noise_override_and_record_it_in_the_recipe(tmp_path):
+    import tomllib
+
+    from zsgm.plugins import get_registry
+    from zsgm.toy.benchmark import run_one
+
+    record = run_one("nada", "photo:sketch", out_root=tmp_path, steps=1, seed=0, registry=get_registry(), n_eval=4,
+                     noise="shared")
+    assert record["method"] == "nada (shared noise)"
+    recipe = tomllib.loads((tmp_path / "nada--photo-to-sketch--shared-noise" / "recipe.toml").read_text())
+    assert recipe["optim"]["noise"] == "shared"
+
+
 def test_benchmark_command_refuses_a_slot_the_generator_lacks_in_one_line(tmp_path, capsys):
     import pytest
 

@@ -6,7 +6,9 @@
 Each method is a registered preset (or ``preset+technique`` to append a technique, e.g. ``nada+ewc``
 replaces NADA's layer freezing by EWC) run on the shapes generator and the shapes CLIP.
 ``--freeze-slots 3 4 5 6 7`` trains only those W+ slots' layers (``layer-freeze`` with ``slots`` and the exact
-slot map; the row says so). Every run directory keeps its recipe, losses and grids; the table records wall
+slot map; the row says so). ``--noise shared`` feeds one noise draw per step to source and target instead of the
+presets' fresh noise per forward (the row says so; the shapes generator's noise is ~1e-4, see SHAPES_BENCHMARK.md).
+Every run directory keeps its recipe, losses and grids; the table records wall
 time next to the judges' scores.
 """
 
@@ -55,7 +57,7 @@ def task_texts(task: str) -> tuple[str, str]:
 def shapes_recipe_data(method: str, source: str, target: str, registry, *, seed: int, steps: int | None = None,
                        lr: float | None = None, clip_file: str | Path | None = None, n_samples: int = 8,
                        technique_options: dict | None = None, overrides: dict | None = None,
-                       freeze_slots: list[int] | None = None) -> dict:
+                       freeze_slots: list[int] | None = None, noise: str | None = None) -> dict:
     """Recipe dict of ``method`` (see :func:`method_recipe`) on the shipped shapes generator and CLIP (or the
     shapes-format CLIP file ``clip_file``), quiet and without periodic grids or checkpoints. ``freeze_slots``:
     train only these W+ slots' layers (layer-freeze ``slots``, exact slot map)."""
@@ -71,7 +73,7 @@ def shapes_recipe_data(method: str, source: str, target: str, registry, *, seed:
     })
     if freeze_slots and not any(t.get("use") == "layer-freeze" for t in data.get("techniques", [])):
         raise ValueError(f"--freeze-slots: method {method!r} has no layer-freeze technique to set")
-    optim = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
+    optim = {k: v for k, v in (("steps", steps), ("lr", lr), ("noise", noise)) if v is not None}
     if optim:
         data = merge_dicts(data, {"optim": optim})
     return merge_dicts(data, overrides) if overrides else data
@@ -79,17 +81,21 @@ def shapes_recipe_data(method: str, source: str, target: str, registry, *, seed:
 
 def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: int, registry,
             n_eval: int, overrides: dict | None = None, lr: float | None = None,
-            technique_options: dict | None = None, freeze_slots: list[int] | None = None) -> dict:
+            technique_options: dict | None = None, freeze_slots: list[int] | None = None,
+            noise: str | None = None) -> dict:
     """Adapt and judge one (method, task); returns the evaluation record with ``seconds``.
 
     ``freeze_slots``: train only these W+ slots' layers (layer-freeze ``slots``, exact slot map)."""
     source, target = task_texts(task)
     data = shapes_recipe_data(method, source, target, registry, seed=seed, steps=steps, lr=lr,
-                              technique_options=technique_options, overrides=overrides, freeze_slots=freeze_slots)
+                              technique_options=technique_options, overrides=overrides, freeze_slots=freeze_slots,
+                              noise=noise)
     recipe = recipe_from_dict(data, registry=registry, source=f"{method} on {task}")
-    notes = ([] if lr is None else [f"lr {lr:g}"]) + ([f"slots {slot_range(freeze_slots)}"] if freeze_slots else [])
+    notes = ([] if lr is None else [f"lr {lr:g}"]) + ([f"slots {slot_range(freeze_slots)}"] if freeze_slots else []) \
+        + ([f"{noise} noise"] if noise else [])
     label = method + (f" ({', '.join(notes)})" if notes else "")
-    suffix = ("" if lr is None else f"--lr{lr:g}") + (f"--slots{slot_range(freeze_slots)}" if freeze_slots else "")
+    suffix = ("" if lr is None else f"--lr{lr:g}") + (f"--slots{slot_range(freeze_slots)}" if freeze_slots else "") \
+        + (f"--{noise}-noise" if noise else "")
     out = out_root / (f"{method}--{source}-to-{target}" + suffix)
     started = time.time()
     adapt(recipe, out_dir=out, registry=registry, resume=(out / "checkpoints" / "last.pt").exists())
@@ -128,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, help="override every preset's learning rate (the row says so)")
     parser.add_argument("--freeze-slots", type=int, nargs="+", metavar="SLOT",
                         help="train only these W+ slots' layers (layer-freeze slots, exact slot map; the row says so)")
+    parser.add_argument("--noise", choices=["fresh", "shared"],
+                        help="override every preset's optim.noise (the row says so)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-eval", type=int, default=256)
     parser.add_argument("--out", default="runs/shapes-benchmark")
@@ -139,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         for task in args.tasks:
             try:
                 record = run_one(method, task, out_root=Path(args.out), steps=args.steps, seed=args.seed,
-                                 registry=registry, n_eval=args.n_eval, lr=args.lr, freeze_slots=args.freeze_slots)
+                                 registry=registry, n_eval=args.n_eval, lr=args.lr, freeze_slots=args.freeze_slots,
+                                 noise=args.noise)
             except (ValueError, KeyError) as exc:  # a bad method, task or option: one line, not a traceback
                 parser.exit(2, f"zsgm.toy.benchmark: {method} on {task}: {exc}\n")
             records.append(record)
