@@ -100,24 +100,30 @@ class FillingFile:
         self.fh.close()
 
     def write(self, data):
-        self.fh.write(bytes(data[: len(data) // 2]))
+        part = data[: len(data) // 2]
+        self.fh.write(part if isinstance(part, str) else bytes(part))
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_and_names_it(tmp_path, monkeypatch):
-    import zsgm.checkpoint
+def filling_disk(monkeypatch, name: str, nth: int):
+    """From the ``nth`` write of the file ``name`` (through its atomic temp file) on, the disk is full."""
+    import zsgm.io_utils
 
     opened = []
 
     def open_on_a_filling_disk(path, mode="r", *args, **kwargs):
         fh = builtins.open(path, mode, *args, **kwargs)
-        if "w" in mode:
+        if "w" in mode and Path(path).name.startswith(f".{name}."):
             opened.append(path)
-            if len(opened) == 3:  # the third checkpoint (next step 3) does not fit
+            if len(opened) >= nth:
                 return FillingFile(fh)
         return fh
 
-    monkeypatch.setattr(zsgm.checkpoint, "open", open_on_a_filling_disk, raising=False)
+    monkeypatch.setattr(zsgm.io_utils, "open", open_on_a_filling_disk, raising=False)
+
+
+def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_and_names_it(tmp_path, monkeypatch):
+    filling_disk(monkeypatch, "last.pt", 3)  # the third checkpoint (next step 3) does not fit
     with pytest.raises(WriteError) as info:
         adapt(recipe_from_dict(tiny(steps=4)), out_dir=tmp_path)
     last = checkpoint_path(tmp_path)
@@ -130,28 +136,26 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_and_names_it(tm
 
 
 def test_disk_full_writing_the_final_generator_names_it_and_the_intact_checkpoint(tmp_path, monkeypatch):
-    from safetensors import SafetensorError
-
-    def full(*_a, **_k):
-        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
-
-    monkeypatch.setattr("safetensors.torch.save_file", full)
+    filling_disk(monkeypatch, "generator.safetensors", 1)
     with pytest.raises(WriteError, match=rf"cannot write {tmp_path}/generator.safetensors: .*No space left.*; "
                                          rf"the checkpoint {checkpoint_path(tmp_path)} \(next step 2\) is intact"):
         adapt(recipe_from_dict(tiny(steps=2)), out_dir=tmp_path)
 
 
 def test_disk_full_writing_the_loss_log_names_it_and_the_intact_checkpoint(tmp_path, monkeypatch):
-    import zsgm.loop
+    import zsgm.io_utils
 
-    real = zsgm.loop.append_jsonl
+    appended = []
 
-    def append(path, record):
-        if record["step"] == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")  # plain append: no file name in the error
-        real(path, record)
+    def open_on_a_filling_disk(path, mode="r", *args, **kwargs):
+        fh = builtins.open(path, mode, *args, **kwargs)
+        if "a" in mode and Path(path).name == "losses.jsonl":
+            appended.append(path)
+            if len(appended) == 3:  # the line of step 2 does not fit: a plain append error names no file
+                return FillingFile(fh)
+        return fh
 
-    monkeypatch.setattr(zsgm.loop, "append_jsonl", append)
+    monkeypatch.setattr(zsgm.io_utils, "open", open_on_a_filling_disk, raising=False)
     with pytest.raises(WriteError) as info:
         adapt(recipe_from_dict(tiny(steps=4)), out_dir=tmp_path)
     assert str(info.value) == (f"[Errno 28] cannot write {tmp_path / 'losses.jsonl'}: No space left on device; the "

@@ -151,14 +151,19 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     target = tmp_path / "g.safetensors"
     save_generator(g, target)
     before = target.read_bytes()
-    import safetensors.torch
+    import builtins
 
-    def broken(tensors, filename, metadata=None):
-        with open(filename, "wb") as fh:
+    import zsgm.io_utils
+
+    def broken_open(path, mode="r", *args, **kwargs):  # the disk fills half-way through the temp file
+        fh = builtins.open(path, mode, *args, **kwargs)
+        if "w" in mode:
             fh.write(b"half a file")
-        raise OSError("disk full")
+            fh.close()
+            raise OSError("disk full")
+        return fh
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    monkeypatch.setattr(zsgm.io_utils, "open", broken_open, raising=False)
     with pytest.raises(OSError, match="disk full"):
         save_generator(small(), target)
     assert target.read_bytes() == before  # the old file is untouched

@@ -44,3 +44,48 @@ def test_unwritable_folder_names_the_requested_file_not_a_temp_file(tmp_path):
         atomic_write_text(blocker / "recipe.toml", "x")
     message = str(info.value)
     assert str(blocker / "recipe.toml") in message and ".tmp" not in message
+
+
+def test_torch_save_and_safetensors_on_a_full_disk_are_write_errors(tmp_path, monkeypatch):
+    """torch's own file writer turns a short write into an opaque RuntimeError; zsgm serialises in memory and
+    writes with a plain write, so a full disk is a WriteError naming the file, for checkpoints and exports."""
+    import builtins
+
+    import torch
+
+    from zsgm.generator import save_generator
+    from zsgm.generator.checkpoints import export_rosinality
+    from zsgm.io_utils import atomic_torch_save, append_jsonl
+    from zsgm.plugins import get_registry
+
+    real_open = builtins.open
+
+    class FullFile:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def full_open(file, mode="r", *args, **kwargs):
+        fh = real_open(file, mode, *args, **kwargs)
+        return FullFile(fh) if ("w" in mode or "a" in mode) else fh
+
+    generator, _ = get_registry().generators.get("tiny-random").load(device="cpu")
+    monkeypatch.setattr(builtins, "open", full_open)
+    for name, save in (("ckpt.pt", lambda p: atomic_torch_save({"x": torch.ones(3)}, p)),
+                       ("g.safetensors", lambda p: save_generator(generator, p)),
+                       ("g.pt", lambda p: export_rosinality(generator, p)),
+                       ("losses.jsonl", lambda p: append_jsonl(p, {"step": 0}))):
+        with pytest.raises(WriteError, match="No space left") as info:
+            save(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)

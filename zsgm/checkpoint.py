@@ -12,7 +12,6 @@ with a finite loss; when that step's loss is not finite, ``previous.pt`` is the 
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 import attrs
 import torch
 
-from zsgm.io_utils import WriteError, atomic_write
+from zsgm.io_utils import WriteError, atomic_torch_save
 from zsgm.run import RunError
 
 FORMAT = "zsgm-run-checkpoint"
@@ -68,20 +67,9 @@ def run_checkpoint_state(run, optimizer: torch.optim.Optimizer, *, next_step: in
 
 
 def write_checkpoint_file(state: dict, path: str | Path) -> None:
-    """``torch.save`` atomically; a full disk (any failed write) is a :class:`WriteError` naming ``path``.
-
-    The checkpoint is serialised in memory and then written with a plain file write: torch's own file writer
-    reports a short write on a full disk as an opaque ``RuntimeError`` ("unexpected pos ..."), while a plain
-    write raises ``OSError`` with the real errno (ENOSPC, EDQUOT, EIO).
-    """
-
-    def write(tmp: str) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        with open(tmp, "wb") as fh:
-            fh.write(buffer.getbuffer())
-
-    atomic_write(path, write)
+    """``torch.save`` atomically; a full disk (any failed write) is a :class:`WriteError` naming ``path``
+    (serialised in memory first, see :func:`zsgm.io_utils.atomic_torch_save`)."""
+    atomic_torch_save(state, path)
 
 
 def keep_previous_checkpoint(out_dir: str | Path) -> bool:

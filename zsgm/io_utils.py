@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -70,9 +71,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, write)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
+    """Write bytes atomically with a plain file write, so a full disk is an ``OSError`` with its real errno
+    (ENOSPC, EDQUOT, EIO) and hence a :class:`WriteError` naming ``path``."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    atomic_write(path, write)
+
+
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """``torch.save`` atomically."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` atomically, serialised in memory first: torch's own file writer reports a short write on
+    a full disk as an opaque ``RuntimeError`` ("unexpected pos ..."); a plain write raises :class:`WriteError`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -221,10 +236,15 @@ def load_image(path: str | Path, *, size: int | None = None, fit: str = "crop") 
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one JSON line (flushed)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
+    """Append one JSON line (flushed); a failed write is a :class:`WriteError` naming ``path``."""
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def truncate_jsonl(path: str | Path, *, keep: Callable[[dict], bool]) -> None:

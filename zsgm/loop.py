@@ -15,10 +15,8 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import re
 import time
 from pathlib import Path
 
@@ -211,26 +209,16 @@ def write_grid(run: Run, step: int, inputs) -> Path:
 
 
 def log_step(path: Path, record: dict) -> None:
-    """Append one line to ``losses.jsonl``; a failed write names the file."""
-    try:
-        append_jsonl(path, record)
-    except OSError as exc:
-        raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+    """Append one line to ``losses.jsonl``; a failed write is a :class:`WriteError` naming the file."""
+    append_jsonl(path, record)
 
 
 def write_final_generator(run: Run, paths: RunPaths) -> Path:
-    """``generator.safetensors`` from the sampling generator (EMA if kept); a failed write is a
-    :class:`WriteError` naming the file (safetensors reports a full disk as its own error type)."""
+    """``generator.safetensors`` from the sampling generator (EMA if kept); a failed write (full disk) is a
+    :class:`WriteError` naming the file (the serialisation happens in memory, see ``save_generator``)."""
     from zsgm.generator import save_generator
 
-    try:
-        save_generator(run.sample_generator(), paths.generator)
-    except OSError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the state to save is good: any failure here is the write's
-        found = re.search(r"os error (\d+)", str(exc))
-        code = int(found.group(1)) if found else errno.EIO
-        raise WriteError(code, f"cannot write {paths.generator}: {exc}") from None
+    save_generator(run.sample_generator(), paths.generator)
     return paths.generator
 
 

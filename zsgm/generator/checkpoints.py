@@ -26,7 +26,7 @@ from zsgm.generator.errors import CheckpointError
 from zsgm.generator.layout import state_shapes
 from zsgm.generator.names import arch_from_nvidia_kwargs, nvidia_to_rosinality, rosinality_to_nvidia, synthesis_kwargs
 from zsgm.generator.stylegan2 import Generator
-from zsgm.io_utils import atomic_write
+from zsgm.io_utils import atomic_torch_save, atomic_write_bytes
 
 FORMAT_TAG = "zsgm-generator"
 FORMAT_VERSION = "1"
@@ -256,13 +256,13 @@ def load_generator(path: str | Path, *, map_location: str | torch.device = "cpu"
 def save_generator(generator: Generator, path: str | Path) -> None:
     """Write the zsgm format atomically: safetensors tensors (state dict, plus ``latent_avg`` when set) with
     metadata ``{"format": "zsgm-generator", "version": "1", "arch": <JSON>}``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
     if generator.latent_avg is not None:
         tensors["latent_avg"] = generator.latent_avg.detach().cpu().reshape(-1).contiguous()
     meta = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "arch": json.dumps(generator.arch.to_dict())}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write_bytes(path, save(tensors, metadata=meta))  # in memory first: a full disk is a WriteError
 
 
 def export_rosinality(generator: Generator, path: str | Path) -> None:
@@ -271,7 +271,7 @@ def export_rosinality(generator: Generator, path: str | Path) -> None:
     ckpt: dict[str, Any] = {"g_ema": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}
     if generator.latent_avg is not None:
         ckpt["latent_avg"] = generator.latent_avg.detach().cpu().reshape(-1)
-    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+    atomic_torch_save(ckpt, path)
 
 
 def to_nvidia_state_dict(generator: Generator) -> dict[str, torch.Tensor]:
