@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +72,16 @@ def load_clip_asset(spec, registry, device: torch.device, *, preprocess: str):
     return model.eval()
 
 
+def load_clip_entry(index: int, spec, registry, device: torch.device, *, preprocess: str):
+    """:func:`load_clip_asset` for ``clip.models[index]``; a load failure names that recipe entry."""
+    from zsgm.clip import ClipLoadError
+
+    try:
+        return load_clip_asset(spec, registry, device, preprocess=preprocess)
+    except ClipLoadError as exc:
+        raise ClipLoadError(f"clip.models[{index}]: {exc}") from None
+
+
 class Run:
     """One adaptation run.
 
@@ -116,8 +125,8 @@ class Run:
             for p in self.g_ema.parameters():
                 p.requires_grad_(False)
 
-        self.clip_models = [load_clip_asset(spec, self.registry, self.device, preprocess=recipe.clip.preprocess)
-                            for spec in recipe.clip.models]
+        self.clip_models = [load_clip_entry(i, spec, self.registry, self.device, preprocess=recipe.clip.preprocess)
+                            for i, spec in enumerate(recipe.clip.models)]
         self.clip_weights = [spec.weight for spec in recipe.clip.models]
 
         self.uses = list(recipe.techniques)
