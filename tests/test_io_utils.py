@@ -44,6 +44,9 @@ def test_unwritable_folder_names_the_requested_file_not_a_temp_file(tmp_path):
         atomic_write_text(blocker / "recipe.toml", "x")
     message = str(info.value)
     assert str(blocker / "recipe.toml") in message and ".tmp" not in message
+    assert message.endswith(f"{blocker} is a file, not a directory")
+    with pytest.raises(WriteError, match=f"{blocker} is a file, not a directory$"):
+        atomic_write_text(blocker / "deeper" / "x.pt", "x")
 
 
 def test_torch_save_and_safetensors_on_a_full_disk_are_write_errors(tmp_path, monkeypatch):

@@ -45,7 +45,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a directory" if blocker is not None else (exc.strerror or str(exc))
+        raise WriteError(exc.errno, f"cannot write {path}: {reason}") from None
     os.close(fd)
     try:
         write(tmp)
