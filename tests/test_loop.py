@@ -75,6 +75,25 @@ def test_killed_resumed_and_extended_run_ends_bit_identical_with_fresh_noise(tmp
     assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
 
 
+def test_extending_a_finished_run_sets_its_final_generator_aside_until_the_new_one_exists(tmp_path):
+    """A killed extension must not leave the shorter run's generator.safetensors posing as the run's weights."""
+    from zsgm.generator.sources import load_generator_source
+    from zsgm.plugins import get_registry
+
+    adapt(recipe_from_dict(tiny_recipe(steps=2)), out_dir=tmp_path)
+    old = (tmp_path / "generator.safetensors").read_bytes()
+    adapt(recipe_from_dict(tiny_recipe(steps=6)), out_dir=tmp_path, resume=True, stop_after=2)  # killed at step 4
+    assert not (tmp_path / "generator.safetensors").exists()
+    assert (tmp_path / "generator-step000002.safetensors").read_bytes() == old  # kept, under its step count
+    generator, _ = load_generator_source(str(tmp_path), registry=get_registry(), device="cpu")
+    ckpt = torch.load(checkpoint_path(tmp_path), weights_only=True)
+    assert ckpt["next_step"] == 4
+    for name, value in generator.state_dict().items():  # sampling the run now reads the running checkpoint
+        if name in ckpt["target"]:
+            assert torch.equal(value, ckpt["target"][name]), name
+    assert adapt(recipe_from_dict(tiny_recipe(steps=6)), out_dir=tmp_path, resume=True).generator_path.exists()
+
+
 def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path):
     recipe = recipe_from_dict(tiny_recipe(steps=2))
     first = adapt(recipe, out_dir=tmp_path)

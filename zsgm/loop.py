@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -297,12 +298,24 @@ def adapt(recipe: Recipe, *, out_dir: str | Path, resume: bool = False, registry
                 return RunResult(out_dir=paths.out_dir, steps_done=state["next_step"], last_losses=_last_logged(paths),
                                  generator_path=paths.generator, seconds=time.time() - started,
                                  steps_total=recipe.optim.steps, already_finished=True, resume_changes=changes)
+            set_aside_final_generator(paths, steps_done=state["next_step"])
         else:
             refuse_existing_run(paths)
         result = _train(recipe, paths, state=state, registry=registry, stop_after=stop_after)
     result.seconds = time.time() - started
     result.resume_changes = changes
     return result
+
+
+def set_aside_final_generator(paths: RunPaths, *, steps_done: int) -> Path | None:
+    """A resume that extends a finished run renames its ``generator.safetensors`` to
+    ``generator-step{steps_done:06d}.safetensors``: kept, and no longer mistaken for the run's current weights
+    (``zsgm sample RUN`` then reads ``checkpoints/last.pt`` until the new final generator is written)."""
+    if not paths.generator.exists():
+        return None
+    kept = paths.generator.with_name(f"generator-step{steps_done:06d}.safetensors")
+    os.replace(paths.generator, kept)
+    return kept
 
 
 def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, stop_after: int | None) -> RunResult:
