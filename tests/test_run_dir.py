@@ -189,8 +189,12 @@ def test_a_field_the_saved_recipe_lacks_is_a_difference(tmp_path):
     from zsgm.tomlwrite import dumps_toml
 
     paths.recipe.write_text(dumps_toml(data))
-    with pytest.raises(ResumeMismatchError, match=r"optim.noise: \(not set\) in the run, 'fresh' in this recipe"):
+    with pytest.raises(ResumeMismatchError, match=r"optim.noise: \(not set\) in the run, 'fresh' in this recipe "
+                                                  r"\(the field is newer than the run; set noise = \"shared\" in the "
+                                                  r"recipe to resume the run as it was made\)"):
         check_resume_recipe(paths, recipe_from_dict(tiny()), steps_done=1)
+    # set to the former behaviour, the older run resumes
+    assert check_resume_recipe(paths, recipe_from_dict(tiny(noise="shared")), steps_done=1) == []
 
 
 def test_resume_without_a_readable_saved_recipe_is_refused(tmp_path):

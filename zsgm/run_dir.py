@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import re
 import tomllib
@@ -225,6 +226,25 @@ class ResumeMismatchError(RunError):
 
 _ABSENT = object()
 
+# Fields added to zsgm after runs were made, with the value that reproduces what such a run did (issue 14).
+FORMER_BEHAVIOUR = {"optim.noise": "shared", "frozen_adam": "skip", "update_at_step_0": True}
+
+
+def _former_value(path: str) -> Any:
+    """The value of a newer field that reproduces what a run made before it did, or ``_ABSENT``."""
+    return FORMER_BEHAVIOUR.get(path, FORMER_BEHAVIOUR.get(path.rsplit(".", 1)[-1], _ABSENT))
+
+
+def _describe_difference(path: str, old: Any, new: Any) -> str:
+    """``path: old in the run, new in this recipe``; a field the run's recipe lacks says how to resume the run
+    as it was made."""
+    text = f"{path}: {_show(old)} in the run, {_show(new)} in this recipe"
+    former = _former_value(path)
+    if old is _ABSENT and former is not _ABSENT:
+        text += (f" (the field is newer than the run; set {path.rsplit('.', 1)[-1]} = {json.dumps(former)} in the "
+                 f"recipe to resume the run as it was made)")
+    return text
+
 
 def check_resume_recipe(paths: RunPaths, recipe, *, steps_done: int) -> list[str]:
     """Compare ``recipe`` (resolved) with the run's saved ``recipe.toml``; loads no model, writes nothing.
@@ -250,11 +270,13 @@ def check_resume_recipe(paths: RunPaths, recipe, *, steps_done: int) -> list[str
         old, new = old_fields.get(path, _ABSENT), new_fields.get(path, _ABSENT)
         if old == new and isinstance(old, bool) == isinstance(new, bool):
             continue
+        if old is _ABSENT and new == _former_value(path) and new is not _ABSENT:
+            continue  # a newer field set to what the run did before it existed
         if _resumable(path):
             allowed.append((path, old, new))
         else:
             refused.append((path, old, new))
-    problems = [f"{p}: {_show(o)} in the run, {_show(n)} in this recipe" for p, o, n in refused]
+    problems = [_describe_difference(p, o, n) for p, o, n in refused]
     if recipe.optim.steps < steps_done:
         problems.append(f"optim.steps: the run has already done {steps_done} steps; this recipe asks for "
                         f"{recipe.optim.steps} (give at least {steps_done})")
