@@ -188,3 +188,13 @@ def test_help_of_every_command_prints(capsys, command):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
     assert info.value.code == 0 and "usage: zsgm " + command in capsys.readouterr().out
+
+
+def test_clip_option_keeps_schema_names_whole():
+    """``hf-hub:org/repo`` and ``local-dir:/folder`` are names; only the colon after them separates weights."""
+    from zsgm.cli_options import clip_override
+
+    assert clip_override("hf-hub:org/repo") == [{"name": "hf-hub:org/repo"}]
+    assert clip_override("local-dir:/models/clip,ViT-B-32:/w.pt") == [
+        {"name": "local-dir:/models/clip"}, {"name": "ViT-B-32", "pretrained": "/w.pt"}]
+    assert clip_override("shapes") == [{"name": "shapes"}]

@@ -67,10 +67,15 @@ def non_blank(text: str) -> str:
 
 
 def clip_override(value: str) -> list[dict]:
-    """``--clip shapes`` or ``--clip ViT-B-32:openai,ViT-B-16:openai`` or ``--clip ViT-B-32:/path/w.pt``."""
+    """``--clip shapes`` or ``--clip ViT-B-32:openai,ViT-B-16:openai`` or ``--clip ViT-B-32:/path/w.pt``; a name
+    with a schema (``hf-hub:org/repo``, ``local-dir:/folder``) keeps it: its first colon is not the separator."""
+    from zsgm.clip_open_clip import SCHEMA_PREFIXES
+
     models = []
     for part in value.split(","):
-        name, _, pretrained = part.strip().partition(":")
+        schema = next((s for s in SCHEMA_PREFIXES if part.strip().startswith(s)), "")
+        name, _, pretrained = part.strip()[len(schema):].partition(":")
+        name = schema + name if name.strip() else name
         if not name.strip():
             raise argparse.ArgumentTypeError(f"{part.strip()!r} in {value!r} has no model name "
                                              f"(give NAME[:PRETRAINED_OR_FILE][,...])")

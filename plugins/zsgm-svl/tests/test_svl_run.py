@@ -26,6 +26,9 @@ SV = {"use": "semantic-variations", "iterations": 30, "log_every": 10}
 SVL = [SV, {"use": "moment"}, {"use": "ewc", "weight": 1e7, "samples": 2}, {"use": "relation", "weight": 1e2}]
 
 
+DIRECTIONAL = {"use": "directional"}
+
+
 def recipe(techniques, steps=2, **extra):
     data = {
         "source": "photo", "target": "sketch",
@@ -116,7 +119,7 @@ def test_moment_needs_semantic_variations_or_plain_text(tmp_path):
 
 
 def test_fisher_is_the_mean_squared_per_sample_gradient(tmp_path):
-    r = recipe([{"use": "ewc", "samples": 2, "text": "single"}])
+    r = recipe([{"use": "ewc", "samples": 2, "text": "single"}, DIRECTIONAL])  # ewc alone is refused
     run = build_run(r, out_dir=tmp_path)
     run.pm.hook.zsgm_setup(run=run)
     fisher = run.techniques[0].fisher
@@ -175,7 +178,7 @@ def test_full_svl_end_to_end_on_tiny_models(tmp_path):
 
 
 def test_relation_term_in_a_run_equals_the_formula(tmp_path):
-    r = recipe([{"use": "relation", "temperature": 0.01}])
+    r = recipe([{"use": "relation", "temperature": 0.01}, DIRECTIONAL])  # relation alone is refused
     run = build_run(r, out_dir=tmp_path)
     with torch.no_grad():
         # demodulation makes a pure rescale invisible, so perturb the weights' direction
@@ -183,7 +186,7 @@ def test_relation_term_in_a_run_equals_the_formula(tmp_path):
         w = run.g_target.conv1.conv.weight
         w.add_(torch.randn(w.shape, generator=gen) * w.std())
     run.batch = StepBatch(run, 0)
-    (term,) = run.pm.hook.zsgm_loss(run=run, step=0)[0]
+    (term,) = run.techniques[0].zsgm_loss(run=run, step=0)
     expected = relation_loss(run.batch.src_embeds(0), run.batch.tgt_embeds(0), temperature=0.01)
     assert torch.isclose(term.value, expected) and float(expected.detach()) > 1e-6
 
@@ -261,12 +264,12 @@ def test_composition_problems_are_refused_when_the_recipe_is_built():
     assert check_moment(plain.techniques[0].config, plain) == []
     (problem,) = check_moment(plain.techniques[0].config, attrs.evolve(plain, target=None))
     assert problem.startswith("text_set: ") and "target" in problem
-    rel = recipe([{"use": "relation"}])
+    rel = recipe([{"use": "relation"}, DIRECTIONAL])
     assert check_relation(rel.techniques[0].config, rel) == []  # batch 4
     one = attrs.evolve(rel, optim=attrs.evolve(rel.optim, batch_size=1))
     (problem,) = check_relation(rel.techniques[0].config, one)
     assert problem.startswith("use: ") and "identically 0" in problem
-    no_self = recipe([{"use": "relation", "include_self": False}])
+    no_self = recipe([{"use": "relation", "include_self": False}, DIRECTIONAL])
     assert check_relation(no_self.techniques[0].config, no_self) == []
     two = attrs.evolve(no_self, optim=attrs.evolve(no_self.optim, batch_size=2))
     (problem,) = check_relation(no_self.techniques[0].config, two)
@@ -290,3 +293,16 @@ def test_preset_moment_terms_pull_with_comparable_gradient_norms(tmp_path):
     assert all(0.1 <= r <= 10 for r in preset), preset
     old = ratios({**moment, "lambda_cov": 1e3}, tmp_path / "old")
     assert min(old) > 100, old
+
+
+def test_ewc_or_relation_alone_is_refused_at_recipe_build():
+    """Both only pull towards the source: without another loss nothing moves the generator anywhere."""
+    import pytest
+
+    from zsgm.recipe import RecipeError, recipe_from_dict
+
+    for technique in ({"use": "ewc"}, {"use": "relation"}):
+        with pytest.raises(RecipeError, match=rf"works only beside another technique that produces a loss"):
+            recipe_from_dict({"source": "photo", "target": "sketch", "generator": {"checkpoint": "tiny-random"},
+                              "clip": {"models": [{"name": "tiny-random"}]}, "optim": {"batch_size": 4},
+                              "techniques": [technique]})

@@ -26,11 +26,12 @@ def zsgm_register_techniques(register):
                            check=check_moment, reads_directions=True))
     register(TechniqueSpec(name="ewc", config=EWCConfig, build=EWC,
                            description="elastic weight consolidation to the source generator with a diagonal "
-                                       "empirical Fisher computed at setup (SVL; replaces layer freezing)"))
+                                       "empirical Fisher computed at setup (SVL; replaces layer freezing)",
+                           requires_other_loss=True))  # a pull to the source alone trains towards nothing
     register(TechniqueSpec(name="relation", config=RelationConfig, build=Relation,
                            description="relation consistency: KL between row-softmaxed batch similarity "
                                        "matrices of source and target images (SVL)", needs=frozenset({"src_images"}),
-                           check=check_relation))
+                           check=check_relation, requires_other_loss=True))
 
 
 @hookimpl
