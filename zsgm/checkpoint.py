@@ -22,6 +22,7 @@ import torch
 
 from zsgm.io_utils import WriteError, atomic_torch_save
 from zsgm.run import RunError
+from zsgm.tensor_checks import nonfinite_names
 
 FORMAT = "zsgm-run-checkpoint"
 VERSION = 1
@@ -109,16 +110,6 @@ def save_run_checkpoint(run, optimizer: torch.optim.Optimizer, *, next_step: int
 # ---------------------------------------------------------------------------------------------- finiteness
 
 
-def _nonfinite_names(named: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the floating tensors in ``named`` holding NaN or inf (one host sync per device)."""
-    floats = [(name, t) for name, t in named.items() if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    if not floats:
-        return []
-    flags = [torch.isfinite(t).all() for _, t in floats]
-    ok = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
-    return [name for (name, _), good in zip(floats, ok) if not good]
-
-
 def nonfinite_weights(run, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
     """Names of the run's weights holding NaN or inf: target generator, EMA copy, and whatever else the
     optimiser trains (techniques' parameters, named by optimiser group and index)."""
@@ -131,14 +122,14 @@ def nonfinite_weights(run, optimizer: torch.optim.Optimizer | None = None) -> li
             for j, p in enumerate(group["params"]):
                 if id(p) not in known:
                     named[f"optimizer group {i} parameter {j}"] = p.detach()
-    return _nonfinite_names(named)
+    return nonfinite_names(named)
 
 
 def nonfinite_in_checkpoint(state: dict) -> list[str]:
     """Names of a read checkpoint's generator weights holding NaN or inf."""
     named = {f"target.{k}": v for k, v in state["target"].items()}
     named.update({f"ema.{k}": v for k, v in (state["ema"] or {}).items()})
-    return _nonfinite_names(named)
+    return nonfinite_names(named)
 
 
 def _names(names: list[str], limit: int = 3) -> str:

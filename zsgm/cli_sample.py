@@ -74,10 +74,9 @@ def _grid_rows(images: list, cols: int) -> list:
 
 def _non_finite_parameters(generator) -> list[str]:
     """Names of the generator's floating parameters and buffers that hold NaN or infinite values."""
-    import torch
+    from zsgm.tensor_checks import nonfinite_names
 
-    return [name for name, t in [*generator.named_parameters(), *generator.named_buffers()]
-            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    return nonfinite_names({**dict(generator.named_parameters()), **dict(generator.named_buffers())})
 
 
 def cmd_sample(args) -> int:

@@ -47,6 +47,7 @@ from zsgm.clip_loading import (
 )
 from zsgm.clip_prompts import ContextPrompt, build_context_prompt
 from zsgm.clip_templates import IMAGENET_TEMPLATES, format_templates
+from zsgm.tensor_checks import nonfinite_names
 
 __all__ = [
     "PREPROCESS_MODES", "ClipLoadError", "ClipModelSpec", "ClipModel", "ClipEnsemble", "ContextPrompt",
@@ -410,10 +411,10 @@ def load_clip_model(spec: ClipModelSpec, *, device="cpu") -> ClipModel:
 
 def refuse_non_finite_weights(model: nn.Module, spec: ClipModelSpec) -> None:
     """One line when loaded weights hold NaN or inf (a corrupt file would otherwise poison every loss silently)."""
-    for key, value in model.state_dict().items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ClipLoadError(f"CLIP {spec.name!r} (pretrained={spec.pretrained!r}): the weights hold NaN or "
-                                f"infinite values (first in {key}); the file is corrupt, use another copy")
+    bad = nonfinite_names(model.state_dict())
+    if bad:
+        raise ClipLoadError(f"CLIP {spec.name!r} (pretrained={spec.pretrained!r}): the weights hold NaN or "
+                            f"infinite values (first in {bad[0]}); the file is corrupt, use another copy")
 
 
 def save_clip_model(model: ClipModel, path: str | Path, *, name: Optional[str] = None,

@@ -13,6 +13,7 @@ import torch
 
 from zsgm.generator.errors import CheckpointError
 from zsgm.generator.layout import state_shapes
+from zsgm.tensor_checks import nonfinite_names
 
 # Buffers a file may lack or carry in excess: rebuilt from the architecture (kernels) or re-drawn (noises).
 OPTIONAL_PREFIXES = ("noises.",)
@@ -71,8 +72,7 @@ def check_values(state: Mapping[str, Any], *, source: str) -> None:
     if not_float:
         raise CheckpointError(f"{source}: key {not_float[0]!r} has dtype {state[not_float[0]].dtype}, a generator "
                               f"holds floating-point tensors only ({len(not_float)} such keys)")
-    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items()}
-    bad = {k: n for k, n in bad.items() if n}
+    bad = {k: int((~torch.isfinite(state[k])).sum()) for k in nonfinite_names(state)}
     if bad:
         first = next(iter(bad))
         raise CheckpointError(f"{source}: {len(bad)} of {len(state)} tensors hold non-finite values (NaN or inf), "
