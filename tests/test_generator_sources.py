@@ -127,6 +127,11 @@ def test_run_checkpoint_problems_are_one_clear_error(tmp_path, monkeypatch):
     write_run(tmp_path / "run", tmp_path / "run", target=shifted(src, 0.5))
     with pytest.raises(CheckpointError, match=r"leads back to this run"):
         load(tmp_path / "run")
+    # a recipe that is not TOML
+    write_run(tmp_path / "run", tmp_path / "src.pt", target=shifted(src, 0.5))
+    (tmp_path / "run" / "recipe.toml").write_text("generator = [", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"recipe.toml: cannot read the run's recipe \(.+\)"):
+        load(tmp_path / "run")
     # a run that diverged
     bad = shifted(src, 0.5)
     with torch.no_grad():

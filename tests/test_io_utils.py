@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from zsgm.io_utils import WriteError, atomic_write, atomic_write_text
+from zsgm.io_utils import WriteError, atomic_write, atomic_write_text, read_toml_file
 
 
 def test_written_files_follow_the_umask(tmp_path):
@@ -92,3 +92,25 @@ def test_torch_save_and_safetensors_on_a_full_disk_are_write_errors(tmp_path, mo
         with pytest.raises(WriteError, match="No space left") as info:
             save(tmp_path / name)
         assert str(tmp_path / name) in str(info.value)
+
+
+@pytest.mark.parametrize("content, kind", [(None, FileNotFoundError), (b"\xff = 1", UnicodeDecodeError),
+                                           (b"a = [", ValueError)])
+def test_read_toml_file_hands_every_read_failure_to_the_callers_error(tmp_path, content, kind):
+    path = tmp_path / "recipe.toml"
+    if content is not None:
+        path.write_bytes(content)
+    seen = []
+
+    def error(exc):
+        seen.append(exc)
+        return RuntimeError("one line")
+
+    with pytest.raises(RuntimeError, match="one line"):
+        read_toml_file(path, error=error)
+    assert isinstance(seen[0], kind)
+
+
+def test_read_toml_file_reads_the_table(tmp_path):
+    (tmp_path / "r.toml").write_text('[generator]\ncheckpoint = "x.pt"\n', encoding="utf-8")
+    assert read_toml_file(tmp_path / "r.toml", error=RuntimeError) == {"generator": {"checkpoint": "x.pt"}}

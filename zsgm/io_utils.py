@@ -1,4 +1,5 @@
-"""Atomic file writes and small image helpers (PNG grids, reading reference images)."""
+"""Atomic file writes, reading zsgm-written TOML files, and small image helpers (PNG grids, reading reference
+images)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 import json
 import os
 import tempfile
+import tomllib
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -90,6 +92,20 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getbuffer())
+
+
+def read_toml_file(path: Path, *, error: Callable[[Exception], Exception]) -> dict:
+    """The TOML table in ``path`` (UTF-8), for files zsgm wrote itself (a run's ``recipe.toml``).
+
+    Raises:
+        Exception: ``error(exc)`` when the file cannot be read, is not UTF-8 or is not valid TOML; ``exc`` is
+            the OSError (``FileNotFoundError`` when missing), UnicodeDecodeError or TOMLDecodeError. User-written
+            recipes go through :func:`zsgm.recipe_io.read_recipe_file`, whose messages say more.
+    """
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise error(exc) from None
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -40,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from zsgm.io_utils import WriteError
+from zsgm.io_utils import WriteError, read_toml_file
 from zsgm.run import RunError
 
 LOCK_NAME = ".zsgm.lock"
@@ -293,14 +293,14 @@ def check_resume_recipe(paths: RunPaths, recipe, *, steps_done: int) -> list[str
 
 
 def _read_saved_recipe(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing, so the recipe of this resume cannot be checked against the run's; "
-                       f"restore it, or start a new run in another directory") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise RunError(f"{path}: the run's saved recipe is unreadable ({exc}); restore it, or start a new run "
-                       f"in another directory") from None
+    def error(exc: Exception) -> RunError:
+        if isinstance(exc, FileNotFoundError):
+            return RunError(f"{path} is missing, so the recipe of this resume cannot be checked against the run's; "
+                            f"restore it, or start a new run in another directory")
+        return RunError(f"{path}: the run's saved recipe is unreadable ({exc}); restore it, or start a new run "
+                        f"in another directory")
+
+    return read_toml_file(path, error=error)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

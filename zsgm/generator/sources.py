@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextvars
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,6 +24,7 @@ import torch
 
 from zsgm.generator.checkpoints import build_generator, load_generator
 from zsgm.generator.errors import CheckpointError
+from zsgm.io_utils import read_toml_file
 
 RUN_GENERATOR = "generator.safetensors"
 RUN_CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -108,10 +108,7 @@ def _run_recipe(path: Path) -> Path:
 
 def _source_spec(recipe: Path) -> str:
     """``generator.checkpoint`` of a run's recipe, read as plain TOML (no plugins needed)."""
-    try:
-        data = tomllib.loads(recipe.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise CheckpointError(f"{recipe}: cannot read the run's recipe ({exc})") from None
+    data = read_toml_file(recipe, error=lambda exc: CheckpointError(f"{recipe}: cannot read the run's recipe ({exc})"))
     section = data.get("generator", {})
     spec = section.get("checkpoint", DEFAULT_SOURCE) if isinstance(section, Mapping) else None
     if not isinstance(spec, str) or not spec.strip():
