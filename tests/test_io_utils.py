@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from zsgm.io_utils import WriteError, atomic_write, atomic_write_text, read_toml_file
+from zsgm.io_utils import WriteError, atomic_write, atomic_write_text, file_in_the_way, nearest_existing, read_toml_file
 
 
 def test_written_files_follow_the_umask(tmp_path):
@@ -114,3 +114,11 @@ def test_read_toml_file_hands_every_read_failure_to_the_callers_error(tmp_path, 
 def test_read_toml_file_reads_the_table(tmp_path):
     (tmp_path / "r.toml").write_text('[generator]\ncheckpoint = "x.pt"\n', encoding="utf-8")
     assert read_toml_file(tmp_path / "r.toml", error=RuntimeError) == {"generator": {"checkpoint": "x.pt"}}
+
+
+def test_file_in_the_way_is_the_file_itself_or_the_nearest_existing_parent_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert file_in_the_way(tmp_path / "f") == tmp_path / "f"
+    assert file_in_the_way(tmp_path / "f" / "a" / "b") == tmp_path / "f"
+    assert file_in_the_way(tmp_path / "new" / "a") is None
+    assert nearest_existing(tmp_path / "new" / "a") == tmp_path

@@ -93,7 +93,9 @@ def refuse_file_in_the_way(path: Path, what: str) -> Path | None:
     Raises:
         CommandLineError: ``WHAT: NEAREST is a file, so no directory can be made under it``.
     """
-    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    from zsgm.io_utils import nearest_existing
+
+    existing = nearest_existing(path)
     if existing is not None and not existing.is_dir():
         raise CommandLineError(f"{what}: {existing} is a file, so no directory can be made under it")
     return existing

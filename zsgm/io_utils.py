@@ -35,6 +35,18 @@ class WriteError(OSError):
     """A file could not be written; the message names the file the user asked for (not a temp file)."""
 
 
+def nearest_existing(path: Path) -> Path | None:
+    """``path`` itself or its nearest parent that exists; None when none does."""
+    return next((p for p in [path, *path.parents] if p.exists()), None)
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The file that stops ``path`` from being (or being made as) a directory: ``path`` itself or its nearest
+    existing parent when that is not a directory; None when nothing blocks."""
+    existing = nearest_existing(path)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then atomically rename onto ``path`` (same directory, fsynced).
 
@@ -47,7 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        blocker = file_in_the_way(path.parent)
         reason = f"{blocker} is a file, not a directory" if blocker is not None else (exc.strerror or str(exc))
         raise WriteError(exc.errno, f"cannot write {path}: {reason}") from None
     os.close(fd)
