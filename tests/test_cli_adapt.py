@@ -3,7 +3,6 @@ before anything loads; the end of a run says where everything is and what to run
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 
@@ -129,7 +128,7 @@ def test_the_next_commands_of_a_shapes_run_include_eval(tmp_path):
     recipe = recipe_from_dict({"source": "photo", "target": "sketch", "generator": {"checkpoint": "shapes"},
                                "techniques": [{"use": "directional"}]})
     result = RunResult(out_dir=tmp_path, steps_done=3, last_losses={"total": 0.5}, generator_path=None, seconds=1.0)
-    lines = run_summary(result, tmp_path, recipe=recipe, resumed=False)
+    lines = run_summary(result, tmp_path, recipe=recipe)
     assert lines[0] == "done: 3 steps in 1.0 s; final loss 0.5000"
     assert any(line.strip().startswith(f"zsgm eval {tmp_path}") for line in lines)
 
@@ -146,8 +145,8 @@ def test_no_recipe_and_resume_of_a_non_run_are_one_line_about_the_options(tmp_pa
 def test_a_resume_that_changed_the_recipe_lists_the_changes(tmp_path):
     recipe = recipe_from_dict({"source": "photo", "target": "sketch", "generator": {"checkpoint": "tiny-random"},
                                "techniques": [{"use": "directional"}]})
-    result = SimpleNamespace(out_dir=tmp_path, steps_done=5, last_losses={"total": 0.25}, generator_path=None,
-                             seconds=2.0, already_finished=False, resume_changes=["optim.steps: 3 -> 5"])
-    lines = run_summary(result, tmp_path, recipe=recipe, resumed=True)
+    result = RunResult(out_dir=tmp_path, steps_done=5, last_losses={"total": 0.25}, generator_path=None,
+                       seconds=2.0, already_finished=False, resume_changes=["optim.steps: 3 -> 5"])
+    lines = run_summary(result, tmp_path, recipe=recipe)
     assert lines[:3] == ["done: 5 steps in 2.0 s; final loss 0.2500",
                          "resumed with these changes to the run's recipe:", "  optim.steps: 3 -> 5"]

@@ -105,7 +105,7 @@ def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path):
     assert again.last_losses == first.last_losses and "total" in again.last_losses
     assert again.generator_path == tmp_path / "generator.safetensors"
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in written} == written
-    assert (again.samples_dir, again.losses_path, again.checkpoint_path, again.recipe_path) == (
+    assert (again.paths.samples, again.paths.losses, again.paths.checkpoint, again.paths.recipe) == (
         tmp_path / "samples", tmp_path / "losses.jsonl", tmp_path / "checkpoints" / "last.pt",
         tmp_path / "recipe.toml")
 

@@ -130,7 +130,7 @@ def cmd_adapt(args) -> int:
     check_target_images_are_read(data, registry, args.target_image)
     recipe = recipe_from_dict(data, registry=registry, source=_recipe_label(args))
     result = adapt(recipe, out_dir=args.out, resume=args.resume, registry=registry)
-    print("\n".join(run_summary(result, Path(args.out), recipe=recipe, resumed=args.resume)))
+    print("\n".join(run_summary(result, Path(args.out), recipe=recipe)))
     return 0
 
 

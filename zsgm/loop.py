@@ -76,22 +76,6 @@ class RunResult:
     def paths(self) -> RunPaths:
         return RunPaths(Path(self.out_dir))
 
-    @property
-    def samples_dir(self) -> Path:
-        return self.paths.samples
-
-    @property
-    def losses_path(self) -> Path:
-        return self.paths.losses
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.paths.checkpoint
-
-    @property
-    def recipe_path(self) -> Path:
-        return self.paths.recipe
-
 
 def make_optimizer(run: Run) -> torch.optim.Adam:
     """Adam with the rosinality convention: lr * r, betas (beta1 ** r, beta2 ** r), r = reg_ratio."""
@@ -234,7 +218,7 @@ def _last_logged(paths: RunPaths) -> dict:
     """The last line of ``losses.jsonl`` without its step (``{}`` if none is readable)."""
     try:
         lines = paths.losses.read_text(encoding="utf-8").splitlines()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return {}
     for line in reversed(lines):
         try:
