@@ -206,3 +206,17 @@ def test_a_plugin_table_option_is_strict_too(value, message):
         assert message in info.value.problems
     else:  # a non-finite float inside a table
         assert info.value.problems == ["techniques[1].scales.a: must be a finite number, got nan"]
+
+
+def test_a_field_marked_allows_non_finite_is_the_only_one_that_may_hold_inf():
+    from zsgm.recipe_checks import field_value_problems
+    from zsgm.validators import ALLOWS_NON_FINITE
+
+    @attrs.define
+    class Config:
+        ceiling: float = attrs.field(default=1.0, metadata=ALLOWS_NON_FINITE)
+        weight: float = 1.0
+
+    assert field_value_problems(Config(ceiling=float("inf")), "techniques[0]") == []
+    problems = field_value_problems(Config(weight=float("inf")), "techniques[0]")
+    assert len(problems) == 1 and problems[0].startswith("techniques[0].weight: ")

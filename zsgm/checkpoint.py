@@ -99,14 +99,6 @@ def keep_previous_checkpoint(out_dir: str | Path) -> bool:
     return True
 
 
-def save_run_checkpoint(run, optimizer: torch.optim.Optimizer, *, next_step: int) -> Path:
-    """Keep ``last.pt`` as ``previous.pt``, then write ``checkpoints/last.pt`` for ``run`` (atomic)."""
-    keep_previous_checkpoint(run.out_dir)
-    path = checkpoint_path(run.out_dir)
-    write_checkpoint_file(run_checkpoint_state(run, optimizer, next_step=next_step), path)
-    return path
-
-
 # ---------------------------------------------------------------------------------------------- finiteness
 
 

@@ -193,11 +193,6 @@ def write_grid(run: Run, step: int, inputs) -> Path:
     return path
 
 
-def log_step(path: Path, record: dict) -> None:
-    """Append one line to ``losses.jsonl``; a failed write is a :class:`WriteError` naming the file."""
-    append_jsonl(path, record)
-
-
 def write_final_generator(run: Run, paths: RunPaths) -> Path:
     """``generator.safetensors`` from the sampling generator (EMA if kept); a failed write (full disk) is a
     :class:`WriteError` naming the file (the serialisation happens in memory, see ``save_generator``)."""
@@ -333,7 +328,7 @@ def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, sto
                    disable=not recipe.run.progress, dynamic_ncols=True)
         for step in bar:
             log = optimisation_step(run, optimizer, step, kept)
-            log_step(paths.losses, {"step": step, **log})
+            append_jsonl(paths.losses, {"step": step, **log})  # a failed write: WriteError naming the file
             bar.set_postfix(loss=f"{log['total']:.4f}")
             done = step + 1
             if every_grid and done % every_grid == 0 and done < steps:
