@@ -3,7 +3,6 @@ before anything loads; the end of a run says where everything is and what to run
 
 from __future__ import annotations
 
-
 import pytest
 
 import zsgm.loop
@@ -11,15 +10,10 @@ from zsgm.cli import USER_ERROR_EXIT, main, run_summary
 from zsgm.loop import RunResult
 from zsgm.recipe import recipe_from_dict
 
+from cli_output import one_error_line  # tests/cli_output.py
+
+
 TINY = ["--generator", "tiny-random", "--clip", "tiny-random", "--no-progress"]
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    assert lines[0].startswith("zsgm: error: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture

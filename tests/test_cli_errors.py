@@ -15,13 +15,7 @@ import zsgm.cli
 from zsgm.cli import INTERRUPTED_EXIT, USER_ERROR_EXIT, main
 from zsgm.io_utils import WriteError
 
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    assert lines[0].startswith("zsgm: error: "), lines[0]
-    return lines[0]
+from cli_output import one_error_line  # tests/cli_output.py
 
 
 OS_ERRORS = {

@@ -14,6 +14,8 @@ from zsgm.builtin_plugin import tiny_random_generator
 from zsgm.cli import USER_ERROR_EXIT, main, parse_seeds, seed_latent
 from zsgm.generator import save_generator
 
+from cli_output import one_error_line  # tests/cli_output.py
+
 
 def nvidia_seed_latent(seed: int, z_dim: int) -> torch.Tensor:
     """NVIDIA gen_images.py: ``torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim))`` (float64), cast to
@@ -48,13 +50,6 @@ def test_bad_seeds_are_refused_naming_the_part(spec, words):
     with pytest.raises(argparse.ArgumentTypeError) as info:
         parse_seeds(spec)
     assert words in str(info.value)
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv, option", [
