@@ -25,7 +25,9 @@ class TechniqueSpec:
             ``weight``/``every`` other than 1 when the recipe is built.
         provides_directions: it implements ``zsgm_directions``; a recipe may hold one such technique.
         unique: at most one entry of this technique per recipe (two would silently compete).
-        requires: technique names that must also be in the recipe (``moment`` needs ``semantic-variations``).
+        requires: technique names that must always also be in the recipe, whatever the options; a need that
+            depends on an option goes in ``check`` instead (``moment`` reads ``semantic-variations`` only with
+            ``text_set = "variations"``).
         requires_other_loss: it is useless unless some *other* technique produces a loss term (layer
             freezing; AIR, whose adaptive term starts mid-run).
         reads_target_images: it reads the recipe's ``target_images`` (so ``--target-image`` means something).
