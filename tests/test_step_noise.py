@@ -44,3 +44,14 @@ def test_shared_noise_feeds_every_forward_the_same_draw(tmp_path):
     _, batch = _batch(tmp_path, "shared")
     assert batch.noise_for("source") is batch.noise and batch.noise_for("anchor") is batch.noise
     assert torch.equal(batch.src_images, batch.tgt_images.detach())
+
+
+def test_shared_noise_is_drawn_after_the_latents_from_the_batch_stream_and_fresh_draws_none(tmp_path):
+    from zsgm.step import random_noise, sample_ws
+
+    run, batch = _batch(tmp_path, "shared")
+    rng = run.rng(3, "batch")  # the order a shared run has always used: ws first, then noise, one stream
+    ws = sample_ws(run, run.recipe.optim.batch_size, rng, mixing=run.recipe.optim.mixing)
+    assert torch.equal(batch.ws, ws) and _same(batch.noise, random_noise(run.g_source, ws.shape[0], rng, run.device))
+    _, fresh = _batch(tmp_path / "fresh", "fresh")
+    assert fresh.noise is None  # fresh noise is drawn per forward in noise_for; no unused shared draw

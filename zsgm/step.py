@@ -47,8 +47,9 @@ class StepBatch:
     Attributes:
         step: the step index.
         ws: ``[N, n_latent, D]`` W+ codes from the frozen source mapping (psi = 1).
-        noise: the step's shared per-layer noise maps (``optim.noise = "shared"``); read noise through
-            :meth:`noise_for`, which honours the recipe's noise mode.
+        noise: the step's shared per-layer noise maps with ``optim.noise = "shared"`` (drawn right after ``ws``
+            from the same stream), None with ``"fresh"``; read noise through :meth:`noise_for`, which honours
+            the recipe's noise mode.
     """
 
     def __init__(self, run: "Run", step: int):
@@ -56,7 +57,9 @@ class StepBatch:
         self.step = step
         rng = run.rng(step, "batch")
         self.ws = sample_ws(run, run.recipe.optim.batch_size, rng, mixing=run.recipe.optim.mixing)
-        self.noise = random_noise(run.g_source, self.ws.shape[0], rng, run.device)
+        self.noise: list[torch.Tensor] | None = None
+        if run.recipe.optim.noise == "shared":  # "fresh" draws per role in noise_for, so this draw would go unused
+            self.noise = random_noise(run.g_source, self.ws.shape[0], rng, run.device)
         self._src_images: torch.Tensor | None = None
         self._tgt_images: torch.Tensor | None = None
         self._src_embeds: dict[int, torch.Tensor] = {}
