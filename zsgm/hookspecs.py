@@ -15,6 +15,7 @@ in one process never share state. The loop calls them in this order::
         zsgm_before_step(run, step)                   choose trainable layers, refresh state
         zsgm_directions(run, step)                    text-side directions (first result wins)
         zsgm_loss(run, step)                          named, unweighted terms
+        zsgm_skip_update(run, step)                   any True: no update this step (losses still logged)
         backward()
         zsgm_after_backward(run, step)
         optimizer step, EMA
@@ -133,6 +134,15 @@ def zsgm_loss(run, step):
 
     Terms are *unweighted*; the recipe owns the technique's ``weight`` and ``every`` interval (a
     technique whose interval does not include ``step`` is not called).
+    """
+
+
+@hookspec
+def zsgm_skip_update(run, step):
+    """Return True to make this step compute and log its losses but update nothing: no backward, no
+    ``zsgm_after_backward``, no optimiser step, no EMA (``zsgm_after_step`` still runs). One True is enough.
+
+    For a released training loop that does not update at some step (AIR's has no update at step 0).
     """
 
 

@@ -8,7 +8,7 @@
         before_step hooks                (layer freezing)
         batch = StepBatch(run, step)     lazy: source forward only if someone reads it
         terms = loss hooks               named, unweighted; weighted here by the recipe
-        check finite, backward, after_backward hooks, optimiser step, EMA
+        check finite; unless a skip_update hook says so: backward, after_backward hooks, optimiser step, EMA
         after_step hooks, log, grids, checkpoint (only of finite weights; the one before is kept)
     final generator + grid; teardown hooks
 """
@@ -148,18 +148,19 @@ def check_loss_finite(run: Run, step: int, log: dict[str, float], kept: KeptChec
 
 
 def optimisation_step(run: Run, optimizer: torch.optim.Optimizer, step: int, kept: KeptCheckpoints) -> dict:
-    """One step: hooks, losses, backward, update, EMA. Returns the step's log."""
+    """One step: hooks, losses, backward, update, EMA (the update unless a technique skips it). Returns the log."""
     run.step = step
     set_default_trainable(run)
     run.pm.hook.zsgm_before_step(run=run, step=step)
     run.batch = StepBatch(run, step)
     total, log = compute_losses(run, step)
     check_loss_finite(run, step, log, kept)
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    run.pm.hook.zsgm_after_backward(run=run, step=step)
-    optimizer.step()
-    update_ema(run)
+    if not any(run.pm.hook.zsgm_skip_update(run=run, step=step)):
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        run.pm.hook.zsgm_after_backward(run=run, step=step)
+        optimizer.step()
+        update_ema(run)
     run.pm.hook.zsgm_after_step(run=run, step=step)
     run.batch = None
     return log

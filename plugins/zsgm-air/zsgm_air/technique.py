@@ -22,8 +22,8 @@ technique of the recipe (``directional``): total = w1·L_dir + w2·L_adapt with 
 first refresh the technique returns no term.
 
 Step 0 (``update_at_step_0 = False``, the released loop): the loss is computed and logged but nothing is
-updated: after step 0's backward every gradient is dropped, so Adam and the EMA leave every weight and every
-optimiser state as they were (released train.py: no backward, no ``g_optim.step``, no EMA, no layer selection at
+updated: AIR answers the core's ``zsgm_skip_update`` for step 0, so the loop runs no backward, no optimiser
+step and no EMA update, and every weight and every optimiser state stay as they were (released train.py: no backward, no ``g_optim.step``, no EMA, no layer selection at
 ``i = 0``). A ``steps``-step run then makes ``steps - 1`` updates and the refresh after step ``i`` sees ``i`` of them.
 
 Fixed latent set: ``n_latents`` codes drawn once from ``run.rng(0, "air-latents")``, mapped by the frozen
@@ -79,8 +79,8 @@ class AirConfig:
             rounded half up; None means 0.5 (150 of 301 steps, 100 of 201). Not together with ``t_thresh``.
         t_int_frac: ``t_int`` as a fraction of ``optim.steps - 1``, rounded half up, at least 1; None means 0.1
             (30 of 301, 20 of 201). Not together with ``t_int``.
-        update_at_step_0: False (the released loop): step 0 computes and logs the loss but updates nothing (every
-            gradient is dropped after its backward, so Adam and the EMA leave weights and optimiser state alone).
+        update_at_step_0: False (the released loop): step 0 computes and logs the loss but updates nothing (no
+            backward, no optimiser step, no EMA update: ``zsgm_skip_update``).
             True: step 0 trains like every other step (one update more than the released code).
         n_latents: size of the fixed latent set used to measure the image offset (1000 in the paper).
         latent_truncation: truncation ψ of the fixed latent set (0.7 as the released code).
@@ -491,20 +491,11 @@ class Air(Technique):
             total = total + weight * adaptive_loss(e_anchor, batch.tgt_embeds(i), self.direction[i])
         return [self.term("adaptive", torch.as_tensor(total, device=run.device))]
 
-    @hookimpl(trylast=True)
-    def zsgm_after_backward(self, run, step):
-        """Step 0 of the released loop updates nothing: drop every gradient, so that Adam skips every parameter
-        (no step counted, no moment touched) and the EMA, lerping towards an unchanged ``G_t``, stays as it is.
-
-        ``trylast``: after every other technique's gradient hooks (layer-freeze's ``frozen_adam = "zero-grad"``
-        gives frozen layers zero gradients, which Adam would otherwise count as a step).
-        """
-        if step != 0 or self.config.update_at_step_0:
-            return
-        modules = [run.g_target, *run.techniques]
-        for module in modules:
-            for p in module.parameters():
-                p.grad = None
+    @hookimpl
+    def zsgm_skip_update(self, run, step):
+        """Step 0 of the released loop updates nothing: the loss is computed and logged, then no backward, no
+        optimiser step (Adam counts no step) and no EMA update."""
+        return step == 0 and not self.config.update_at_step_0
 
     @hookimpl
     def zsgm_after_step(self, run, step):
