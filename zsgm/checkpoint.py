@@ -22,6 +22,7 @@ import torch
 
 from zsgm.io_utils import WriteError, atomic_torch_save
 from zsgm.run import RunError
+from zsgm.run_dir import RunPaths
 from zsgm.tensor_checks import nonfinite_names
 
 FORMAT = "zsgm-run-checkpoint"
@@ -42,13 +43,13 @@ class NonFiniteWeightsError(NonFiniteError):
 
 
 def checkpoint_path(out_dir: str | Path) -> Path:
-    """``<out_dir>/checkpoints/last.pt``: the checkpoint a resume continues from."""
-    return Path(out_dir) / "checkpoints" / "last.pt"
+    """``<out_dir>/checkpoints/last.pt``: the checkpoint a resume continues from (:class:`RunPaths` layout)."""
+    return RunPaths(Path(out_dir)).checkpoint
 
 
 def previous_checkpoint_path(out_dir: str | Path) -> Path:
     """``<out_dir>/checkpoints/previous.pt``: the checkpoint written before ``last.pt``."""
-    return Path(out_dir) / "checkpoints" / "previous.pt"
+    return RunPaths(Path(out_dir)).previous_checkpoint
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -335,9 +335,9 @@ class Air(Technique):
     # ------------------------------------------------------------------ schedule
 
     def is_refresh_step(self, step: int, steps: int) -> bool:
-        """Whether the anchor is refreshed after ``step`` of a ``steps``-step run."""
-        t_thresh, t_int = self.config.schedule(steps)
-        return step > 0 and step >= t_thresh and step % t_int == 0 and step < steps - 1
+        """Whether the anchor is refreshed after ``step`` of a ``steps``-step run (:meth:`AirConfig.refresh_steps`
+        holds the released condition, written once)."""
+        return step in self.config.refresh_steps(steps)
 
     def refresh_steps(self, steps: int) -> list[int]:
         """Every step after which the anchor is refreshed."""
