@@ -31,14 +31,19 @@ from zsgm.generator.nvidia_pkl import load_pickle_safely, read_nvidia_pickle
 BUFFERS = ("resample_filter", "noise_const", "w_avg")  # what NVIDIA registers as buffers
 
 
-def small():
-    torch.manual_seed(0)
-    g = Generator(GeneratorArch.rosinality(16, style_dim=32, n_mlp=2, channel_multiplier=1, channel_max=16))
+def randomised(arch: GeneratorArch, seed: int) -> Generator:
+    """A generator whose biases, noise strengths and latent_avg are random too (nothing at its init value)."""
+    torch.manual_seed(seed)
+    g = Generator(arch)
     for p in g.parameters():
         if p.dim() <= 1:
             p.data.normal_(0, 0.3)
-    g.latent_avg = torch.randn(32)
+    g.latent_avg = torch.randn(arch.style_dim)
     return g
+
+
+def small():
+    return randomised(GeneratorArch.rosinality(16, style_dim=32, n_mlp=2, channel_multiplier=1, channel_max=16), 0)
 
 
 def images(g):
@@ -300,13 +305,7 @@ def tapered():
     """A 64-px G whose top resolution has fewer channels than channel_max: C(r) = min(512 // r, 16), i.e. the
     issue's ``channel_base = 16384`` at 64 px (512 -> 256 channels), scaled down. NVIDIA's default channel_base
     (32768) would give 16 channels at 64 px, so reading the wrong place for channel_base cannot pass."""
-    torch.manual_seed(1)
-    g = Generator(GeneratorArch.nvidia(64, style_dim=8, n_mlp=2, channel_base=512, channel_max=16))
-    for p in g.parameters():
-        if p.dim() <= 1:
-            p.data.normal_(0, 0.3)
-    g.latent_avg = torch.randn(8)
-    return g
+    return randomised(GeneratorArch.nvidia(64, style_dim=8, n_mlp=2, channel_base=512, channel_max=16), 1)
 
 
 @pytest.mark.parametrize("layout", ["ada", "sg3"])
