@@ -1,7 +1,9 @@
 """Resumable run checkpoints: everything needed to continue a run bit-for-bit.
 
 A checkpoint holds the target generator, the EMA copy, the optimiser state, every technique's
-``state_dict`` and the next step index. It is written atomically and read with
+``state_dict``, the states of the techniques' own optimisers (``technique_optimizers``, keyed
+``"<entry name>/<key>"``; absent in checkpoints written before they existed, which is read as none) and the next
+step index. It is written atomically and read with
 ``torch.load(weights_only=True)``: loading executes no code.
 
 A run keeps two: ``checkpoints/last.pt`` and ``checkpoints/previous.pt`` (the one before it). A
@@ -65,6 +67,7 @@ def run_checkpoint_state(run, optimizer: torch.optim.Optimizer, *, next_step: in
         "ema": run.g_ema.state_dict() if run.g_ema is not None else None,
         "optimizer": optimizer.state_dict(),
         "techniques": {use.name: tech.state_dict() for use, tech in zip(run.uses, run.techniques)},
+        "technique_optimizers": {key: opt.state_dict() for key, opt in run.technique_optimizers.items()},
     }
 
 
@@ -293,6 +296,21 @@ def load_run_checkpoint(run) -> dict:
     state = read_run_checkpoint(path)
     apply_run_checkpoint(run, state, path=path)
     return state
+
+
+def restore_technique_optimizers(run, state: dict, *, path: str | Path = "checkpoint") -> None:
+    """Load the saved states of the techniques' own optimisers (``run.technique_optimizers``) by key."""
+    saved = state.get("technique_optimizers") or {}
+    if sorted(saved) != sorted(run.technique_optimizers):
+        raise CheckpointMismatchError(
+            f"{path}: the checkpoint holds technique optimisers {sorted(saved)}, this run has "
+            f"{sorted(run.technique_optimizers)}")
+    for key, optimizer in run.technique_optimizers.items():
+        try:
+            optimizer.load_state_dict(saved[key])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointMismatchError(f"{path}: state of optimiser {key!r} does not fit this run: {exc}") \
+                from None
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict, *, path: str | Path = "checkpoint") -> None:

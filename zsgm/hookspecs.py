@@ -9,8 +9,10 @@ They are historic: a plugin registered late is replayed every registration call 
 recipe). Each run owns a private plugin manager holding only its own technique instances, so two runs
 in one process never share state. The loop calls them in this order::
 
+    zsgm_attach(run)                                  once, when the run is built (before a checkpoint is restored)
     zsgm_setup(run)                                   once, before step 0 (also on resume)
     zsgm_trainable(run)                               once, after setup: extra parameter groups
+    zsgm_optimizers(run)                              once, after setup: the technique's own optimisers
     for step in range(start, steps):
         zsgm_before_step(run, step)                   choose trainable layers, refresh state
         zsgm_directions(run, step)                    text-side directions (first result wins)
@@ -94,6 +96,18 @@ def zsgm_register_metrics(register):
 
 
 @hookspec
+def zsgm_attach(run):
+    """Build submodules that need the run's models (a discriminator loaded from the source checkpoint, a head
+    sized from it) and put them on ``run.device``.
+
+    Called once at the end of building the run, after every technique is registered and *before* a resume's
+    checkpoint is restored: what is attached here is part of the technique's ``state_dict``, so a resumed run
+    gets the trained values back (strictly: every key must match). No randomness may be drawn from torch's
+    global generator here; use a seeded ``torch.Generator`` (e.g. ``run.rng(0, "<entry name>/init")``).
+    """
+
+
+@hookspec
 def zsgm_setup(run):
     """Prepare before step 0: prompt pre-training, Fisher estimates, reference search.
 
@@ -108,6 +122,18 @@ def zsgm_trainable(run):
 
     Called once after ``zsgm_setup``. The target generator's synthesis parameters are always included by
     the core.
+    """
+
+
+@hookspec
+def zsgm_optimizers(run):
+    """Return the technique's own optimisers as ``{key: torch.optim.Optimizer}`` (e.g. a discriminator's).
+
+    Called once after ``zsgm_setup`` and ``zsgm_trainable``. The core keeps them as
+    ``run.technique_optimizers["<entry name>/<key>"]``, saves their state in every run checkpoint and restores
+    it on resume; the technique steps them itself on its own schedule (inside ``zsgm_before_step`` or
+    ``zsgm_after_step``), drawing its randomness from ``run.rng(step, ...)`` so that a resumed run is
+    bit-identical. Their parameters must not be synthesis parameters (those belong to the core's optimiser).
     """
 
 

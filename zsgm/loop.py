@@ -3,7 +3,7 @@
     lock the run directory               one process per run (zsgm.run_dir)
     resume: read the checkpoint, check the recipe against the run's; a finished run returns at once
     run = build_run(recipe)              generators, CLIP, technique instances (restored on resume)
-    setup hooks, optimiser               (resume: restore states first)
+    setup hooks, optimisers              the generator's and the techniques' own (resume: restore their states)
     for step in steps:
         before_step hooks                (layer freezing)
         batch = StepBatch(run, step)     lazy: source forward only if someone reads it
@@ -34,6 +34,7 @@ from zsgm.checkpoint import (
     nonfinite_weights,
     read_run_checkpoint,
     restore_optimizer,
+    restore_technique_optimizers,
 )
 from zsgm.io_utils import WriteError, append_jsonl, atomic_write_text, image_grid, save_png, truncate_jsonl
 from zsgm.recipe import Recipe, dumps_recipe
@@ -321,8 +322,10 @@ def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, sto
     try:
         run.pm.hook.zsgm_setup(run=run)
         optimizer = make_optimizer(run)
+        run.collect_technique_optimizers()
         if state is not None:
             restore_optimizer(optimizer, state, path=paths.checkpoint)
+            restore_technique_optimizers(run, state, path=paths.checkpoint)
         if start == 0:
             write_grid(run, 0, grid_inputs)
         bar = tqdm(range(start, end), initial=start, total=steps, desc="adapt", unit="step",

@@ -95,6 +95,8 @@ class Run:
         clip_models / clip_weights: the CLIP ensemble.
         techniques: technique instances in recipe order; ``uses`` their recipe entries.
         pm: the run's private plugin manager (technique instances only).
+        technique_optimizers: the techniques' own optimisers, ``"<entry name>/<key>"`` -> optimiser
+            (``zsgm_optimizers``); checkpointed with the run.
         batch: the current step's :class:`zsgm.step.StepBatch`.
     """
 
@@ -143,6 +145,8 @@ class Run:
             self.techniques.append(instance.to(self.device))
             self.pm.register(instance, name=use.name)
         self._check_direction_providers()
+        self.technique_optimizers: dict[str, torch.optim.Optimizer] = {}  # filled after setup (zsgm.loop)
+        self.pm.hook.zsgm_attach(run=self)
 
     # ------------------------------------------------------------------ structure checks
 
@@ -175,6 +179,19 @@ class Run:
                 for m in self.clip_models
             ]
         return self._global_directions
+
+    def collect_technique_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Ask every technique for its own optimisers (``zsgm_optimizers``) and keep them by
+        ``"<entry name>/<key>"`` in :attr:`technique_optimizers`."""
+        found: dict[str, torch.optim.Optimizer] = {}
+        for impl in self.pm.hook.zsgm_optimizers.get_hookimpls():
+            for key, optimizer in (impl.function(run=self) or {}).items():
+                if not isinstance(optimizer, torch.optim.Optimizer):
+                    raise RunError(f"technique {impl.plugin_name!r}: zsgm_optimizers returned {type(optimizer).__name__} "
+                                   f"for {key!r}, not a torch.optim.Optimizer")
+                found[f"{impl.plugin_name}/{key}"] = optimizer
+        self.technique_optimizers = found
+        return found
 
     def synthesis_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters of the target generator the optimiser owns (everything but the mapping)."""
