@@ -59,7 +59,10 @@ class ModulatedConv2d(nn.Module):
         self.impl = "auto"
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # x [N, I, H, W], w [N, D]
-        styles = self.modulation(w)  # [N, I]
+        return self.forward_styles(x, self.modulation(w))
+
+    def forward_styles(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+        """The conv with precomputed styles ``[N, I]`` (``modulation(w)``, or an edited StyleSpace code)."""
         return modulated_conv2d(x, self.weight[0] * self.scale, styles, demodulate=self.demodulate,
                                 up=2 if self.upsample else 1,
                                 resample_filter=self.blur.kernel / 4 if self.upsample else None,
@@ -109,7 +112,11 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_channel)
 
     def forward(self, x, w, noise=None):
-        return self.activate(self.noise(self.conv(x, w), noise))
+        return self.forward_styles(x, self.conv.modulation(w), noise)
+
+    def forward_styles(self, x, styles, noise=None):
+        """As :meth:`forward` with precomputed styles ``[N, I]`` instead of ``w`` (see StyleSpace)."""
+        return self.activate(self.noise(self.conv.forward_styles(x, styles), noise))
 
 
 class ToRGB(nn.Module):
