@@ -1,4 +1,5 @@
-"""The ``zsgm`` command line: adapt, sample, eval, plugins, convert.
+"""The ``zsgm`` command line: adapt, sample, eval, plugins, convert, and the commands plugins add
+(``zsgm_register_commands``, :mod:`zsgm.commands`).
 
 User mistakes (bad options, bad recipe fields, unknown names, foreign checkpoints, unreadable images, any
 operating-system error such as a missing file, a directory given as a file, a refused permission or a full
@@ -79,7 +80,19 @@ def make_parser() -> argparse.ArgumentParser:
     add_plugins_parser(sub).set_defaults(func=cmd_plugins)
     add_eval_parser(sub).set_defaults(func=cmd_eval)
     add_convert_parser(sub).set_defaults(func=cmd_convert)
+    _add_plugin_commands(sub)
     return parser
+
+
+CORE_COMMANDS = frozenset({"adapt", "sample", "plugins", "eval", "convert"})
+
+
+def _add_plugin_commands(sub) -> None:
+    """Subcommands registered by plugins (``zsgm_register_commands``), e.g. ``edit`` from zsgm-deltaedit."""
+    from zsgm.commands import add_plugin_commands
+    from zsgm.plugins import get_registry
+
+    add_plugin_commands(sub, get_registry(), taken=set(CORE_COMMANDS))
 
 
 def _debug() -> bool:

@@ -18,7 +18,7 @@ def cmd_plugins(args) -> int:
         print(f"{info.name}  ({info.distribution} {info.version})")
         for label, names in (("techniques", info.techniques), ("presets", info.presets),
                              ("generators", info.generators), ("clip models", info.clip_models),
-                             ("metrics", info.metrics)):
+                             ("metrics", info.metrics), ("commands", info.commands)):
             if names:
                 print(f"  {label}: {', '.join(names)}")
         if args.verbose:

@@ -90,6 +90,15 @@ def zsgm_register_metrics(register):
     """
 
 
+@hookspec(historic=True)
+def zsgm_register_commands(register):
+    """Register ``zsgm`` subcommands.
+
+    Args:
+        register: ``register(CommandSpec(name, add_arguments, run, help))`` (:class:`zsgm.commands.CommandSpec`).
+    """
+
+
 # --------------------------------------------------------------------------------------------------
 # Run hooks (technique instances of one run)
 # --------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import attrs
 import pluggy
 
 from zsgm import hookspecs
+from zsgm.commands import CommandSpec
 from zsgm.registry import ClipSpec, GeneratorSpec, MetricSpec, PresetSpec, Table, TechniqueSpec
 
 ENTRY_POINT_GROUP = "zsgm"
@@ -45,6 +46,7 @@ class PluginInfo:
     generators: list[str] = attrs.field(factory=list)
     clip_models: list[str] = attrs.field(factory=list)
     metrics: list[str] = attrs.field(factory=list)
+    commands: list[str] = attrs.field(factory=list)
 
 
 class Registry:
@@ -56,12 +58,13 @@ class Registry:
         self.generators = Table("generator")
         self.clip_models = Table("CLIP model")
         self.metrics = Table("metric")
+        self.commands = Table("command")
         self.broken: list[tuple[str, str]] = []  # (distribution, error)
         self.infos: dict[str, PluginInfo] = {}
 
     @property
     def conflicts(self) -> list[str]:
-        tables = (self.techniques, self.presets, self.generators, self.clip_models, self.metrics)
+        tables = (self.techniques, self.presets, self.generators, self.clip_models, self.metrics, self.commands)
         return [c for t in tables for c in t.conflicts]
 
 
@@ -92,6 +95,7 @@ def _register_module(pm: pluggy.PluginManager, registry: Registry, module, *, na
         "zsgm_register_generators": (registry.generators, GeneratorSpec, info.generators),
         "zsgm_register_clip_models": (registry.clip_models, ClipSpec, info.clip_models),
         "zsgm_register_metrics": (registry.metrics, MetricSpec, info.metrics),
+        "zsgm_register_commands": (registry.commands, CommandSpec, info.commands),
     }
     for hook_name, (table, spec_type, listed) in tables.items():
         impl = getattr(module, hook_name, None)
