@@ -3,6 +3,9 @@
 ``--seeds 0-35,40``, ``--trunc``, ``--outdir`` with one ``seedNNNN.png`` per seed (see :mod:`zsgm.cli_seeds`
 for the seed syntax and latents). The old spellings ``--out``, ``-n`` and ``--seed`` still work. Options and
 output paths are checked before the generator loads.
+
+``--mix-with mean|reference`` (``--mix-from SLOT``) applies One-shot CLIP's inference-time style mixing: the fine
+W+ slots of every sample take the mean latent or a one-shot run's reference latent (:mod:`zsgm.style_mixing`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,53 @@ def sample_outputs(args) -> tuple[Path | None, Path]:
     return folder, folder / "grid.png"
 
 
+def check_mix_options(args, registry) -> Path | None:
+    """Check ``--mix-with`` / ``--mix-from`` before the generator loads; returns the run directory whose
+    reference latent ``--mix-with reference`` reads, else None.
+
+    Raises:
+        CommandLineError: ``--mix-from`` without ``--mix-with``; ``--mix-with reference`` when GENERATOR is not a
+            run directory, or the run has no ``reference/latent.safetensors`` (naming the file).
+    """
+    from zsgm.style_mixing import REFERENCE_LATENT
+
+    if args.mix_with is None:
+        if args.mix_from is not None:
+            raise CommandLineError("--mix-from needs --mix-with mean|reference (which latent the fine slots take)")
+        return None
+    if args.mix_with != "reference":
+        return None
+    run = Path(args.checkpoint)
+    if args.checkpoint in registry.generators or not run.is_dir():
+        raise CommandLineError(f"--mix-with reference: GENERATOR must be a zsgm run directory (whose "
+                               f"{REFERENCE_LATENT.as_posix()} holds the reference latent); got {args.checkpoint}")
+    if not (run / REFERENCE_LATENT).is_file():
+        raise CommandLineError(f"--mix-with reference: {run / REFERENCE_LATENT} does not exist (the one-shot "
+                               f"technique reference-search writes it; was this run adapted with --reference?)")
+    return run
+
+
+def mix_setting(args, generator, run: Path | None):
+    """``(latent the fine slots take, first mixed slot)`` for ``--mix-with``, or ``(None, None)`` without it.
+
+    Raises:
+        CommandLineError: ``--mix-from`` beyond the generator's slots, or an unusable reference latent file.
+    """
+    from zsgm.style_mixing import default_mix_slot, mixing_latent
+
+    if args.mix_with is None:
+        return None, None
+    n_latent = generator.n_latent
+    from_slot = default_mix_slot(n_latent) if args.mix_from is None else args.mix_from
+    if from_slot > n_latent:
+        raise CommandLineError(f"--mix-from {from_slot}: this generator has {n_latent} W+ slots (give 0 to "
+                               f"{n_latent}; default {default_mix_slot(n_latent)})")
+    try:
+        return mixing_latent(generator, args.mix_with, run_dir=run), from_slot
+    except ValueError as exc:
+        raise CommandLineError(f"--mix-with {args.mix_with}: {exc}") from None
+
+
 def _grid_rows(images: list, cols: int) -> list:
     """Rows of ``cols`` images ``[cols, 3, H, W]``; the last row is padded with white."""
     import torch
@@ -92,13 +142,16 @@ def cmd_sample(args) -> int:
 
     seeds = sample_seeds(args)
     folder, grid_path = sample_outputs(args)
+    registry = get_registry()
+    mix_run = check_mix_options(args, registry)
     device = _option_device(args.device, resolve_device)
-    generator, _ = load_generator_asset(args.checkpoint, get_registry(), device)
+    generator, _ = load_generator_asset(args.checkpoint, registry, device)
     generator = generator.to(device).eval()
     bad = _non_finite_parameters(generator)
     if bad:
         raise CheckpointError(f"{args.checkpoint}: {len(bad)} tensors hold NaN or infinite values "
                               f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); nothing was sampled")
+    mix_with, mix_from = mix_setting(args, generator, mix_run)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     grid_images = []
@@ -106,7 +159,7 @@ def cmd_sample(args) -> int:
         mean = generator.default_mean_latent() if args.truncation != 1 else None
         for seed in seeds:
             image = render_seed(generator, seed, truncation=args.truncation, mean=mean,
-                                noise_mode=args.noise_mode, device=device)
+                                noise_mode=args.noise_mode, device=device, mix_with=mix_with, mix_from=mix_from)
             if not bool(torch.isfinite(image).all()):
                 raise CheckpointError(f"{args.checkpoint}: seed {seed} gives non-finite pixels")
             if folder is not None:
@@ -115,6 +168,9 @@ def cmd_sample(args) -> int:
                 grid_images.append(image.cpu())
     cols = args.cols or min(DEFAULT_GRID_COLS, len(grid_images))
     save_png(image_grid(_grid_rows(grid_images, cols)), grid_path)
+    if mix_with is not None:
+        print(f"style mixing: W+ slots {mix_from}-{generator.n_latent - 1} of 0-{generator.n_latent - 1} from the "
+              f"{'mean latent' if args.mix_with == 'mean' else 'reference latent'}")
     if folder is not None:
         print(f"wrote {len(seeds)} images to {folder} (seedNNNN.png)")
     shown = "" if len(grid_images) == len(seeds) else f" (the first {len(grid_images)} of {len(seeds)} seeds)"
@@ -163,6 +219,13 @@ def add_sample_parser(sub):
                         f"the grid shows at most {GRID_MAX_IMAGES} seeds")
     p.add_argument("--grid", action="store_true", help="kept for old scripts; grid.png is always written "
                                                        "(default: off)")
+    p.add_argument("--mix-with", dest="mix_with", choices=["mean", "reference"],
+                   help="One-shot CLIP's inference-time style mixing: the fine W+ slots (from --mix-from on) of "
+                        "every sample take the mean latent, or the reference latent of a one-shot run directory "
+                        "(its reference/latent.safetensors) (default: no mixing)")
+    p.add_argument("--mix-from", dest="mix_from", type=int_at_least(0), metavar="SLOT",
+                   help="first mixed W+ slot, needs --mix-with (default: 11 of 18 as published, the same fraction "
+                        "for other sizes: 5 of 8 at 32 px)")
     p.add_argument("--device", default="auto", type=non_blank,
                    help="'auto' (CUDA when available), 'cpu', 'cuda:1', ... (default: %(default)s)")
     return p

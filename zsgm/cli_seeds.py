@@ -59,12 +59,15 @@ def seed_latent(seed: int, z_dim: int):
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)
 
 
-def render_seed(generator, seed: int, *, truncation: float, mean, noise_mode: str, device):
+def render_seed(generator, seed: int, *, truncation: float, mean, noise_mode: str, device, mix_with=None,
+                mix_from: int | None = None):
     """One image ``[1, 3, H, W]`` (roughly [-1, 1]) for ``seed``.
 
     ``w = mean + psi * (w - mean)`` over every layer, computed as NVIDIA's ``w_avg.lerp(w, psi)``: ``psi < 1`` pulls
     towards the mean latent, ``psi > 1`` extrapolates away from it, ``psi = 1`` leaves ``w`` as it is.
     Random noise (``noise_mode="random"``) is drawn from a generator seeded with ``seed``.
+    With ``mix_with`` (``[1, D]`` or ``[1, n_latent, D]``), slots ``>= mix_from`` of the truncated code are
+    replaced by it (:func:`zsgm.style_mixing.mix_fine_slots`, One-shot CLIP's inference-time mixing).
     """
     import torch
 
@@ -73,5 +76,9 @@ def render_seed(generator, seed: int, *, truncation: float, mean, noise_mode: st
     if truncation != 1:
         w = torch.lerp(mean.reshape(1, -1).to(w), w, truncation)  # NVIDIA's very arithmetic, bit for bit
     ws = w[:, None, :].repeat(1, generator.n_latent, 1)  # [1, n_latent, D]
+    if mix_with is not None:
+        from zsgm.style_mixing import mix_fine_slots
+
+        ws = mix_fine_slots(ws, with_=mix_with, from_slot=mix_from)
     return generator.synthesis(ws, noise_mode=noise_mode, rng=torch.Generator().manual_seed(seed))
 
