@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zsgm.cli_errors import CommandLineError
-from zsgm.cli_options import finite_float, int_at_least
+from zsgm.cli_options import finite_float, int_at_least, non_blank
 
 
 def cmd_plugins(args) -> int:
@@ -47,7 +47,8 @@ def cmd_eval(args) -> int:
     for run in args.runs:
         if not Path(run).is_dir():
             raise CommandLineError(f"{run}: {'is a file, not a' if Path(run).exists() else 'no such'} run directory")
-    records = [evaluate_run(d, n=args.n, seed=args.seed, truncation=args.truncation) for d in args.runs]
+    records = [evaluate_run(d, n=args.n, seed=args.seed, truncation=args.truncation, target=args.target)
+               for d in args.runs]
     table = format_table(records)
     print(table, end="")
     if args.out:
@@ -82,6 +83,9 @@ def add_eval_parser(sub):
                    help="seed of the judged latents and noise (default: %(default)s)")
     p.add_argument("--truncation", type=finite_float(low=0.0, high=1.0), default=1.0,
                    help="truncation psi in [0, 1] of the judged samples (default: %(default)s)")
+    p.add_argument("--target", type=non_blank,
+                   help="judge for this target ('sketch', 'blue') (default: the run's target text, else the style "
+                        "the judge reads in its reference image)")
     p.add_argument("--out", help="also write the markdown table to this file (default: print only)")
     return p
 

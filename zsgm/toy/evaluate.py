@@ -1,7 +1,8 @@
 """Evaluate adapted shapes-world generators with the ground-truth judges (no CLIP).
 
 A run's target text decides what is measured: a style word ("sketch", "night", "pastel") gives a style
-task, a colour word ("blue") a colour task. Source and adapted generators see the same latents and the
+task, a colour word ("blue") a colour task. A run adapted to a reference image instead (one-shot, NADA's
+image-target) is judged for the reference's style as the style judge sees it (:func:`reference_target`). Source and adapted generators see the same latents and the
 same noise, so every sample is judged against its own source image.
 """
 
@@ -32,6 +33,23 @@ def parse_target(text: str) -> tuple[str, str]:
             return "colour", colour
     raise ValueError(f"cannot tell which shapes-world style or colour the target {text!r} asks for "
                      f"(styles: {', '.join(STYLES)}; colours: {', '.join(COLOURS)})")
+
+
+def reference_target(path: str | Path, *, size: int = 32) -> str:
+    """The target text a reference image stands for: the style the ground-truth judge gives it ("sketch").
+
+    The image is read as the one-shot techniques read it (short side resized to ``size``, centre crop).
+
+    Raises:
+        ValueError: the image reads as the source style (photo) or as no style of the shapes world.
+    """
+    from zsgm.io_utils import load_image
+
+    style = classify_style(load_image(path, size=size, fit="crop"))[0]
+    if style not in STYLES or style == "photo":
+        raise ValueError(f"{path}: the style judge reads this reference as {style!r}, not one of the target styles "
+                         f"{', '.join(s for s in STYLES if s != 'photo')}; give the run's target with --target")
+    return style
 
 
 @torch.no_grad()
@@ -105,18 +123,25 @@ def load_finished_run(run_dir: str | Path, registry):
 
 
 def evaluate_run(run_dir: str | Path, *, n: int = 256, seed: int = EVAL_SEED, truncation: float = 1.0,
-                 registry=None) -> dict:
-    """Evaluate a finished run directory (reads ``recipe.toml`` and ``generator.safetensors``); writes ``eval.json``."""
+                 registry=None, target: str | None = None) -> dict:
+    """Evaluate a finished run directory (reads ``recipe.toml`` and ``generator.safetensors``); writes ``eval.json``.
+
+    The task is ``target`` if given, else the recipe's target text, else the style of the recipe's first target
+    image (:func:`reference_target`)."""
     from zsgm.plugins import get_registry
 
     run_dir = Path(run_dir)
     registry = registry or get_registry()
     recipe, g_src, g_tgt = load_finished_run(run_dir, registry)
-    if recipe.target is None:
-        raise ValueError(f"{run_dir}: the recipe has no target text to judge against")
-    scores = evaluate_generators(g_src, g_tgt, target=recipe.target, n=n, seed=seed, truncation=truncation)
+    if target is None:
+        target = recipe.target
+    if target is None and recipe.target_images:
+        target = reference_target(recipe.target_images[0], size=g_src.arch.size)
+    if target is None:
+        raise ValueError(f"{run_dir}: the recipe has no target text or image to judge against; give --target")
+    scores = evaluate_generators(g_src, g_tgt, target=target, n=n, seed=seed, truncation=truncation)
     techniques = "+".join(t.name for t in recipe.techniques)
-    record = {"run": str(run_dir), "source": recipe.source, "target": recipe.target, "techniques": techniques,
+    record = {"run": str(run_dir), "source": recipe.source, "target": target, "techniques": techniques,
               "steps": recipe.optim.steps, **scores}
     atomic_write_text(run_dir / "eval.json", json.dumps(record, indent=2) + "\n")
     return record
