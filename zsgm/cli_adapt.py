@@ -1,7 +1,8 @@
 """``zsgm adapt``: merge preset, recipe file and options into a recipe, check it, run it, print the summary.
 
-Everything the command line can check (``--out``, ``--target-image`` files, a recipe that would ignore its
-target images, a missing target) is refused before the generator or CLIP loads.
+Everything the command line can check (``--out``, ``--target-image`` files, the ``--reference`` image, a recipe
+that would ignore its target images, a missing target) is refused before the generator or CLIP loads.
+``--reference FILE`` (one-shot recipes) sets the recipe's ``target_images = [FILE]``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def build_recipe_dict(args, registry) -> dict:
     """Merge preset / recipe file / command-line overrides into one recipe dict.
 
     Raises:
-        CommandLineError: no recipe file and no preset; ``--resume`` of a folder without ``recipe.toml``.
+        CommandLineError: no recipe file and no preset; ``--resume`` of a folder without ``recipe.toml``;
+            ``--reference`` together with ``--target-image``.
         RecipeError: an unreadable recipe file (naming it), or no target text and no target images (telling
             the user to pass ``--target``).
     """
@@ -43,6 +45,8 @@ def build_recipe_dict(args, registry) -> dict:
         overrides["target"] = args.target
     if args.target_image:
         overrides["target_images"] = list(args.target_image)
+    if reference_option(args) is not None:
+        overrides["target_images"] = [args.reference]
     if args.generator is not None:
         overrides.setdefault("generator", {})["checkpoint"] = args.generator
     if args.clip is not None:
@@ -58,7 +62,7 @@ def build_recipe_dict(args, registry) -> dict:
     merged = merge_dicts(data, overrides)
     if merged.get("target") is None and not merged.get("target_images"):
         raise RecipeError(["target: the recipe has no target text and no target images; pass --target TEXT "
-                           "(e.g. --target \"a sketch\") or --target-image FILE"], source=_recipe_label(args))
+                           "(e.g. --target \"a sketch\"), --target-image FILE or --reference FILE"], source=_recipe_label(args))
     return merged
 
 
@@ -85,17 +89,45 @@ def check_run_dir(out: str) -> None:
         raise CommandLineError(f"--out {out}: {what} is not writable")
 
 
-def check_target_image_files(paths: list[str] | None) -> None:
-    """Each ``--target-image`` is an existing file (not a directory), checked before anything loads."""
+def reference_option(args) -> str | None:
+    """``--reference FILE`` (None when not given); refused together with ``--target-image``."""
+    reference = getattr(args, "reference", None)
+    if reference is not None and args.target_image:
+        raise CommandLineError("--reference and --target-image both set the recipe's target images; give one "
+                               "(--reference FILE is the one-shot spelling of --target-image FILE)")
+    return reference
+
+
+def check_target_image_files(paths: list[str] | None, *, option: str = "--target-image") -> None:
+    """Each ``--target-image`` (or ``option``) is an existing file (not a directory), checked before anything
+    loads."""
     for path in paths or []:
         if Path(path).is_dir():
-            raise CommandLineError(f"--target-image {path}: is a directory, not an image file")
+            raise CommandLineError(f"{option} {path}: is a directory, not an image file")
         if not Path(path).is_file():
-            raise CommandLineError(f"--target-image {path}: no such file")
+            raise CommandLineError(f"{option} {path}: no such file")
 
 
-def check_target_images_are_read(data: dict, registry, paths: list[str] | None) -> None:
-    """Refuse ``--target-image`` when no technique of the recipe reads target images (it would be ignored).
+def check_reference_image(path: str) -> None:
+    """``--reference FILE``: an existing file that :func:`zsgm.io_utils.load_image` reads (any size and mode it
+    handles), decoded once before anything loads, so a bad reference costs nothing.
+
+    Raises:
+        CommandLineError: missing, a directory, or an image ``load_image`` refuses (its one-line reason).
+    """
+    from zsgm.io_utils import load_image
+
+    check_target_image_files([path], option="--reference")
+    try:
+        load_image(path)
+    except ValueError as exc:
+        raise CommandLineError(f"--reference: {exc}") from None
+
+
+def check_target_images_are_read(data: dict, registry, paths: list[str] | None, *,
+                                 option: str = "--target-image") -> None:
+    """Refuse ``--target-image`` (or ``option``) when no technique of the recipe reads target images (it would
+    be ignored).
 
     Technique names the registry does not know are left to the recipe loader, which names them.
     """
@@ -113,8 +145,8 @@ def check_target_images_are_read(data: dict, registry, paths: list[str] | None) 
                      if getattr(registry.techniques.get(n), "reads_target_images", False))
     listed = ", ".join(names) or "none"
     add = f"; add a technique that does ({', '.join(readers)})" if readers else ""
-    raise CommandLineError(f"--target-image: no technique of this recipe reads target images (techniques: "
-                           f"{listed}), so the image would be ignored{add} or drop --target-image")
+    raise CommandLineError(f"{option}: no technique of this recipe reads target images (techniques: "
+                           f"{listed}), so the image would be ignored{add} or drop {option}")
 
 
 def cmd_adapt(args) -> int:
@@ -124,10 +156,16 @@ def cmd_adapt(args) -> int:
     from zsgm.recipe import recipe_from_dict
 
     check_run_dir(args.out)
+    reference = reference_option(args)
     check_target_image_files(args.target_image)
+    if reference is not None:
+        check_reference_image(reference)
     registry = get_registry()
     data = build_recipe_dict(args, registry)
-    check_target_images_are_read(data, registry, args.target_image)
+    if reference is not None:
+        check_target_images_are_read(data, registry, [reference], option="--reference")
+    else:
+        check_target_images_are_read(data, registry, args.target_image)
     recipe = recipe_from_dict(data, registry=registry, source=_recipe_label(args))
     result = adapt(recipe, out_dir=args.out, resume=args.resume, registry=registry)
     print("\n".join(run_summary(result, Path(args.out), recipe=recipe)))
@@ -147,6 +185,10 @@ def add_adapt_parser(sub):
     p.add_argument("--target-image", action="append", metavar="FILE",
                    help="style image for techniques that read target images, e.g. image-target; repeatable "
                         "(default: none)")
+    p.add_argument("--reference", metavar="FILE",
+                   help="the reference image of a one-shot recipe (e.g. --preset oneclip): sets target_images to "
+                        "[FILE]; any size from 2x2 to 8192x8192 and any PIL mode (alpha dropped, 16-bit scaled); "
+                        "not with --target-image (default: none)")
     p.add_argument("--generator", type=non_blank,
                    help=f"checkpoint file (.pt, .pkl, .safetensors) or registered generator name {FROM_RECIPE}")
     p.add_argument("--clip", type=clip_override, metavar="NAME[:PRETRAINED_OR_FILE][,...]",

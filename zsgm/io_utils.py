@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 def current_umask() -> int:
@@ -179,8 +179,11 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
     8-bit modes (L, LA, P, RGBA, CMYK, YCbCr, 1, ...) use PIL's own conversion, as CLIP's preprocessing does
     (alpha is dropped, not composited). High-bit-depth modes are scaled, not clipped as PIL's ``convert`` would:
     ``I;16*`` by 65535; ``I`` by 65535 when a value exceeds 255, else as 8-bit; ``F`` as [0, 1] when every value
-    is within it, else as 8-bit or 16-bit by its maximum.
+    is within it, else as 8-bit or 16-bit by its maximum. LAB and HSV are refused: PIL's ``convert`` copies their
+    channels as if they were RGB, which would silently give wrong colours.
     """
+    if img.mode in _UNCONVERTED_MODES:
+        raise ValueError(f"colour mode {img.mode} is not supported (PIL cannot convert it to RGB); save it as RGB")
     if img.mode == "P":
         img = img.convert("RGBA")  # palettes with transparency convert cleanly only through RGBA
     if img.mode.startswith("I") or img.mode == "F":
@@ -197,6 +200,22 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
         gray = np.clip(np.round(arr / scale * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+_UNCONVERTED_MODES = ("LAB", "HSV")
+
+#: EXIF orientation tag; values 2-8 mean the stored pixels are mirrored or rotated relative to the view.
+_EXIF_ORIENTATION = 0x0112
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` as a viewer shows it: its EXIF orientation applied (camera photos store pixels sideways).
+    Unreadable EXIF is ignored: the pixels are used as stored."""
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - malformed metadata must not make a readable image unreadable
+        return img
+    return ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
 
 
 def _short_side_crop(img: Image.Image, size: int) -> Image.Image:
@@ -226,7 +245,8 @@ def load_image(path: str | Path, *, size: int | None = None, fit: str = "crop") 
 
     The file is checked before any pixel is decoded: its own size must be at least ``MIN_IMAGE_SIDE`` on each
     side and at most ``MAX_IMAGE_PIXELS`` in all (refused from the header, so a decompression bomb costs
-    nothing). Modes are handled as :func:`_rgb_array` says.
+    nothing). Modes are handled as :func:`_rgb_array` says; an EXIF orientation is applied (the image is read
+    upright, as a viewer shows it); a multi-frame file (GIF, TIFF) gives its first frame.
 
     Raises:
         ValueError: one line naming the file: missing, a directory, unreadable, not an image, truncated or
@@ -247,7 +267,7 @@ def load_image(path: str | Path, *, size: int | None = None, fit: str = "crop") 
                 if min(w, h) < MIN_IMAGE_SIDE:
                     raise _image_error(path, f"{w}x{h} pixels is too small (each side must be at least "
                                              f"{MIN_IMAGE_SIDE})")
-                rgb = Image.fromarray(_rgb_array(img))  # [H, W, 3] uint8
+                rgb = Image.fromarray(_rgb_array(_upright(img)))  # [H, W, 3] uint8
     except Image.DecompressionBombError:  # PIL's own limit, met before ours could look at the header
         raise _image_error(path, f"declares more than the {MAX_IMAGE_PIXELS}-pixel limit (8192x8192); "
                                  f"scale it down first") from None
