@@ -62,7 +62,8 @@ def build_recipe_dict(args, registry) -> dict:
     merged = merge_dicts(data, overrides)
     if merged.get("target") is None and not merged.get("target_images"):
         raise RecipeError(["target: the recipe has no target text and no target images; pass --target TEXT "
-                           "(e.g. --target \"a sketch\"), --target-image FILE or --reference FILE"], source=_recipe_label(args))
+                           "(e.g. --target \"a sketch\"), --target-image FILE or --reference FILE"],
+                          source=_recipe_label(args))
     return merged
 
 
