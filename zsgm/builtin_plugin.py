@@ -31,9 +31,37 @@ def shapes_generator(device="cpu"):
     return load_shapes_generator(device=device)
 
 
+SHAPES_DISCRIMINATOR_FILE = "shapes_discriminator.safetensors"
+SHAPES_DISCRIMINATOR_TRAIN_COMMAND = ("python -m zsgm.toy.train_discriminator --out "
+                                      "zsgm/toy/assets/shapes_discriminator.safetensors --seed 0 --threads 2")
+
+
+def shapes_discriminator(device="cpu"):
+    """The discriminator shipped with the shapes generator (``zsgm/toy/assets/shapes_discriminator.safetensors``,
+    trained by :mod:`zsgm.toy.train_discriminator`); ``info["record"]`` is its training record.
+
+    Raises:
+        FileNotFoundError: the weights are missing (names the file and the command that makes them).
+    """
+    import json
+
+    from zsgm.generator.discriminator_files import load_discriminator
+    from zsgm.toy.assets import ASSETS_DIR
+
+    path = ASSETS_DIR / SHAPES_DISCRIMINATOR_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"the shapes-world discriminator weights are missing: expected {path} (shipped "
+                                f"with zsgm). Reinstall zsgm, or train them with: {SHAPES_DISCRIMINATOR_TRAIN_COMMAND}")
+    d, info = load_discriminator(path, map_location=device)
+    record_path = path.with_suffix(".json")
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    return d, {**info, "name": "shapes", "record": record}
+
+
 @hookimpl
 def zsgm_register_generators(register):
     register(GeneratorSpec(name="tiny-random", load=tiny_random_generator,
                            description="32-px random StyleGAN2 for smoke tests (no real domain)"))
-    register(GeneratorSpec(name="shapes", load=shapes_generator,
+    register(GeneratorSpec(name="shapes", load=shapes_generator, load_discriminator=shapes_discriminator,
+                           lpips="standin",
                            description="32-px StyleGAN2 fitted to the shapes world's photo domain"))

@@ -64,11 +64,21 @@ class PresetSpec:
 
 @attrs.define(frozen=True)
 class GeneratorSpec:
-    """A named generator. ``load(device)`` returns ``(Generator, info)``."""
+    """A named generator. ``load(device)`` returns ``(Generator, info)``.
+
+    Attributes:
+        load_discriminator: optional ``load_discriminator(device) -> (Discriminator, info)``, the discriminator
+            trained with this generator (:func:`zsgm.generator.discriminator_files.load_discriminator_source`);
+            None when there is none.
+        lpips: optional LPIPS network this generator's world should use (e.g. ``"standin"``), read by a
+            technique option ``lpips = "auto"``; None: the preset's choice.
+    """
 
     name: str
     load: Callable[..., Any]
     description: str = ""
+    load_discriminator: Callable[..., Any] | None = None
+    lpips: str | None = None
 
 
 @attrs.define(frozen=True)
