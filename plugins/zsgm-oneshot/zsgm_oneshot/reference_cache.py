@@ -63,12 +63,12 @@ def write_latent(path: Path, w_ref: torch.Tensor, metadata: dict[str, str]) -> N
 
 def read_latent(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
     """``w_ref`` from a latent file, or None when it is missing, unreadable, of another shape or not finite."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         w = load_file(str(path))[LATENT_NAME]
-    except (OSError, KeyError, SafetensorsError, ValueError):
+    except (OSError, KeyError, SafetensorError, ValueError):
         return None
     if tuple(w.shape) != tuple(shape) or not torch.isfinite(w).all():
         return None

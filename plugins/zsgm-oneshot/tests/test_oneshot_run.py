@@ -1,0 +1,178 @@
+"""One-shot techniques inside real (tiny) runs: end to end with a random discriminator, bit-identical resume of
+the discriminator and its optimiser, the reference search and its caches, the patch discriminator's maps."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from oneshot_helpers import oneshot_techniques, search_entry, tiny_recipe
+from zsgm.checkpoint import checkpoint_path
+from zsgm.loop import adapt
+from zsgm.recipe import recipe_from_dict
+from zsgm.run import build_run
+from zsgm.step import random_noise
+from zsgm_oneshot.adversarial import Adversarial, AdversarialConfig, RandomDiscriminatorWarning
+from zsgm_oneshot.augment import augment_views
+from zsgm_oneshot.common import load_reference
+
+
+def _load(run_dir):
+    return torch.load(checkpoint_path(run_dir), weights_only=True)
+
+
+def _equal_nested(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal_nested(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal_nested(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.slow
+def test_end_to_end_on_tiny_random_with_a_random_discriminator(tmp_path, reference):
+    r = recipe_from_dict(tiny_recipe(reference, oneshot_techniques(ref_freq=2, d_reg_every=2), steps=4))
+    run = build_run(r, out_dir=tmp_path / "probe")  # only to read the initial weights
+    d_before = {k: v.clone() for k, v in run.techniques[3].discriminator.state_dict().items()}
+    g_before = {k: v.clone() for k, v in run.g_target.state_dict().items()}
+    with pytest.warns(RandomDiscriminatorWarning, match="randomly initialised discriminator.*faithful run"):
+        result = adapt(r, out_dir=tmp_path / "run")
+    assert result.generator_path is not None and result.generator_path.exists()
+    lines = [line for line in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
+    import json
+
+    records = [json.loads(line) for line in lines]
+    ref_keys = {"adversarial/adversarial", "reference-reconstruction/lpips", "reference-reconstruction/mse", "total"}
+    normal_keys = {"adversarial/adversarial", "clip-consistency/consistency", "patch-contrastive/patch", "total"}
+    assert [set(rec) - {"step"} for rec in records] == [ref_keys, normal_keys, ref_keys, normal_keys]
+    state = _load(tmp_path / "run")
+    d_after = state["techniques"]["adversarial"]
+    assert any(not torch.equal(d_before[k], d_after["discriminator." + k]) for k in d_before)  # D trained
+    assert set(state["technique_optimizers"]) == {"adversarial/discriminator"}
+    target = state["target"]
+    for name, value in g_before.items():  # frozen: the mapping, to_rgb1, to_rgbs; the rest trains
+        moved = not torch.equal(value, target[name])
+        if name.startswith(("style.", "to_rgb1.", "to_rgbs.")):
+            assert not moved, name
+    assert not torch.equal(g_before["convs.0.conv.weight"], target["convs.0.conv.weight"])
+    folder = tmp_path / "run" / "reference"
+    w_ref = load_file(folder / "latent.safetensors")["w_ref"]
+    assert w_ref.shape == (1, run.g_source.n_latent, run.g_source.arch.style_dim)
+    assert torch.equal(w_ref, state["techniques"]["reference-search"]["w_ref"])
+    assert (folder / "reference.png").is_file() and (folder / "reconstruction.png").is_file()
+
+
+@pytest.mark.slow
+def test_kill_and_resume_is_bit_identical_including_the_discriminator(tmp_path, reference):
+    r = recipe_from_dict(tiny_recipe(reference, oneshot_techniques(ref_freq=2, d_reg_every=2), steps=5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomDiscriminatorWarning)
+        adapt(r, out_dir=tmp_path / "a", stop_after=3)
+        resumed = adapt(r, out_dir=tmp_path / "a", resume=True)
+        adapt(r, out_dir=tmp_path / "b")
+    assert resumed.steps_done == 5
+    a, b = _load(tmp_path / "a"), _load(tmp_path / "b")
+    for key in ("target", "ema", "optimizer", "techniques", "technique_optimizers"):
+        assert _equal_nested(a[key], b[key]), key
+    assert a["technique_optimizers"]["adversarial/discriminator"]["state"]  # Adam state was really saved
+    assert (tmp_path / "a" / "losses.jsonl").read_text() == (tmp_path / "b" / "losses.jsonl").read_text()
+
+
+def _setup_search(tmp_path, reference, name: str, **options):
+    recipe = recipe_from_dict(tiny_recipe(reference, [search_entry(**options), {"use": "clip-consistency"}]))
+    run = build_run(recipe, out_dir=tmp_path / name)
+    technique = run.techniques[0]
+    technique.zsgm_setup(run=run)
+    return run, technique
+
+
+@pytest.mark.slow
+def test_reference_search_is_cached_across_runs(tmp_path, reference, private_cache, capsys):
+    run, first = _setup_search(tmp_path, reference, "one")
+    assert first.origin == "search" and len(first.history) == 2
+    files = list((private_cache / "reference-latents").glob("*.safetensors"))
+    assert len(files) == 1
+    assert torch.equal(load_file(tmp_path / "one" / "reference" / "latent.safetensors")["w_ref"], first.w_ref)
+    _, second = _setup_search(tmp_path, reference, "two")
+    assert second.origin == "cache" and second.history == []
+    assert torch.equal(second.w_ref, first.w_ref)
+    assert "reusing the reference latent cached in" in capsys.readouterr().err
+    _, other = _setup_search(tmp_path, reference, "three", iterations=1)  # other settings: another key
+    assert other.origin == "search" and len(list((private_cache / "reference-latents").glob("*"))) == 2
+    _, uncached = _setup_search(tmp_path, reference, "four", cache=False)
+    assert uncached.origin == "search" and torch.equal(uncached.w_ref, first.w_ref)  # seeded: same result
+
+
+@pytest.mark.slow
+def test_reference_search_first_step_follows_the_published_objective(tmp_path, reference):
+    """One Adam step from w̄ on L = l_clip * mean_v [1 - cos] + l_l2 * mean((w - w̄)^2) + l_rec * (LPIPS + MSE),
+    recomputed here from the formula with the run's draws."""
+    opts = {"iterations": 1, "lambda_clip": 0.7, "lambda_l2": 0.3, "lambda_rec": 1.5, "cache": False, "lr": 0.05}
+    run, technique = _setup_search(tmp_path, reference, "one", **opts)
+    g, model = run.g_source, run.clip_models[0]
+    ref = load_reference(run)
+    w_mean = g.mean_latent(64, generator=run.rng(0, "reference-search/mean"))
+    w = w_mean.clone().requires_grad_(True)
+    image = g.synthesis(w[:, None, :].repeat(1, g.n_latent, 1),
+                        noise=random_noise(g, 1, run.rng(0, "reference-search/noise"), run.device))
+    views = augment_views(image, views=2, rng=run.rng(0, "reference-search/aug"))
+    with torch.no_grad():
+        e_ref = model.encode_image(ref)[0]
+    from zsgm.perceptual import load_lpips
+
+    lpips = load_lpips("standin")
+    loss = 0.7 * (1 - model.encode_image(views) @ e_ref).mean() + 0.3 * ((w - w_mean) ** 2).mean() \
+        + 1.5 * (lpips(image, ref).mean() + ((image - ref) ** 2).mean())
+    (grad,) = torch.autograd.grad(loss, w)
+    expected = w_mean - 0.05 * grad / (grad.abs() + 1e-8)  # Adam's first step: lr * g / (|g| + eps)
+    assert torch.allclose(technique.w_ref[0, 0], expected[0], atol=1e-6)
+    assert torch.equal(technique.w_ref[0, 0], technique.w_ref[0, -1])  # one w broadcast to every slot
+    assert technique.history[0]["total"] == pytest.approx(float(loss.detach()), rel=1e-5)
+
+
+def released_patch_scores(d, heads, x):
+    """The released Patch_Discriminator walk: conv1 and conv2 maps of each block with a side of 32 or 16 (any
+    channel count here), stop at the fourth, score each with its head."""
+    feats = []
+    h = d.convs[0](x)
+    for block in list(d.convs)[1:]:
+        t1 = block.conv1(h)
+        if t1.shape[2] in (32, 16):
+            feats.append(t1)
+        t2 = block.conv2(t1)
+        if t2.shape[2] in (32, 16):
+            feats.append(t2)
+        h = block(h)
+        if len(feats) == 4:
+            break
+    return [head(f) for head, f in zip(heads, feats)]
+
+
+def test_patch_mode_scores_the_released_maps_with_the_extra_head():
+    from zsgm.generator.discriminator import ConvLayer, DiscriminatorArch, patch_taps, random_discriminator
+
+    d = random_discriminator(DiscriminatorArch.rosinality(64, channel_max=8), seed=0)
+    technique = Adversarial(AdversarialConfig(patch_levels=4))
+    technique.discriminator = d
+    technique.taps = patch_taps(d.arch, channels=None, sides=(32, 16), limit=4)
+    shapes = d.arch.tap_shapes()
+    torch.manual_seed(0)
+    technique.heads = torch.nn.ModuleList(ConvLayer(shapes[t][0], 1, 3) for t in technique.taps)
+    x = torch.randn(2, 3, 64, 64)
+    expected = released_patch_scores(d, technique.heads, x)
+    assert len(expected) == 4 and [tuple(e.shape) for e in expected] == [(2, 1, 32, 32), (2, 1, 32, 32),
+                                                                          (2, 1, 16, 16), (2, 1, 16, 16)]
+    seen = set()
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(24):  # the level is drawn from rng; every draw must be one of the released maps' scores
+        score = technique.score(x, "patch", rng)
+        matches = [i for i, e in enumerate(expected) if e.shape == score.shape and torch.allclose(e, score)]
+        assert matches
+        seen.update(matches)
+    assert seen == {0, 1, 2, 3}
+    assert technique.score(x, "global", rng).shape == (2, 1)
