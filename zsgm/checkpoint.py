@@ -10,10 +10,14 @@ A run keeps two: ``checkpoints/last.pt`` and ``checkpoints/previous.pt`` (the on
 checkpoint is only written when every weight is finite, and it is *good* once the step after it has run
 with a finite loss; when that step's loss is not finite, ``previous.pt`` is the good one
 (:class:`KeptCheckpoints` keeps track and names it).
+
+The generic parts (:class:`KeptCheckpoints`, :func:`read_checkpoint_file`, :func:`restore_optimizer`,
+:func:`nonfinite_loss_error`) also serve :mod:`zsgm.fit`, whose checkpoints hold one module instead of a run.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import shutil
@@ -42,6 +46,14 @@ class NonFiniteError(RunError):
 
 class NonFiniteWeightsError(NonFiniteError):
     """Weights became (or a checkpoint holds) NaN or inf."""
+
+
+class NonFiniteLossError(NonFiniteError):
+    """A loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+#: What ``zsgm adapt``'s non-finite errors advise.
+ADAPT_ADVICE = "try a lower optim.lr or check the technique weights, in a new run"
 
 
 def checkpoint_path(out_dir: str | Path) -> Path:
@@ -128,6 +140,18 @@ def nonfinite_in_checkpoint(state: dict) -> list[str]:
     return nonfinite_names(named)
 
 
+def refuse_nonfinite_checkpoint(path: Path, bad: list[str]) -> None:
+    """A resume from the checkpoint ``path`` whose weights ``bad`` hold NaN or inf is refused, pointing to
+    ``previous.pt`` when there is one."""
+    if not bad:
+        return
+    previous = previous_checkpoint_path(path.parent.parent)
+    raise NonFiniteWeightsError(
+        f"{path} holds non-finite weights ({', '.join(bad[:3])}) and cannot be resumed"
+        + (f"; copy {previous} over it to resume from the checkpoint before"
+           if previous.exists() else "; start a new run in another directory"))
+
+
 def _names(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
@@ -147,22 +171,33 @@ class KeptCheckpoints:
     previous_step: int | None = None
 
     def save(self, run, optimizer: torch.optim.Optimizer, *, next_step: int) -> Path:
-        """Write ``last.pt`` (keeping the old one as ``previous.pt``) if every weight is finite.
+        """Write the run's ``last.pt`` (keeping the old one as ``previous.pt``) if every weight is finite
+        (:meth:`write`)."""
+        return self.write(run_checkpoint_state(run, optimizer, next_step=next_step), next_step=next_step,
+                          nonfinite=nonfinite_weights(run, optimizer), advice=ADAPT_ADVICE)
+
+    def write(self, state: dict, *, next_step: int, nonfinite: list[str], advice: str) -> Path:
+        """Write ``state`` as ``last.pt`` (keeping the old one as ``previous.pt``) unless weights are not finite.
+
+        Args:
+            state: the checkpoint (tensors anywhere; ``torch.save`` copies them).
+            next_step: the step a resume from it runs next.
+            nonfinite: names of the weights holding NaN or inf (nothing is written when any does).
+            advice: what the error advises, e.g. :data:`ADAPT_ADVICE`.
 
         Raises:
             NonFiniteWeightsError: the update of step ``next_step - 1`` made weights NaN/inf; nothing is
                 written and the message names the good checkpoint.
             WriteError: the write failed (disk full...); ``last.pt`` is intact (:meth:`describe_intact`).
         """
-        bad = nonfinite_weights(run, optimizer)
-        if bad:
+        if nonfinite:
             raise NonFiniteWeightsError(
-                f"non-finite weights after step {next_step - 1} ({_names(bad)}); {self.describe_good(next_step)} "
-                f"(try a lower optim.lr or check the technique weights, in a new run)")
+                f"non-finite weights after step {next_step - 1} ({_names(nonfinite)}); "
+                f"{self.describe_good(next_step)} ({advice})")
         if keep_previous_checkpoint(self.out_dir):
             self.previous_step = self.last_step
         path = checkpoint_path(self.out_dir)
-        write_checkpoint_file(run_checkpoint_state(run, optimizer, next_step=next_step), path)
+        write_checkpoint_file(state, path)
         self.last_step = next_step
         return path
 
@@ -200,16 +235,26 @@ class KeptCheckpoints:
         return "no checkpoint had been written yet"
 
 
+def nonfinite_loss_error(step: int, log: dict[str, float], kept: KeptCheckpoints, *, weights: list[str],
+                         advice: str) -> NonFiniteLossError:
+    """The error for a NaN/inf loss at ``step``: the bad terms of ``log``, whether the ``weights`` named were
+    already non-finite, the last good checkpoint, and ``advice``."""
+    bad = {k: v for k, v in log.items() if not math.isfinite(v)}
+    cause = (f"the weights were already non-finite ({', '.join(weights[:3])})" if weights
+             else "the weights were finite")
+    return NonFiniteLossError(f"non-finite loss at step {step}: {bad}; {cause}; {kept.describe_good(step)} ({advice})")
+
+
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _unreadable(path: Path, why: str) -> CheckpointMismatchError:
+def _unreadable(path: Path, why: str, what: str = "zsgm run checkpoint") -> CheckpointMismatchError:
     """One line: the file, that it is not a usable checkpoint, and what to do (never a weaker safety)."""
     previous = previous_checkpoint_path(path.parent.parent)
     advice = "start a new run in another directory"
     if path.name == "last.pt" and previous.exists():
         advice += f", or copy {previous} (the checkpoint before it) over it and resume"
-    return CheckpointMismatchError(f"{path}: not a readable zsgm run checkpoint ({why}); {advice}")
+    return CheckpointMismatchError(f"{path}: not a readable {what} ({why}); {advice}")
 
 
 def read_run_checkpoint(path: str | Path) -> dict:
@@ -221,6 +266,23 @@ def read_run_checkpoint(path: str | Path) -> dict:
             another format version.
     """
     path = Path(path)
+    state = read_checkpoint_file(path, tag=FORMAT, version=VERSION, keys=_KEYS, what="zsgm run checkpoint")
+    if not isinstance(state["target"], dict) or not isinstance(state["techniques"], dict):
+        raise _unreadable(path, "target or techniques is not a table of tensors")
+    return state
+
+
+def read_checkpoint_file(path: str | Path, *, tag: str, version: int, keys: tuple[str, ...],
+                         what: str) -> dict:
+    """Read a checkpoint whose ``format`` is ``tag`` onto the CPU (``weights_only``: executes nothing) and check its tag,
+    its version (at most ``version``), that it has ``keys`` and a ``next_step`` >= 0.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names ``previous.pt`` if there is one).
+        CheckpointMismatchError: one line naming the file (and calling it ``what``) when it is truncated,
+            corrupt, foreign or of a newer format version.
+    """
+    path = Path(path)
     if not path.exists():
         previous = previous_checkpoint_path(path.parent.parent)
         hint = f"; copy {previous} to it to resume from the checkpoint before" if previous.exists() else ""
@@ -228,25 +290,23 @@ def read_run_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except IsADirectoryError:
-        raise _unreadable(path, "it is a directory") from None
+        raise _unreadable(path, "it is a directory", what) from None
     except PermissionError as exc:
         raise CheckpointMismatchError(f"{path}: cannot read the checkpoint ({exc.strerror})") from None
     except pickle.UnpicklingError:
-        raise _unreadable(path, "it holds objects a safe load refuses: not written by zsgm") from None
+        raise _unreadable(path, "it holds objects a safe load refuses: not written by zsgm", what) from None
     except Exception:  # noqa: BLE001 - torch's messages advise weakening the safety; never shown
-        raise _unreadable(path, "truncated, corrupt or not written by zsgm") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise _unreadable(path, f"no {FORMAT!r} format tag")
-    if not isinstance(state.get("version"), int) or state["version"] > VERSION:
-        raise _unreadable(path, f"format version {state.get('version')!r}; this zsgm reads up to {VERSION}")
-    missing = [k for k in _KEYS if k not in state]
+        raise _unreadable(path, "truncated, corrupt or not written by zsgm", what) from None
+    if not isinstance(state, dict) or state.get("format") != tag:
+        raise _unreadable(path, f"no {tag!r} format tag", what)
+    if not isinstance(state.get("version"), int) or state["version"] > version:
+        raise _unreadable(path, f"format version {state.get('version')!r}; this zsgm reads up to {version}", what)
+    missing = [k for k in keys if k not in state]
     if missing:
-        raise _unreadable(path, f"missing {', '.join(missing)}")
+        raise _unreadable(path, f"missing {', '.join(missing)}", what)
     step = state["next_step"]
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise _unreadable(path, f"next_step is {step!r}")
-    if not isinstance(state["target"], dict) or not isinstance(state["techniques"], dict):
-        raise _unreadable(path, "target or techniques is not a table of tensors")
+        raise _unreadable(path, f"next_step is {step!r}", what)
     return state
 
 
@@ -314,7 +374,8 @@ def restore_technique_optimizers(run, state: dict, *, path: str | Path = "checkp
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict, *, path: str | Path = "checkpoint") -> None:
-    """Load the optimiser state saved with a run checkpoint (tensors move to their parameters' devices)."""
+    """Load the optimiser state saved with a run (or :mod:`zsgm.fit`) checkpoint (tensors move to their
+    parameters' devices)."""
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:

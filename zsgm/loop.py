@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -26,27 +25,36 @@ import torch
 from tqdm.auto import tqdm
 
 from zsgm.checkpoint import (
+    ADAPT_ADVICE,
     KeptCheckpoints,
     NonFiniteError,
+    NonFiniteLossError,
     NonFiniteWeightsError,
     apply_run_checkpoint,
     nonfinite_in_checkpoint,
+    nonfinite_loss_error,
     nonfinite_weights,
     read_run_checkpoint,
+    refuse_nonfinite_checkpoint,
     restore_optimizer,
     restore_technique_optimizers,
 )
-from zsgm.io_utils import WriteError, append_jsonl, atomic_write_text, image_grid, save_png, truncate_jsonl
+from zsgm.io_utils import WriteError, append_jsonl, atomic_write_text, image_grid, save_png
 from zsgm.recipe import Recipe, dumps_recipe
 from zsgm.run import Run, RunError, build_run
-from zsgm.run_dir import RunDirLock, RunPaths, check_resume_recipe, prepare_run_dir, refuse_existing_run
+from zsgm.run_dir import (
+    RunDirLock,
+    RunPaths,
+    check_resume_recipe,
+    last_logged,
+    prepare_run_dir,
+    refuse_existing_run,
+    reset_losses_log,
+    set_aside_final,
+)
 from zsgm.step import StepBatch, random_noise
 
 __all__ = ["NonFiniteError", "NonFiniteLossError", "NonFiniteWeightsError", "RunResult", "adapt"]
-
-
-class NonFiniteLossError(NonFiniteError):
-    """A loss became NaN or infinite; the message names the last good checkpoint."""
 
 
 @attrs.define
@@ -138,14 +146,8 @@ def compute_losses(run: Run, step: int) -> tuple[torch.Tensor, dict[str, float]]
 
 def check_loss_finite(run: Run, step: int, log: dict[str, float], kept: KeptCheckpoints) -> None:
     """Stop with a diagnostic naming the last good checkpoint when a loss of ``step`` is NaN or inf."""
-    if math.isfinite(log["total"]):
-        return
-    bad = {k: v for k, v in log.items() if not math.isfinite(v)}
-    weights = nonfinite_weights(run)  # only on this error path: no per-step host sync
-    cause = (f"the weights were already non-finite ({', '.join(weights[:3])})" if weights
-             else "the weights were finite")
-    raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}; {cause}; {kept.describe_good(step)} "
-                             f"(try a lower optim.lr or check the technique weights, in a new run)")
+    if not math.isfinite(log["total"]):  # the weights are looked at only on this error path: no per-step sync
+        raise nonfinite_loss_error(step, log, kept, weights=nonfinite_weights(run), advice=ADAPT_ADVICE)
 
 
 def optimisation_step(run: Run, optimizer: torch.optim.Optimizer, step: int, kept: KeptCheckpoints) -> dict:
@@ -211,22 +213,6 @@ def _write_run_record(run: Run, *, resumed_from: int | None) -> None:
     atomic_write_text(run.out_dir / "run.json", json.dumps(record, indent=2) + "\n")
 
 
-def _last_logged(paths: RunPaths) -> dict:
-    """The last line of ``losses.jsonl`` without its step (``{}`` if none is readable)."""
-    try:
-        lines = paths.losses.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return {}
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            return {k: v for k, v in record.items() if k != "step"}
-    return {}
-
-
 def open_resume(paths: RunPaths, recipe: Recipe) -> tuple[dict, list[str]]:
     """Read the run's checkpoint and check ``recipe`` against the run's saved one; loads no model.
 
@@ -235,12 +221,7 @@ def open_resume(paths: RunPaths, recipe: Recipe) -> tuple[dict, list[str]]:
     """
     state = read_run_checkpoint(paths.checkpoint)
     changes = check_resume_recipe(paths, recipe, steps_done=state["next_step"])
-    bad = nonfinite_in_checkpoint(state)
-    if bad:
-        raise NonFiniteWeightsError(
-            f"{paths.checkpoint} holds non-finite weights ({', '.join(bad[:3])}) and cannot be resumed"
-            + (f"; copy {paths.previous_checkpoint} over it to resume from the checkpoint before"
-               if paths.previous_checkpoint.exists() else "; start a new run in another directory"))
+    refuse_nonfinite_checkpoint(paths.checkpoint, nonfinite_in_checkpoint(state))
     return state, changes
 
 
@@ -276,7 +257,8 @@ def adapt(recipe: Recipe, *, out_dir: str | Path, resume: bool = False, registry
         if resume:
             state, changes = open_resume(paths, recipe)
             if state["next_step"] >= recipe.optim.steps and paths.generator.exists():
-                return RunResult(out_dir=paths.out_dir, steps_done=state["next_step"], last_losses=_last_logged(paths),
+                return RunResult(out_dir=paths.out_dir, steps_done=state["next_step"],
+                                 last_losses=last_logged(paths.losses),
                                  generator_path=paths.generator, seconds=time.time() - started,
                                  steps_total=recipe.optim.steps, already_finished=True, resume_changes=changes)
             set_aside_final_generator(paths, steps_done=state["next_step"])
@@ -292,11 +274,7 @@ def set_aside_final_generator(paths: RunPaths, *, steps_done: int) -> Path | Non
     """A resume that extends a finished run renames its ``generator.safetensors`` to
     ``generator-step{steps_done:06d}.safetensors``: kept, and no longer mistaken for the run's current weights
     (``zsgm sample RUN`` then reads ``checkpoints/last.pt`` until the new final generator is written)."""
-    if not paths.generator.exists():
-        return None
-    kept = paths.generator.with_name(f"generator-step{steps_done:06d}.safetensors")
-    os.replace(paths.generator, kept)
-    return kept
+    return set_aside_final(paths.generator, steps_done=steps_done)
 
 
 def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, stop_after: int | None) -> RunResult:
@@ -306,10 +284,7 @@ def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, sto
     if state is not None:
         apply_run_checkpoint(run, state, path=paths.checkpoint)
     _write_run_record(run, resumed_from=start if state is not None else None)
-    if state is not None:
-        truncate_jsonl(paths.losses, keep=lambda rec: rec.get("step", -1) < start)
-    elif paths.losses.exists():
-        paths.losses.unlink()
+    reset_losses_log(paths.losses, resumed_from=start if state is not None else None)
     kept = KeptCheckpoints(paths.out_dir, last_step=start if state is not None else None)
 
     error: BaseException | None = None
@@ -351,5 +326,5 @@ def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, sto
         raise
     finally:
         run.pm.hook.zsgm_teardown(run=run, error=error)
-    return RunResult(out_dir=paths.out_dir, steps_done=end, last_losses=log or _last_logged(paths),
+    return RunResult(out_dir=paths.out_dir, steps_done=end, last_losses=log or last_logged(paths.losses),
                      generator_path=generator_path, seconds=0.0, steps_total=steps)

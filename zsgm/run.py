@@ -82,6 +82,13 @@ def load_clip_entry(index: int, spec, registry, device: torch.device, *, preproc
         raise ClipLoadError(f"clip.models[{index}]: {exc}") from None
 
 
+def step_rng(seed: int, step: int, stream: str) -> torch.Generator:
+    """A CPU generator seeded from a hash of (seed, step, stream): a resumed run (:meth:`Run.rng`,
+    :func:`zsgm.fit.fit`) redraws at each step exactly the numbers it drew before, and streams are independent."""
+    digest = hashlib.sha256(f"{seed}/{step}/{stream}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
 class Run:
     """One adaptation run.
 
@@ -162,8 +169,7 @@ class Run:
 
     def rng(self, step: int, stream: str) -> torch.Generator:
         """A CPU generator seeded from (seed, step, stream): resumed runs redraw identical numbers."""
-        digest = hashlib.sha256(f"{self.recipe.run.seed}/{step}/{stream}".encode()).digest()
-        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+        return step_rng(self.recipe.run.seed, step, stream)
 
     def global_directions(self) -> list[torch.Tensor]:
         """Template-ensemble text direction source -> target for each CLIP model, ``[D]`` unit, cached."""

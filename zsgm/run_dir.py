@@ -11,6 +11,10 @@ A run directory holds::
     generator.safetensors    the final generator (written once the last step is done)
     .zsgm.lock               held (``flock``) by the process running the run; records its pid
 
+A :func:`zsgm.fit.fit` run (a module other than the generator) uses the same lock, checkpoint names and log,
+with ``fit.toml``/``fit.json``/``module.safetensors`` in place of the recipe, record and generator; the helpers
+below that take a path or a ``final`` file serve both.
+
 **What a resume may change.** A resumed run continues the trajectory its checkpoint lies on, so the recipe
 must be the run's saved ``recipe.toml`` except for fields that do not change what is computed at any step:
 
@@ -40,7 +44,7 @@ from typing import Any
 
 import attrs
 
-from zsgm.io_utils import WriteError, read_toml_file
+from zsgm.io_utils import WriteError, read_toml_file, truncate_jsonl
 from zsgm.run import RunError
 
 LOCK_NAME = ".zsgm.lock"
@@ -205,12 +209,52 @@ def _read_holder(fd: int) -> str:
 # ---------------------------------------------------------------------------------------------- existing runs
 
 
-def refuse_existing_run(paths: RunPaths) -> None:
-    """A new run must not overwrite one: refuse a directory holding a checkpoint or a final generator."""
-    for path in (paths.checkpoint, paths.previous_checkpoint, paths.generator):
+def refuse_existing_run(paths: RunPaths, *, final: Path | None = None) -> None:
+    """A new run must not overwrite one: refuse a directory holding a checkpoint or a final output
+    (``final``, default the run's ``generator.safetensors``; :mod:`zsgm.fit` passes its ``module.safetensors``)."""
+    for path in (paths.checkpoint, paths.previous_checkpoint, final or paths.generator):
         if path.exists():
             raise RunError(f"{paths.out_dir} already holds a run ({path.relative_to(paths.out_dir)}); resume "
                            f"it with --resume or choose another output directory")
+
+
+def set_aside_final(path: Path, *, steps_done: int) -> Path | None:
+    """A resume that extends a finished run renames its final output ``NAME.EXT`` to
+    ``NAME-step{steps_done:06d}.EXT``: kept, and no longer mistaken for the run's current weights.
+
+    Returns:
+        The new path, or None when there was no final output.
+    """
+    if not path.exists():
+        return None
+    kept = path.with_name(f"{path.stem}-step{steps_done:06d}{path.suffix}")
+    os.replace(path, kept)
+    return kept
+
+
+def last_logged(losses: Path) -> dict:
+    """The last readable record of a ``losses.jsonl`` without its step (``{}`` if none is readable)."""
+    try:
+        lines = losses.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            return {k: v for k, v in record.items() if k != "step"}
+    return {}
+
+
+def reset_losses_log(losses: Path, *, resumed_from: int | None) -> None:
+    """A fresh run starts ``losses.jsonl`` empty; a resume keeps only the steps before ``resumed_from``
+    (a run killed after its last checkpoint logged steps that it now runs again)."""
+    if resumed_from is not None:
+        truncate_jsonl(losses, keep=lambda rec: rec.get("step", -1) < resumed_from)
+    elif losses.exists():
+        losses.unlink()
 
 
 class ResumeMismatchError(RunError):
@@ -224,23 +268,24 @@ class ResumeMismatchError(RunError):
         self.differences = differences
 
 
-_ABSENT = object()
+#: A field one side of a comparison lacks (shown as "(not set)").
+ABSENT = object()
 
 # Fields added to zsgm after runs were made, with the value that reproduces what such a run did (issue 14).
 FORMER_BEHAVIOUR = {"optim.noise": "shared", "frozen_adam": "skip", "update_at_step_0": True}
 
 
 def _former_value(path: str) -> Any:
-    """The value of a newer field that reproduces what a run made before it did, or ``_ABSENT``."""
-    return FORMER_BEHAVIOUR.get(path, FORMER_BEHAVIOUR.get(path.rsplit(".", 1)[-1], _ABSENT))
+    """The value of a newer field that reproduces what a run made before it did, or ``ABSENT``."""
+    return FORMER_BEHAVIOUR.get(path, FORMER_BEHAVIOUR.get(path.rsplit(".", 1)[-1], ABSENT))
 
 
 def _describe_difference(path: str, old: Any, new: Any) -> str:
     """``path: old in the run, new in this recipe``; a field the run's recipe lacks says how to resume the run
     as it was made."""
-    text = f"{path}: {_show(old)} in the run, {_show(new)} in this recipe"
+    text = f"{path}: {show_value(old)} in the run, {show_value(new)} in this recipe"
     former = _former_value(path)
-    if old is _ABSENT and former is not _ABSENT:
+    if old is ABSENT and former is not ABSENT:
         text += (f" (the field is newer than the run; set {path.rsplit('.', 1)[-1]} = {json.dumps(former)} in the "
                  f"recipe to resume the run as it was made)")
     return text
@@ -262,15 +307,11 @@ def check_resume_recipe(paths: RunPaths, recipe, *, steps_done: int) -> list[str
     """
     from zsgm.recipe import dumps_recipe
 
-    saved = _read_saved_recipe(paths.recipe)
+    saved = read_saved_settings(paths.recipe)
     now = tomllib.loads(dumps_recipe(recipe))
-    old_fields, new_fields = _flatten(saved), _flatten(now)
     allowed, refused = [], []
-    for path in sorted(set(old_fields) | set(new_fields), key=_field_order(old_fields, new_fields)):
-        old, new = old_fields.get(path, _ABSENT), new_fields.get(path, _ABSENT)
-        if old == new and isinstance(old, bool) == isinstance(new, bool):
-            continue
-        if old is _ABSENT and new == _former_value(path) and new is not _ABSENT:
+    for path, old, new in differing_fields(saved, now):
+        if old is ABSENT and new == _former_value(path) and new is not ABSENT:
             continue  # a newer field set to what the run did before it existed
         if _resumable(path):
             allowed.append((path, old, new))
@@ -289,18 +330,33 @@ def check_resume_recipe(paths: RunPaths, recipe, *, steps_done: int) -> list[str
             + "\n  ".join(problems),
             refused,
         )
-    return [f"{p}: {_show(o)} -> {_show(n)}" for p, o, n in allowed]
+    return [f"{p}: {show_value(o)} -> {show_value(n)}" for p, o, n in allowed]
 
 
-def _read_saved_recipe(path: Path) -> dict:
+def read_saved_settings(path: Path, *, what: str = "recipe") -> dict:
+    """The settings a run saved at its start (``recipe.toml``; :mod:`zsgm.fit`'s ``fit.toml``) for a resume to
+    be checked against; ``what`` names them in the one-line :class:`RunError` when missing or unreadable."""
     def error(exc: Exception) -> RunError:
         if isinstance(exc, FileNotFoundError):
-            return RunError(f"{path} is missing, so the recipe of this resume cannot be checked against the run's; "
+            return RunError(f"{path} is missing, so the {what} of this resume cannot be checked against the run's; "
                             f"restore it, or start a new run in another directory")
-        return RunError(f"{path}: the run's saved recipe is unreadable ({exc}); restore it, or start a new run "
+        return RunError(f"{path}: the run's saved {what} is unreadable ({exc}); restore it, or start a new run "
                         f"in another directory")
 
     return read_toml_file(path, error=error)
+
+
+def differing_fields(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """``(field path, old value, new value)`` for each field in which two nested tables differ, in the order
+    they list their fields (old first); a field one side lacks has :data:`ABSENT` there. ``1`` and ``true``
+    differ. Used for a run's recipe and for :mod:`zsgm.fit`'s task record."""
+    old_fields, new_fields = _flatten(old), _flatten(new)
+    out = []
+    for path in sorted(set(old_fields) | set(new_fields), key=_field_order(old_fields, new_fields)):
+        a, b = old_fields.get(path, ABSENT), new_fields.get(path, ABSENT)
+        if not (a == b and isinstance(a, bool) == isinstance(b, bool)):
+            out.append((path, a, b))
+    return out
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -334,8 +390,9 @@ def _resumable(path: str) -> bool:
     return re.sub(r"\[\d+\]", "[]", path) in RESUMABLE_FIELDS
 
 
-def _show(value: Any) -> str:
-    if value is _ABSENT:
+def show_value(value: Any) -> str:
+    """A field's value as a message shows it (TOML spelling; :data:`ABSENT` is "(not set)")."""
+    if value is ABSENT:
         return "(not set)"
     if isinstance(value, str):
         return repr(value)
