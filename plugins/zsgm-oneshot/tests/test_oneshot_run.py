@@ -68,12 +68,22 @@ def test_end_to_end_on_tiny_random_with_a_random_discriminator(tmp_path, referen
 
 
 @pytest.mark.slow
-def test_kill_and_resume_is_bit_identical_including_the_discriminator(tmp_path, reference):
+def test_kill_and_resume_is_bit_identical_including_the_discriminator(tmp_path, reference, monkeypatch):
+    from zsgm_oneshot.reference import ReferenceSearch
+
     r = recipe_from_dict(tiny_recipe(reference, oneshot_techniques(ref_freq=2, d_reg_every=2), steps=5))
+    search = ReferenceSearch.search
+
+    def no_search(self, run):
+        raise AssertionError("a resumed run must not search again")
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomDiscriminatorWarning)
         adapt(r, out_dir=tmp_path / "a", stop_after=3)
+        monkeypatch.setattr(ReferenceSearch, "search", no_search)
         resumed = adapt(r, out_dir=tmp_path / "a", resume=True)
+        monkeypatch.setattr(ReferenceSearch, "search", search)
+        monkeypatch.setenv("ZSGM_CACHE", str(tmp_path / "other-cache"))  # b searches itself: same seeded result
         adapt(r, out_dir=tmp_path / "b")
     assert resumed.steps_done == 5
     a, b = _load(tmp_path / "a"), _load(tmp_path / "b")
@@ -176,3 +186,14 @@ def test_patch_mode_scores_the_released_maps_with_the_extra_head():
         seen.update(matches)
     assert seen == {0, 1, 2, 3}
     assert technique.score(x, "global", rng).shape == (2, 1)
+
+
+@pytest.mark.slow
+def test_clip_losses_train_with_a_text_target(tmp_path, reference):
+    pytest.importorskip("zsgm_nada")
+    data = tiny_recipe(reference, [{"use": "directional"}, {"use": "clip-consistency", "weight": 10.0},
+                                   {"use": "patch-contrastive", "n_crops": 3}], steps=2, target="sketch")
+    del data["target_images"]
+    result = adapt(recipe_from_dict(data), out_dir=tmp_path / "run")
+    assert set(result.last_losses) == {"directional/directional", "clip-consistency/consistency",
+                                       "patch-contrastive/patch", "total"}

@@ -10,6 +10,7 @@ steps; ``clip-consistency`` and ``patch-contrastive`` skip them (``reference_ste
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -68,13 +69,22 @@ def reference_image_problems(recipe, option: str = "target_images") -> list[str]
         return [f"{option}: needs a reference image: set the recipe's target_images (--reference FILE)"]
     if len(files) > 1:
         return [f"{option}: one-shot adaptation uses exactly one reference image (target_images[0]); got {len(files)}"]
-    if not Path(files[0]).is_file():
+    path = Path(files[0])
+    if not path.is_file():
         return []  # the loader names the missing file
+    stat = path.stat()
+    problem = _image_problem(str(path), stat.st_mtime_ns, stat.st_size)
+    return [f"{option}: {problem}"] if problem else []
+
+
+@functools.lru_cache(maxsize=8)
+def _image_problem(path: str, _mtime_ns: int, _size: int) -> str | None:
+    """Why ``path`` is not a usable image, or None; decoded once per file version (three techniques ask)."""
     try:
-        load_image(files[0])
+        load_image(path)
     except ValueError as exc:
-        return [f"{option}: {exc}"]
-    return []
+        return str(exc)
+    return None
 
 
 def resolve_lpips_net(run, net: str) -> str:
