@@ -67,6 +67,7 @@ def test_a_reference_that_is_not_a_usable_image_is_refused_in_one_line(tmp_path,
         path.write_bytes(content)
     text = _refused(tiny_recipe(str(path), oneshot_techniques()), message)
     assert f"target_images: image '{path}'" in text
+    assert text.count(str(path)) == 1  # said once, by the first entry reading the reference
 
 
 def test_reference_reconstruction_schedule_is_its_ref_freq(reference):

@@ -89,7 +89,7 @@ class AdversarialConfig:
 
 def check_adversarial(config: AdversarialConfig, recipe) -> list[str]:
     """The reference image is the discriminator's real image."""
-    return reference_image_problems(recipe)
+    return reference_image_problems(recipe, config)
 
 
 def _seed(run, stream: str) -> int:

@@ -61,9 +61,17 @@ def load_reference(run) -> torch.Tensor:
     return load_image(reference_file(run.recipe), size=size, fit="squash").to(run.device)
 
 
-def reference_image_problems(recipe, option: str = "target_images") -> list[str]:
+#: The one-shot techniques that read the reference image; the first of them in a recipe reports its problems.
+REFERENCE_READERS = (SEARCH, RECONSTRUCTION, "adversarial")
+
+
+def reference_image_problems(recipe, config, option: str = "target_images") -> list[str]:
     """Recipe-time problems of the reference: none given, more than one, or a file that is not a usable image
-    (a missing file is reported by the recipe loader itself)."""
+    (a missing file is reported by the recipe loader itself). Only the recipe's first one-shot entry that reads
+    the reference (``config`` is its options) reports them, so a problem is said once."""
+    readers = [u for u in recipe.techniques if u.use in REFERENCE_READERS]
+    if readers and readers[0].config is not config:
+        return []
     files = recipe.target_images
     if not files:
         return [f"{option}: needs a reference image: set the recipe's target_images (--reference FILE)"]

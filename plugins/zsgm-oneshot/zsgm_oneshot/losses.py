@@ -170,7 +170,7 @@ def check_reference_reconstruction(config: ReferenceReconstructionConfig, recipe
         problems.append(f"ref_freq: only every {config.ref_freq}th step is a reference step and no other technique "
                         f"produces a loss for the steps between; add one (e.g. 'clip-consistency') or set "
                         f"ref_freq = 1")
-    return problems + reference_image_problems(recipe)
+    return problems + reference_image_problems(recipe, config)
 
 
 class ReferenceReconstruction(Technique):

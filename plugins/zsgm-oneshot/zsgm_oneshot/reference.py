@@ -92,7 +92,7 @@ class ReferenceSearchConfig:
 
 def check_reference_search(config: ReferenceSearchConfig, recipe) -> list[str]:
     """Recipe-time problems: no reference, several, or one that is not a usable image."""
-    return reference_image_problems(recipe)
+    return reference_image_problems(recipe, config)
 
 
 def reference_latent(run) -> torch.Tensor:
