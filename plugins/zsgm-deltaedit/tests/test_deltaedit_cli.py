@@ -15,6 +15,7 @@ from zsgm.cli import main
 from zsgm.cli_seeds import render_seed
 from zsgm.fit import fit
 from zsgm.generator import save_generator
+from zsgm.generator.checkpoints import export_rosinality
 from zsgm.generator.stylespace import style_layout
 from zsgm_deltaedit.cli import seed_code
 from zsgm_deltaedit.mappers import codes_folder, ensure_mapper, mapper_folder
@@ -79,6 +80,13 @@ def test_first_use_trains_caches_and_writes_images(trained, monkeypatch, capsys)
     sample = trained["root"] / "sample1"
     assert main(["sample", str(trained["gen"]), "--seeds", "1", "--outdir", str(sample), "--device", "cpu"]) == 0
     assert np.array_equal(_png(frozen / "seed0001.png"), _png(sample / "seed0001.png"))
+    # the same generator as a rosinality .pt: same fingerprint, so the cached mapper and the same edits
+    export_rosinality(make_tiny_generator(), trained["root"] / "tiny.pt")
+    ros = trained["root"] / "rosinality"
+    assert main(["edit", str(trained["root"] / "tiny.pt"), "--recipe", str(trained["recipe"]), "--seeds", "0-2",
+                 "--target", "sketch", "--outdir", str(ros), "--quiet", "--device", "cpu"]) == 0
+    assert "training" not in capsys.readouterr().out
+    assert np.array_equal(_png(out / "seed0002.png"), _png(ros / "seed0002.png"))
 
 
 def test_source_row_is_zsgm_sample(trained):

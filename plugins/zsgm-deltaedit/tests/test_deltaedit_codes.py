@@ -10,7 +10,7 @@ import torch
 
 import zsgm_deltaedit.codes as codes_mod
 from zsgm.generator.stylespace import synthesis_from_styles, ws_to_styles
-from zsgm_deltaedit.codes import CodeReader, add_latent_file, build_codes, read_manifest
+from zsgm_deltaedit.codes import CodeReader, add_latent_file, build_codes, read_manifest, shared_weight_modconv
 
 
 def _build(folder, g, clip, samples=10, chunk=4, **kw):
@@ -123,3 +123,15 @@ def test_bad_latent_files_are_one_line_naming_the_file(tmp_path, tiny_generator,
         add_latent_file(tmp_path / "codes", path, generator=tiny_generator, clip_model=tiny_clip, progress=False)
     assert "\n" not in str(info.value)
     assert len(read_manifest(tmp_path / "codes")["real"]) == 0
+
+
+def test_shared_weight_modconv_gives_the_same_images_and_restores_the_setting(tiny_generator):
+    g = tiny_generator
+    ws = _ws(g, 4)
+    with torch.no_grad():
+        want = g.synthesis(ws, noise_mode="const")
+        with shared_weight_modconv(g):
+            assert not any(m.fused for m in g.modules() if hasattr(m, "fused"))
+            got = g.synthesis(ws, noise_mode="const")
+    assert all(m.fused for m in g.modules() if hasattr(m, "fused"))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

@@ -20,6 +20,7 @@ whole set through per-file memory maps, so the set never has to fit in memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -35,13 +36,29 @@ from zsgm.run import step_rng
 
 from zsgm_deltaedit.latent_files import read_latent_file
 
-__all__ = ["CODES_FORMAT", "CodeReader", "add_latent_file", "build_codes", "encode_codes", "read_manifest"]
+__all__ = ["CODES_FORMAT", "CodeReader", "add_latent_file", "build_codes", "encode_codes", "read_manifest",
+           "shared_weight_modconv"]
 
 CODES_FORMAT = "zsgm-deltaedit-codes"
 CODES_VERSION = 1
 MANIFEST = "manifest.json"
 NAMES = ("ws", "s", "c")
 RNG_STREAM = "deltaedit/codes"
+
+
+@contextlib.contextmanager
+def shared_weight_modconv(generator):
+    """Run the modulated convolutions with shared weights (modulating the activations) instead of one grouped
+    convolution per sample: the same images to float precision, and faster for the large batches of the codes and
+    the relevance on a CPU. The generator's setting is restored afterwards."""
+    modules = [m for m in generator.modules() if hasattr(m, "fused")]
+    before = [m.fused for m in modules]
+    generator.set_fused_modconv(False)
+    try:
+        yield generator
+    finally:
+        for m, fused in zip(modules, before):
+            m.fused = fused
 
 
 def chunk_name(index: int) -> str:
@@ -66,9 +83,10 @@ def encode_codes(generator, clip_model, ws: torch.Tensor) -> dict[str, torch.Ten
 
 def _encode_in_batches(generator, clip_model, ws: torch.Tensor, batch: int, bar) -> dict[str, torch.Tensor]:
     parts = []
-    for start in range(0, ws.shape[0], batch):
-        parts.append(encode_codes(generator, clip_model, ws[start:start + batch]))
-        bar.update(min(batch, ws.shape[0] - start))
+    with shared_weight_modconv(generator):
+        for start in range(0, ws.shape[0], batch):
+            parts.append(encode_codes(generator, clip_model, ws[start:start + batch]))
+            bar.update(min(batch, ws.shape[0] - start))
     return {k: torch.cat([p[k] for p in parts]) for k in NAMES}
 
 

@@ -13,6 +13,7 @@ training (resuming its last checkpoint), the relevance; ``mapper.json`` is writt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = ["MAPPER_FILE", "TrainedMapper", "codes_folder", "ensure_mapper", "loa
 MAPPER_FILE = "mapper.json"
 MAPPER_FORMAT = "zsgm-deltaedit-mapper"
 FIT_DIR = "fit"
+TRAIN_THREADS = 1
 
 
 @attrs.define
@@ -115,9 +117,23 @@ def _relevance(folder: Path, generator, clip_model, reader: CodeReader, recipe: 
     return rel
 
 
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device, threads: int | None):
+    """Limit torch's intra-op threads on the CPU for the duration (restored after)."""
+    if device.type != "cpu" or threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def ensure_mapper(generator, recipe: MapperRecipe, *, folder: str | Path | None = None, clip_model=None,
                   device="cpu", registry=None, root: Path | None = None, progress: bool = True,
-                  log: Callable[[str], None] = print) -> TrainedMapper:
+                  log: Callable[[str], None] = print, train_threads: int | None = TRAIN_THREADS) -> TrainedMapper:
     """The generator's mapper for ``recipe``, building what is missing (codes, training, relevance).
 
     Args:
@@ -129,6 +145,9 @@ def ensure_mapper(generator, recipe: MapperRecipe, *, folder: str | Path | None 
         root: the cache root (default: :func:`zsgm_deltaedit.store.cache_root`).
         progress: progress bars.
         log: where to say what is done.
+        train_threads: torch threads of the training steps on a CPU (None: leave as set). The mapper's layers
+            are small matrix products at batch 64, which intra-op threads slow down (on 2 shared cores, 2
+            threads ran the shapes mapper 13x slower than 1); the codes and the relevance keep every thread.
     """
     from zsgm.fit import fit
 
@@ -153,8 +172,9 @@ def ensure_mapper(generator, recipe: MapperRecipe, *, folder: str | Path | None 
     task = MapperTask(recipe, codes_dir, widths=widths, clip_dim=clip_model.embed_dim, codes_id=codes_id)
     run_dir = folder / FIT_DIR
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
-    result = fit(task, out_dir=run_dir, steps=recipe.train.steps, seed=recipe.train.seed, resume=resume,
-                 device=device, checkpoint_every=recipe.train.checkpoint_every, progress=progress)
+    with _cpu_threads(device, train_threads):
+        result = fit(task, out_dir=run_dir, steps=recipe.train.steps, seed=recipe.train.seed, resume=resume,
+                     device=device, checkpoint_every=recipe.train.checkpoint_every, progress=progress)
     log(f"deltaedit: mapper trained, {result.steps_done} steps, last losses "
         f"{ {k: round(x, 4) for k, x in result.last_losses.items()} } ({time.time() - started:.0f} s so far)")
     _relevance(folder, generator, clip_model, reader, recipe, codes_id, progress=progress, log=log)

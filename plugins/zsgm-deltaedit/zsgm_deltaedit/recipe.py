@@ -149,9 +149,9 @@ def _deltaedit() -> dict:
 def _deltaedit_shapes() -> dict:
     return {
         "preset": "deltaedit-shapes",
-        "codes": {"samples": 8192, "chunk_size": 1024},
+        "codes": {"samples": 4096, "chunk_size": 1024},
         "train": {"steps": 3000, "checkpoint_every": 500},
-        "relevance": {"images": 16, "batch": 256},
+        "relevance": {"images": 8, "batch": 256},
         "clip": {"name": "shapes"},
         "edit": {"neutral": "photo", "theta": 0.03},
     }

@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 from zsgm.generator.stylespace import style_layout, synthesis_from_styles
 from zsgm.io_utils import atomic_write_bytes
 
+from zsgm_deltaedit.codes import shared_weight_modconv
+
 __all__ = ["RELEVANCE_FILE", "channel_relevance", "read_relevance", "relevance_from_features", "write_relevance"]
 
 RELEVANCE_FILE = "relevance.safetensors"
@@ -73,25 +75,33 @@ def channel_relevance(generator, clip_model, ws: torch.Tensor, s: torch.Tensor, 
     per_group = max(1, batch // (2 * m))  # channels per group: all 2 M images of a channel stay together
     out = torch.zeros(n_ch, clip_model.embed_dim)
     bar = tqdm(total=n_ch, desc="deltaedit relevance", unit="channel", disable=not progress, dynamic_ncols=True)
-    for first in range(0, n_ch, per_group):
-        chans = torch.arange(first, min(first + per_group, n_ch), device=device)  # [K]
-        k = chans.shape[0]
-        signs = torch.tensor([-1.0, 1.0], device=device)
-        rows_s = s[None, None].repeat(k, 2, 1, 1)  # [K, 2, M, C]
-        values = mean[chans][:, None] + signs[None, :] * alpha * std[chans][:, None]  # [K, 2]
-        rows_s[torch.arange(k, device=device), :, :, chans] = values[:, :, None]
-        rows_s = rows_s.reshape(k * 2 * m, n_ch)
-        rows_ws = ws[None].expand(k * 2, -1, -1, -1).reshape(k * 2 * m, *ws.shape[1:])
-        emb = []
-        for start in range(0, rows_s.shape[0], batch):
-            img = synthesis_from_styles(generator, rows_s[start:start + batch], rows_ws[start:start + batch],
-                                        noise_mode="const")
-            emb.append(clip_model.encode_image(img).float())
-        emb = torch.cat(emb).reshape(k, 2, m, -1)
-        out[first:first + k] = relevance_from_features(emb[:, 0], emb[:, 1]).cpu()
-        bar.update(k)
+    with shared_weight_modconv(generator):
+        for first in range(0, n_ch, per_group):
+            out[first:first + per_group] = _group_relevance(generator, clip_model, ws, s, mean, std, first,
+                                                            min(first + per_group, n_ch), alpha, batch)
+            bar.update(min(per_group, n_ch - first))
     bar.close()
     return out
+
+
+def _group_relevance(generator, clip_model, ws, s, mean, std, first: int, stop: int, alpha: float, batch: int):
+    """Relevance rows of channels ``first .. stop - 1``: their 2 M images in batches of ``batch``."""
+    device, m, n_ch = ws.device, ws.shape[0], s.shape[1]
+    chans = torch.arange(first, stop, device=device)  # [K]
+    k = chans.shape[0]
+    signs = torch.tensor([-1.0, 1.0], device=device)
+    rows_s = s[None, None].repeat(k, 2, 1, 1)  # [K, 2, M, C]
+    values = mean[chans][:, None] + signs[None, :] * alpha * std[chans][:, None]  # [K, 2]
+    rows_s[torch.arange(k, device=device), :, :, chans] = values[:, :, None]
+    rows_s = rows_s.reshape(k * 2 * m, n_ch)
+    rows_ws = ws[None].expand(k * 2, -1, -1, -1).reshape(k * 2 * m, *ws.shape[1:])
+    emb = []
+    for start in range(0, rows_s.shape[0], batch):
+        img = synthesis_from_styles(generator, rows_s[start:start + batch], rows_ws[start:start + batch],
+                                    noise_mode="const")
+        emb.append(clip_model.encode_image(img).float())
+    emb = torch.cat(emb).reshape(k, 2, m, -1)
+    return relevance_from_features(emb[:, 0], emb[:, 1]).cpu()
 
 
 def write_relevance(path: str | Path, relevance: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
