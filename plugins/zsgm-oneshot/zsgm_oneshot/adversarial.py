@@ -211,6 +211,8 @@ class Adversarial(Technique):
     @hookimpl
     def zsgm_before_step(self, run, step):
         c, name = self.config, self.use.name
+        if step % self.use.every != 0:
+            return  # the entry's `every` spaces the D steps like the generator term
         optimizer = run.technique_optimizers[f"{name}/{OPTIMIZER_KEY}"]
         rng = run.rng(step, f"{name}/d")
         mode = self._mode(run, step)
