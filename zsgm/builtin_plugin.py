@@ -33,7 +33,7 @@ def shapes_generator(device="cpu"):
 
 SHAPES_DISCRIMINATOR_FILE = "shapes_discriminator.safetensors"
 SHAPES_DISCRIMINATOR_TRAIN_COMMAND = ("python -m zsgm.toy.train_discriminator --out "
-                                      "zsgm/toy/assets/shapes_discriminator.safetensors --seed 0 --threads 2")
+                                      "zsgm/toy/assets/shapes_discriminator.safetensors --seed 0 --threads 1")
 
 
 def shapes_discriminator(device="cpu"):
