@@ -32,10 +32,12 @@ def build_recipe_dict(args, registry) -> dict:
         if not saved.is_file():
             raise CommandLineError(f"--resume: {saved} does not exist (is {args.out} a zsgm run directory?)")
         args.recipe = str(saved)
+    from_file = read_recipe_file(args.recipe) if args.recipe else {}
     if args.preset:
-        data = registry.presets.get(args.preset).build()
+        data = build_preset(registry.presets.get(args.preset), args.generator
+                            or (from_file.get("generator") or {}).get("checkpoint"), registry)
     if args.recipe:
-        data = merge_dicts(data, read_recipe_file(args.recipe))
+        data = merge_dicts(data, from_file)
     if not data:
         raise CommandLineError("give a recipe file or --preset NAME (see `zsgm plugins` for presets)")
     overrides: dict = {}
@@ -65,6 +67,23 @@ def build_recipe_dict(args, registry) -> dict:
                            "(e.g. --target \"a sketch\"), --target-image FILE or --reference FILE"],
                           source=_recipe_label(args))
     return merged
+
+
+def build_preset(spec, generator: str | None, registry) -> dict:
+    """The preset's recipe dict; a sized preset (``PresetSpec.sized``) is told the size of ``generator`` (None when
+    no generator is named or it cannot be loaded: the run then reports that generator in its own words)."""
+    if not spec.sized:
+        return spec.build()
+    size = None
+    if isinstance(generator, str):
+        from zsgm.generator.errors import CheckpointError
+        from zsgm.generator.sources import generator_size
+
+        try:
+            size = generator_size(generator, registry=registry)
+        except (CheckpointError, OSError, ValueError):
+            size = None
+    return spec.build(generator_size=size)
 
 
 def _recipe_label(args) -> str:

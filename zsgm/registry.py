@@ -55,11 +55,19 @@ class TechniqueSpec:
 
 @attrs.define(frozen=True)
 class PresetSpec:
-    """A named recipe. ``build(**overrides)`` returns a recipe dict."""
+    """A named recipe. ``build(**context)`` returns a recipe dict.
+
+    Attributes:
+        sized: the preset scales itself to the generator: ``build`` is then called with ``generator_size`` (the
+            generator's output side in pixels, or None when it is not known yet). ``zsgm adapt --preset`` reads the
+            size of the generator the command names (``--generator``, else the recipe file's) before building.
+            A sized preset says in its description what it changes for which sizes.
+    """
 
     name: str
     build: Callable[..., dict]
     description: str = ""
+    sized: bool = False
 
 
 @attrs.define(frozen=True)

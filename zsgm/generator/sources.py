@@ -80,6 +80,13 @@ def load_generator_source(spec: str | os.PathLike, *, registry=None,
                                  f"directory")
 
 
+def generator_size(spec: str | os.PathLike, *, registry=None) -> int:
+    """The output side in pixels of the generator ``spec`` names (loaded on the CPU, as
+    :func:`load_generator_source` does; its errors likewise)."""
+    generator, _ = load_generator_source(spec, registry=registry, device="cpu")
+    return int(generator.arch.size)
+
+
 def load_run_directory(run_dir: Path) -> tuple[torch.nn.Module, dict]:
     """A run directory's generator: ``generator.safetensors`` if the run finished, else ``checkpoints/last.pt``.
 

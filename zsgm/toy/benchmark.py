@@ -36,7 +36,8 @@ def method_recipe(method: str, registry, *, technique_options: dict | None = Non
             (e.g. fewer stage-1 iterations for a quick run).
     """
     preset, _, extra = method.partition("+")
-    data = registry.presets.get(preset).build()
+    spec = registry.presets.get(preset)
+    data = spec.build(generator_size=32) if spec.sized else spec.build()  # the shapes generator is 32 px
     if extra:
         techniques = [t for t in data.get("techniques", []) if t.get("use") != "layer-freeze"]
         techniques.append({"use": extra})
