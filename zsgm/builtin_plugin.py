@@ -60,7 +60,7 @@ def shapes_discriminator(device="cpu"):
 
 @hookimpl
 def zsgm_register_generators(register):
-    register(GeneratorSpec(name="tiny-random", load=tiny_random_generator,
+    register(GeneratorSpec(name="tiny-random", load=tiny_random_generator, lpips="standin",
                            description="32-px random StyleGAN2 for smoke tests (no real domain)"))
     register(GeneratorSpec(name="shapes", load=shapes_generator, load_discriminator=shapes_discriminator,
                            lpips="standin",

@@ -19,9 +19,18 @@ from zsgm.generator.discriminator_files import (
 from zsgm.generator.errors import CheckpointError
 from zsgm.generator.sources import load_generator_source
 from zsgm.generator.stylegan2 import Generator
+from zsgm.generator.stylespace import (
+    StyleLayer,
+    join_styles,
+    split_styles,
+    style_layout,
+    synthesis_from_styles,
+    ws_to_styles,
+)
 
 __all__ = ["CheckpointError", "Discriminator", "DiscriminatorArch", "DiscriminatorNotFound", "Generator",
            "GeneratorArch", "convert_checkpoint", "discriminator_arch_for", "export_rosinality",
            "infer_arch_from_rosinality_state", "load_discriminator", "load_discriminator_source", "load_generator",
            "load_generator_source", "patch_taps", "random_discriminator", "save_discriminator",
-           "to_nvidia_state_dict"]
+           "StyleLayer", "join_styles", "split_styles", "style_layout", "synthesis_from_styles", "to_nvidia_state_dict",
+           "ws_to_styles"]
