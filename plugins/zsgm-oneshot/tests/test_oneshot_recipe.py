@@ -30,6 +30,26 @@ def test_oneclip_preset_has_the_released_defaults():
     assert (by_use["adversarial"]["d_reg_every"], by_use["adversarial"]["r1"]) == (16, 10.0)
 
 
+@pytest.mark.parametrize("size", [None, 128, 1024])
+def test_oneclip_preset_keeps_the_published_counts_above_64_px(size):
+    assert get_registry().presets.get("oneclip").build(generator_size=size) == \
+        get_registry().presets.get("oneclip").build()
+
+
+def test_oneclip_preset_scales_the_counts_for_small_generators_and_says_so():
+    spec = get_registry().presets.get("oneclip")
+    data, published = spec.build(generator_size=32), spec.build()
+    by_use = {t["use"]: t for t in data["techniques"]}
+    assert spec.sized and "at most 64 px" in spec.description
+    assert data["optim"]["steps"] == 401 and by_use["reference-search"]["iterations"] == 100
+    assert by_use["reference-search"]["mean_samples"] == 2000
+    assert (by_use["patch-contrastive"]["n_crops"], by_use["patch-contrastive"]["crop_frac"]) == (4, 0.5)
+    # nothing else changes: the same losses, weights, optimiser and schedule of reference steps
+    assert {k: v for k, v in data["optim"].items() if k != "steps"} == \
+        {k: v for k, v in published["optim"].items() if k != "steps"}
+    assert [t["use"] for t in data["techniques"]] == [t["use"] for t in published["techniques"]]
+
+
 def test_oneclip_preset_builds_for_shapes_with_a_reference(reference):
     from zsgm.recipe import merge_dicts
 

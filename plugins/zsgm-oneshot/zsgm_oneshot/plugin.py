@@ -55,4 +55,4 @@ def zsgm_register_techniques(register):
 
 @hookimpl
 def zsgm_register_presets(register):
-    register(PresetSpec(name="oneclip", build=oneclip_preset, description=ONECLIP_DESCRIPTION))
+    register(PresetSpec(name="oneclip", build=oneclip_preset, description=ONECLIP_DESCRIPTION, sized=True))
