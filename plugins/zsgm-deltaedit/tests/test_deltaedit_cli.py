@@ -135,6 +135,8 @@ def test_latent_file_edits_and_bad_file(trained, monkeypatch, capsys):
     (["--mapper", "nowhere"], "--mapper nowhere: no such mapper folder"),
     (["--preset", "deltaedit", "--recipe", "r.toml"], "give --preset NAME or --recipe FILE, not both"),
     (["--theta", "-1"], "--theta"),
+    (["--layers", "3-x"], "'3-x' in '3-x' is not a layer index or a range"),
+    (["--layers", "0-9"], "--layers: style layers [7, 8, 9]: this generator has 7 style layers"),
 ])
 def test_bad_options_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -11,7 +11,7 @@ import torch
 from zsgm.clip import IMAGENET_TEMPLATES
 from zsgm.generator.stylespace import style_layout, synthesis_from_styles, ws_to_styles
 from zsgm_deltaedit.codes import build_codes
-from zsgm_deltaedit.edit import edit_images, edit_styles, relevance_mask, text_delta
+from zsgm_deltaedit.edit import edit_images, edit_styles, layer_mask, relevance_mask, text_delta
 from zsgm_deltaedit.mapper import DeltaMapper
 from zsgm_deltaedit.recipe import mapper_preset
 from zsgm_deltaedit.relevance import relevance_from_features
@@ -164,3 +164,23 @@ def test_edit_images_decodes_through_stylespace(tiny_generator, tiny_clip):
     got = edit_images(g, ws, mapper=net, relevance=relevance, clip_model=tiny_clip, neutral="photo",
                       target="sketch", theta=0.02, strengths=(1.5,), noise=noise)
     torch.testing.assert_close(got[0], want)
+
+
+def test_layer_mask_restricts_the_edit_to_style_layers(tiny_generator, tiny_clip):
+    g = tiny_generator
+    layout = style_layout(g)
+    mask = layer_mask(g, [1, 3])
+    assert mask.shape == (40,) and int(mask.sum()) == 16
+    assert mask[layout[1].offset:layout[1].stop].all() and mask[layout[3].offset:layout[3].stop].all()
+    assert bool(layer_mask(g, None).all())
+    with pytest.raises(ValueError, match=r"style layers \[5\]: this generator has 5 style layers"):
+        layer_mask(g, [0, 5])
+    torch.manual_seed(3)
+    net = DeltaMapper.for_layout(layout, clip_dim=tiny_clip.embed_dim).eval()
+    relevance = torch.nn.functional.normalize(torch.randn(40, tiny_clip.embed_dim), dim=1)
+    ws = torch.randn(2, g.n_latent, g.arch.style_dim)
+    kw = dict(mapper=net, relevance=relevance, clip_model=tiny_clip, neutral="red", target="blue", theta=0.0,
+              strengths=(1.0,), noise=g.make_noise(2, mode="const"))
+    every = edit_images(g, ws, layers=list(range(5)), **kw)
+    assert torch.equal(every, edit_images(g, ws, **kw))
+    assert not torch.equal(every, edit_images(g, ws, layers=[4], **kw))

@@ -34,6 +34,7 @@ def test_shapes_preset_uses_the_shapes_clip_and_photo():
     ({"train": {"levels": [2, 0]}}, "train.levels: must be two positive layer counts"),
     ({"edit": {"theta": float("nan")}}, "edit.theta"),
     ({"relevance": {"images": True}}, "relevance.images: expected an integer, got a boolean"),
+    ({"edit": {"layers": [3, 3]}}, "edit.layers: must be a non-empty list of distinct style-layer indices"),
 ])
 def test_bad_fields_are_named(override, problem):
     with pytest.raises(RecipeError) as info:

@@ -40,6 +40,26 @@ def strength_list(text: str) -> list[float]:
     return [parse(p) for p in parts]
 
 
+def layer_list(text: str) -> list[int]:
+    """``--layers 3-6`` or ``3,4,5,6``: style-layer indices (inclusive ranges)."""
+    out: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} in {text!r} is not a layer index or a range "
+                                             f"(e.g. 3-6 or 0,2,5)")
+        lo, hi = int(first), int(last) if dash else int(first)
+        if hi < lo:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} in {text!r} is an empty range")
+        out += [k for k in range(lo, hi + 1) if k not in out]
+    return out
+
+
+def layers_option(text: str):
+    """``--layers``: ``all`` or a :func:`layer_list`."""
+    return "all" if text.strip() == "all" else layer_list(text)
+
+
 class _Capture:
     """Stands in for the generator inside ``zsgm.cli_seeds.render_seed`` and keeps the W+ code and noise maps it
     synthesises with, so a seed's code is exactly the one ``zsgm sample`` draws."""
@@ -173,11 +193,21 @@ def cmd_edit(args) -> int:
     device = _option_device(args.device, resolve_device)
     generator, _ = load_generator_asset(args.generator, get_registry(), device)
     generator = generator.to(device).eval()
+    if isinstance(args.layers, list):
+        from zsgm_deltaedit.edit import layer_mask
+
+        try:
+            layer_mask(generator, args.layers)
+        except ValueError as exc:
+            raise CommandLineError(f"--layers: {exc}") from None
     trained = get_mapper(args, generator, device)
     defaults = trained.recipe.edit
     neutral = args.neutral if args.neutral is not None else defaults.neutral
     theta = args.theta if args.theta is not None else defaults.theta
     strengths = args.strengths if args.strengths is not None else list(defaults.strengths)
+    layers = args.layers if args.layers is not None else defaults.layers
+    if layers == "all":
+        layers = None
     every = list(dict.fromkeys([1.0, *strengths]))  # strength 1 for the single images
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,7 +216,8 @@ def cmd_edit(args) -> int:
         for name, source, ws, noise in _codes(args, generator, device):
             edits = edit_images(generator, ws, mapper=trained.mapper, relevance=trained.relevance,
                                 clip_model=trained.clip_model, neutral=neutral, target=args.target, theta=theta,
-                                strengths=every, noise=noise, templates=trained.recipe.clip.templates)
+                                strengths=every, noise=noise, templates=trained.recipe.clip.templates,
+                                layers=layers)
             save_png(Image.fromarray(to_uint8(edits[every.index(1.0)])[0]), out / f"{name}.png")
             if len(columns) < args.cols:
                 columns.append([source.cpu()] + [edits[every.index(k)].cpu() for k in strengths])
@@ -224,6 +255,9 @@ def add_edit_arguments(p) -> None:
                         "0.03 as released)")
     p.add_argument("--strengths", type=strength_list, metavar="LIST",
                    help="edit strengths of the grid rows, e.g. 0.5,1,1.5 (default: the mapper's, 0.5,1,1.5)")
+    p.add_argument("--layers", type=layers_option, metavar="LIST",
+                   help="style layers (0 = conv1, in synthesis order) the edit may move, e.g. 3-6, or 'all' (default: "
+                        "the mapper's: all for deltaedit, as released; the 16 and 32 px layers for deltaedit-shapes)")
     p.add_argument("--trunc", "--truncation", dest="truncation", metavar="PSI", type=finite_float(low=0.0),
                    default=DEFAULT_TRUNCATION,
                    help="truncation psi of the seeds' latents, as zsgm sample (default: %(default)s)")

@@ -17,11 +17,11 @@ from typing import Sequence
 import torch
 
 from zsgm.clip import IMAGENET_TEMPLATES, class_embedding
-from zsgm.generator.stylespace import synthesis_from_styles, ws_to_styles
+from zsgm.generator.stylespace import style_layout, synthesis_from_styles, ws_to_styles
 
 from zsgm_deltaedit.mapper import condition_from_direction
 
-__all__ = ["edit_images", "edit_styles", "relevance_mask", "text_delta", "text_templates"]
+__all__ = ["edit_images", "edit_styles", "layer_mask", "relevance_mask", "text_delta", "text_templates"]
 
 
 def text_templates(clip_model, templates: Sequence[str] | None = None) -> list[str]:
@@ -51,6 +51,24 @@ def relevance_mask(relevance: torch.Tensor, delta_t: torch.Tensor, theta: float)
     return (relevance.float() @ delta_t.float().to(relevance.device)).abs() >= theta
 
 
+def layer_mask(generator, layers: Sequence[int] | None) -> torch.Tensor:
+    """bool ``[C]``: the channels of the style layers ``layers`` (indices into ``style_layout``); None: all.
+
+    Raises:
+        ValueError: an index beyond the generator's style layers.
+    """
+    layout = style_layout(generator)
+    mask = torch.zeros(layout[-1].stop, dtype=torch.bool)
+    if layers is None:
+        return mask | True
+    bad = [k for k in layers if not 0 <= k < len(layout)]
+    if bad:
+        raise ValueError(f"style layers {bad}: this generator has {len(layout)} style layers (0 to {len(layout) - 1})")
+    for k in layers:
+        mask[layout[k].offset:layout[k].stop] = True
+    return mask
+
+
 def edit_styles(mapper, s: torch.Tensor, c_src: torch.Tensor, delta_t: torch.Tensor, mask: torch.Tensor) \
         -> torch.Tensor:
     """The gated predicted delta ``mask * mapper(s, [c^_src ; normalize(dt)])`` ``[N, C]``."""
@@ -61,7 +79,8 @@ def edit_styles(mapper, s: torch.Tensor, c_src: torch.Tensor, delta_t: torch.Ten
 @torch.no_grad()
 def edit_images(generator, ws: torch.Tensor, *, mapper, relevance: torch.Tensor, clip_model, neutral: str,
                 target: str, theta: float = 0.03, strengths: Sequence[float] = (0.5, 1.0, 1.5),
-                noise_mode: str = "const", noise=None, templates: Sequence[str] | None = None) -> torch.Tensor:
+                noise_mode: str = "const", noise=None, templates: Sequence[str] | None = None,
+                layers: Sequence[int] | None = None) -> torch.Tensor:
     """Edited images of W+ codes for each strength.
 
     Args:
@@ -76,6 +95,7 @@ def edit_images(generator, ws: torch.Tensor, *, mapper, relevance: torch.Tensor,
         noise_mode, noise: the generator's noise (as ``Generator.synthesis``); the same maps for the source and
             every edit.
         templates: prompt templates (default: :func:`text_templates`).
+        layers: style layers the edit may move (:func:`layer_mask`); None: all, as released.
 
     Returns:
         ``[len(strengths), N, 3, H, W]``.
@@ -87,7 +107,7 @@ def edit_images(generator, ws: torch.Tensor, *, mapper, relevance: torch.Tensor,
     s = ws_to_styles(generator, ws)  # [N, C]
     source = synthesis_from_styles(generator, s, ws, noise=noise)
     delta_t = text_delta(clip_model, neutral, target, templates=templates).to(device)
-    mask = relevance_mask(relevance.to(device), delta_t, theta)
+    mask = relevance_mask(relevance.to(device), delta_t, theta) & layer_mask(generator, layers).to(device)
     ds = edit_styles(mapper, s, clip_model.encode_image(source), delta_t, mask)
     out = [synthesis_from_styles(generator, s + float(k) * ds, ws, noise=noise) for k in strengths]
     return torch.stack(out) if out else source.new_zeros((0, *source.shape))

@@ -11,6 +11,7 @@ mean content IoU between source and edited images (:func:`zsgm.toy.judges.conten
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -45,8 +46,15 @@ def judge_edit(source: torch.Tensor, edited: torch.Tensor, target: str) -> dict:
     return out
 
 
+def source_numbers(source: torch.Tensor) -> dict:
+    """What the judges say of the unedited images: style fractions and colour counts."""
+    styles, colours = classify_style(source), classify_colour(source)
+    return {"styles": {s: styles.count(s) / len(styles) for s in sorted(set(styles))},
+            "colours": {str(c): colours.count(c) for c in sorted(set(colours), key=str)}}
+
+
 def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float], thetas: list[float],
-        grid_dir: Path | None, device: str = "cpu", progress: bool = True) -> dict:
+        grid_dir: Path | None, layer_sets: list | None = None, device: str = "cpu", progress: bool = True) -> dict:
     from zsgm.io_utils import image_grid, save_png
     from zsgm.toy.assets import load_shapes_generator
 
@@ -64,22 +72,26 @@ def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float
     source = torch.cat([c[0] for c in codes])
     ws = torch.cat([c[1] for c in codes])
     noise = generator.make_noise(len(seeds), mode="const")
-    results = {"mapper": str(trained.folder), "setup_seconds": setup_seconds, "seeds": len(seeds), "rows": []}
-    for neutral, target in edits:
-        for theta in thetas:
-            with torch.no_grad():
-                images = edit_images(generator, ws, mapper=trained.mapper, relevance=trained.relevance,
-                                     clip_model=trained.clip_model, neutral=neutral, target=target, theta=theta,
-                                     strengths=strengths, noise=noise, templates=trained.recipe.clip.templates)
-            for k, strength in enumerate(strengths):
-                row = {"neutral": neutral, "target": target, "theta": theta, "strength": strength,
-                       **judge_edit(source, images[k], target)}
-                results["rows"].append(row)
-                print(json.dumps(row))
-            if grid_dir is not None:
-                cols = min(12, len(seeds))
-                rows = [source[:cols]] + [images[k][:cols] for k in range(len(strengths))]
-                save_png(image_grid(rows), grid_dir / f"{neutral}-{target}-theta{theta:g}.png")
+    results = {"mapper": str(trained.folder), "setup_seconds": setup_seconds, "seeds": len(seeds),
+               "source": source_numbers(source), "rows": []}
+    print(json.dumps({"source": results["source"]}))
+    layer_sets = layer_sets or [trained.recipe.edit.layers]
+    for (neutral, target), theta, layers in itertools.product(edits, thetas, layer_sets):
+        with torch.no_grad():
+            images = edit_images(generator, ws, mapper=trained.mapper, relevance=trained.relevance,
+                                 clip_model=trained.clip_model, neutral=neutral, target=target, theta=theta,
+                                 strengths=strengths, noise=noise, templates=trained.recipe.clip.templates,
+                                 layers=layers)
+        for k, strength in enumerate(strengths):
+            row = {"neutral": neutral, "target": target, "theta": theta, "strength": strength, "layers": layers,
+                   **judge_edit(source, images[k], target)}
+            results["rows"].append(row)
+            print(json.dumps(row))
+        if grid_dir is not None:
+            cols = min(12, len(seeds))
+            rows = [source[:cols]] + [images[k][:cols] for k in range(len(strengths))]
+            tag = "all" if layers is None else "-".join(map(str, layers))
+            save_png(image_grid(rows), grid_dir / f"{neutral}-{target}-theta{theta:g}-layers{tag}.png")
     return results
 
 
@@ -89,13 +101,18 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-255"))
     p.add_argument("--strengths", type=float, nargs="+", default=[1.0])
     p.add_argument("--thetas", type=float, nargs="+", default=[0.03])
+    p.add_argument("--layers", nargs="+", default=None, metavar="LIST",
+                   help="style-layer sets to try, e.g. all 3,4,5,6 (default: the mapper recipe's)")
     p.add_argument("--json", type=Path)
     p.add_argument("--grid", type=Path, help="folder for one grid per edit")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     edits = [tuple(e.split(":", 1)) for e in args.edits]
-    results = run(edits, seeds=args.seeds, strengths=args.strengths, thetas=args.thetas, grid_dir=args.grid)
+    layer_sets = None if args.layers is None else [None if x == "all" else [int(k) for k in x.split(",")]
+                                                     for x in args.layers]
+    results = run(edits, seeds=args.seeds, strengths=args.strengths, thetas=args.thetas, grid_dir=args.grid,
+                  layer_sets=layer_sets)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
