@@ -167,3 +167,26 @@ def test_an_interrupted_training_resumes(tmp_path, tiny_clip):
     assert json.loads((folder / "fit" / "fit.json").read_text())["resumed_from"] == 2
     assert trained.relevance.shape == (40, tiny_clip.embed_dim)
     assert any("mapper ready" in line for line in logs)
+
+
+@pytest.mark.slow
+def test_cached_mapper_takes_the_current_edit_defaults_and_relevance_settings(trained, tiny_clip, tmp_path):
+    import shutil
+
+    from zsgm_deltaedit.recipe import mapper_recipe_from_dict, mapper_recipe_to_dict, merge_recipe
+    from zsgm_deltaedit.relevance import RELEVANCE_FILE, read_relevance
+
+    g = make_tiny_generator()
+    recipe = load_mapper_recipe(trained["recipe"])
+    root = tmp_path / "cache"
+    shutil.copytree(trained["root"] / "cache", root)
+    folder = mapper_folder(weights_fingerprint(g), recipe, root=root)
+    before = read_relevance(folder / RELEVANCE_FILE)
+    changed = mapper_recipe_from_dict(merge_recipe(mapper_recipe_to_dict(recipe),
+                                                   {"edit": {"theta": 0.5}, "relevance": {"images": 3}}))
+    assert mapper_folder(weights_fingerprint(g), changed, root=root) == folder  # same trained mapper
+    logs = []
+    got = ensure_mapper(g, changed, clip_model=tiny_clip, root=root, progress=False, log=logs.append)
+    assert got.recipe.edit.theta == 0.5 and got.folder == folder
+    assert any("channel relevance over 3 images" in line for line in logs)
+    assert not torch.equal(read_relevance(folder / RELEVANCE_FILE), before)

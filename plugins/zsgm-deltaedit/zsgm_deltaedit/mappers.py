@@ -156,7 +156,17 @@ def ensure_mapper(generator, recipe: MapperRecipe, *, folder: str | Path | None 
     folder = Path(folder) if folder is not None else mapper_folder(fingerprint, recipe, root=root)
     clip_model = clip_model if clip_model is not None else load_clip(recipe, device=device, registry=registry)
     if (folder / MAPPER_FILE).is_file():
-        return load_mapper(folder, generator=generator, clip_model=clip_model, device=device)
+        record = read_mapper_record(folder)
+        codes_id = record.get("codes_id", {})
+        if read_relevance(folder / RELEVANCE_FILE, settings=_relevance_settings(recipe, codes_id)) is None:
+            _relevance(folder, generator, clip_model, CodeReader(record["codes"]), recipe, codes_id,
+                       progress=progress, log=log)  # the relevance settings changed: measure it again
+            record["relevance"] = _relevance_settings(recipe, codes_id)
+            record["recipe"] = mapper_recipe_to_dict(recipe)
+            atomic_write_text(folder / MAPPER_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        # the edit defaults are not part of the folder's key: they come from the recipe asked for now
+        return attrs.evolve(load_mapper(folder, generator=generator, clip_model=clip_model, device=device),
+                            recipe=recipe)
     started = time.time()
     codes_dir = codes_folder(fingerprint, recipe, root=root)
     identity = {"generator": fingerprint, "clip": _clip_record(recipe)}
