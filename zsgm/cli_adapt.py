@@ -35,7 +35,7 @@ def build_recipe_dict(args, registry) -> dict:
     from_file = read_recipe_file(args.recipe) if args.recipe else {}
     if args.preset:
         data = build_preset(registry.presets.get(args.preset), args.generator
-                            or (from_file.get("generator") or {}).get("checkpoint"), registry)
+                            or (from_file.get("generator") or {}).get("checkpoint"), registry, resume=args.resume)
     if args.recipe:
         data = merge_dicts(data, from_file)
     if not data:
@@ -69,11 +69,13 @@ def build_recipe_dict(args, registry) -> dict:
     return merged
 
 
-def build_preset(spec, generator: str | None, registry) -> dict:
+def build_preset(spec, generator: str | None, registry, *, resume: bool = False) -> dict:
     """The preset's recipe dict; a sized preset (``PresetSpec.sized``) is told the size of ``generator`` (None when
     no generator is named or it cannot be loaded: the run then reports that generator in its own words)."""
     if not spec.sized:
         return spec.build()
+    if resume:  # the run's saved recipe.toml wins anyway: do not load the generator for nothing
+        return spec.build(generator_size=None)
     size = None
     if isinstance(generator, str):
         from zsgm.generator.errors import CheckpointError
@@ -139,7 +141,7 @@ def check_reference_image(path: str) -> None:
 
     check_target_image_files([path], option="--reference")
     try:
-        load_image(path)
+        load_image(path, size=8)  # decoded and checked; resized in PIL first, so a large image costs no float copy
     except ValueError as exc:
         raise CommandLineError(f"--reference: {exc}") from None
 

@@ -190,11 +190,15 @@ class Run:
         """Ask every technique for its own optimisers (``zsgm_optimizers``) and keep them by
         ``"<entry name>/<key>"`` in :attr:`technique_optimizers`."""
         found: dict[str, torch.optim.Optimizer] = {}
+        synthesis = {id(p) for p in self.synthesis_parameters()}
         for impl in self.pm.hook.zsgm_optimizers.get_hookimpls():
             for key, optimizer in (impl.function(run=self) or {}).items():
                 if not isinstance(optimizer, torch.optim.Optimizer):
                     raise RunError(f"technique {impl.plugin_name!r}: zsgm_optimizers returned {type(optimizer).__name__} "
                                    f"for {key!r}, not a torch.optim.Optimizer")
+                if any(id(p) in synthesis for group in optimizer.param_groups for p in group["params"]):
+                    raise RunError(f"technique {impl.plugin_name!r}: its optimiser {key!r} holds synthesis parameters "
+                                   f"of the target generator, which belong to the core's optimiser")
                 found[f"{impl.plugin_name}/{key}"] = optimizer
         self.technique_optimizers = found
         return found

@@ -424,7 +424,7 @@ def discriminator_arch_for(generator, *, channel_max: int | None = None) -> Disc
 def random_discriminator(arch: DiscriminatorArch, *, seed: int) -> Discriminator:
     """``Discriminator(arch)`` with rosinality's initialisation drawn from ``seed`` (the global RNG is untouched)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         return Discriminator.from_arch(arch)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,14 +36,7 @@ def test_an_unusable_reference_is_refused_in_one_line(tmp_path, capsys, make, me
     assert not (tmp_path / "run").exists()
 
 
-def _shapes_discriminator_shipped() -> bool:
-    import zsgm.toy
-
-    return (Path(zsgm.toy.__file__).parent / "assets" / "shapes_discriminator.safetensors").is_file()
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _shapes_discriminator_shipped(), reason="the shapes discriminator is not shipped yet")
 def test_preset_runs_offline_on_shapes(tmp_path, reference, monkeypatch):
     """The preset's command on the shapes world for 2 steps; the 1,001-step search is replaced by w̄ (it is tested on
     its own), everything else is the preset's."""

@@ -93,6 +93,18 @@ def test_kill_and_resume_is_bit_identical_including_the_discriminator(tmp_path, 
     assert (tmp_path / "a" / "losses.jsonl").read_text() == (tmp_path / "b" / "losses.jsonl").read_text()
 
 
+def test_resume_with_a_changed_reference_file_is_refused(tmp_path, reference, private_cache):
+    from PIL import Image
+
+    from zsgm.run import RunError
+
+    r = recipe_from_dict(tiny_recipe(reference, [search_entry(), {"use": "clip-consistency"}], steps=3))
+    adapt(r, out_dir=tmp_path / "a", stop_after=1)
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(reference)  # the user replaced the image at the same path
+    with pytest.raises(RunError, match=r"reference image .* has changed since this run started"):
+        adapt(r, out_dir=tmp_path / "a", resume=True)
+
+
 def _setup_search(tmp_path, reference, name: str, **options):
     recipe = recipe_from_dict(tiny_recipe(reference, [search_entry(**options), {"use": "clip-consistency"}]))
     run = build_run(recipe, out_dir=tmp_path / name)

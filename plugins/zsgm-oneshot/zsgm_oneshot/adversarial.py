@@ -146,7 +146,7 @@ class Adversarial(Technique):
                            f"{len(self.taps)} inner maps with a side in patch_sides = {c.patch_sides}")
         shapes = d.arch.tap_shapes()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed(run, f"{name}/heads"))
+            torch.default_generator.manual_seed(_seed(run, f"{name}/heads"))
             self.heads = nn.ModuleList(ConvLayer(shapes[t][0], 1, 3) for t in self.taps).to(run.device)
         self._set_trainable(False)
 

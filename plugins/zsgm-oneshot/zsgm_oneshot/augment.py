@@ -55,7 +55,7 @@ def augment_views(x: torch.Tensor, *, views: int, rng: torch.Generator, mode: st
         raise ValueError(f"augment must be one of {', '.join(AUGMENT_MODES)}; got {mode!r}")
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=rng))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         if mode == "released":
             return _pipeline(0.0)(x.repeat(views, 1, 1, 1))  # one draw for the whole batch, on [-1, 1] data
         pipeline = _pipeline(0.5)

@@ -89,7 +89,7 @@ def reference_image_problems(recipe, config, option: str = "target_images") -> l
 def _image_problem(path: str, _mtime_ns: int, _size: int) -> str | None:
     """Why ``path`` is not a usable image, or None; decoded once per file version (three techniques ask)."""
     try:
-        load_image(path)
+        load_image(path, size=8)  # decoded and checked; resized in PIL first, so an 8192^2 image costs no float copy
     except ValueError as exc:
         return str(exc)
     return None

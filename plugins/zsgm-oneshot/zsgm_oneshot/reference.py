@@ -19,7 +19,9 @@ Other techniques reach it through :func:`reference_latent` and render ``G_t(w_re
 
 from __future__ import annotations
 
+import hashlib
 import sys
+import warnings
 from pathlib import Path
 
 import attrs
@@ -114,6 +116,8 @@ class ReferenceSearch(Technique):
     Attributes:
         w_ref: ``[1, n_latent, D]`` buffer (registered in ``zsgm_attach``), valid once ``found`` is 1.
         found: ``[]`` uint8 buffer, 1 once ``w_ref`` holds the result (restored on resume).
+        image_sha256: ``[32]`` uint8 buffer, the sha256 of the reference file ``w_ref`` was found for: a resume
+            whose reference file has changed since is refused (the run would train against another image).
         origin: where this process got ``w_ref`` from: "search", "cache" or "checkpoint" (None before setup).
         history: per-iteration ``{"clip", "l2", "rec", "total"}`` of a search run in this process.
     """
@@ -131,13 +135,22 @@ class ReferenceSearch(Technique):
         g = run.g_source
         self.register_buffer("w_ref", torch.zeros(1, g.n_latent, g.arch.style_dim, device=run.device))
         self.register_buffer("found", torch.zeros((), dtype=torch.uint8, device=run.device))
+        self.register_buffer("image_sha256", torch.zeros(32, dtype=torch.uint8, device=run.device))
 
     @hookimpl
     def zsgm_setup(self, run):
+        path = Path(reference_file(run.recipe))
+        digest = torch.tensor(list(hashlib.sha256(path.read_bytes()).digest()), dtype=torch.uint8)
         if bool(self.found):
+            if not torch.equal(self.image_sha256.cpu(), digest):
+                raise RunError(f"{self.use.name}: the reference image {path} has changed since this run started "
+                               f"(its sha256 differs from the one the run's reference latent was found for); put the "
+                               f"original back to resume, or start a new run for the new image")
             self.origin = "checkpoint"
         else:
             self._find(run)
+            with torch.no_grad():
+                self.image_sha256.copy_(digest)
         self._write_run_files(run)
 
     @hookimpl
@@ -193,7 +206,12 @@ class ReferenceSearch(Technique):
             self.found.fill_(1)
         self.origin = "search"
         if cache_file is not None:
-            write_latent(cache_file, self.w_ref, {"reference": str(reference_file(run.recipe))})
+            try:
+                write_latent(cache_file, self.w_ref, {"reference": str(reference_file(run.recipe))})
+            except OSError as exc:  # the cache is optional: an unwritable cache folder must not lose the search
+                warnings.warn(f"{self.use.name}: could not store the reference latent in the cache ({exc}); the run "
+                              f"keeps it (checkpoint and {Path(run.out_dir) / 'reference'}), set ZSGM_CACHE to a "
+                              f"writable folder to reuse it across runs", stacklevel=2)
 
     def search(self, run) -> torch.Tensor:
         """Run the optimisation; returns ``w`` ``[1, D]`` (detached)."""
