@@ -254,10 +254,11 @@ def add_edit_arguments(p) -> None:
                    help="relevance threshold: a channel moves only if |R_c . dt| >= T (default: the mapper's, "
                         "0.03 as released)")
     p.add_argument("--strengths", type=strength_list, metavar="LIST",
-                   help="edit strengths of the grid rows, e.g. 0.5,1,1.5 (default: the mapper's, 0.5,1,1.5)")
+                   help="edit strengths of the grid rows, e.g. 0.5,1,1.5 (default: the mapper's: 0.5,1,1.5 for "
+                        "deltaedit, 1,1.5,2 for deltaedit-shapes)")
     p.add_argument("--layers", type=layers_option, metavar="LIST",
                    help="style layers (0 = conv1, in synthesis order) the edit may move, e.g. 3-6, or 'all' (default: "
-                        "the mapper's: all for deltaedit, as released; the 16 and 32 px layers for deltaedit-shapes)")
+                        "the mapper's: all for deltaedit, as released; 4-6 for deltaedit-shapes)")
     p.add_argument("--trunc", "--truncation", dest="truncation", metavar="PSI", type=finite_float(low=0.0),
                    default=DEFAULT_TRUNCATION,
                    help="truncation psi of the seeds' latents, as zsgm sample (default: %(default)s)")

@@ -11,7 +11,8 @@ Presets:
   quickgelu) with DeltaEdit's preprocessing, relevance over 100 images at +-5 sigma, theta 0.03, neutral "face".
 - ``deltaedit-shapes``: the shapes world (shipped 32-px generator and shapes CLIP) within 10 minutes on 2 CPU
   cores, cache and relevance included (4,096 samples, 3,000 steps, relevance over 8 images); neutral "photo" (the
-  shapes generator's domain), theta 0.1, edits restricted to style layers 3-6 (16 and 32 px).
+  shapes generator's domain), theta 0.1, edits restricted to style layers 4-6 (the last 16 px conv and the 32 px
+  convs), strengths 1, 1.5, 2.
 """
 
 from __future__ import annotations
@@ -164,9 +165,9 @@ def _deltaedit_shapes() -> dict:
         "relevance": {"images": 8, "batch": 256},
         "clip": {"name": "shapes"},
         # tuned on seeds 1000-1255 (docs/DELTAEDIT_SHAPES.md): the shapes CLIP's text deltas are ~5x longer than
-        # ViT-B/32's, so theta is higher; layers 3-6 (16 and 32 px) leave the layers that place and shape the
-        # content alone
-        "edit": {"neutral": "photo", "theta": 0.1, "layers": [3, 4, 5, 6], "strengths": [0.5, 1.0, 1.5]},
+        # ViT-B/32's, so theta is higher; layers 4-6 (the last 16 px conv and the 32 px ones) leave the layers that place and shape the
+        # content alone (4 = the second 16 px conv)
+        "edit": {"neutral": "photo", "theta": 0.1, "layers": [4, 5, 6], "strengths": [1.0, 1.5, 2.0]},
     }
 
 

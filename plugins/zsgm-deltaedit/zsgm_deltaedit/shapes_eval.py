@@ -53,7 +53,7 @@ def source_numbers(source: torch.Tensor) -> dict:
             "colours": {str(c): colours.count(c) for c in sorted(set(colours), key=str)}}
 
 
-def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float], thetas: list[float],
+def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float], thetas: list[float] | None,
         grid_dir: Path | None, layer_sets: list | None = None, device: str = "cpu", progress: bool = True) -> dict:
     from zsgm.io_utils import image_grid, save_png
     from zsgm.toy.assets import load_shapes_generator
@@ -76,6 +76,7 @@ def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float
                "source": source_numbers(source), "rows": []}
     print(json.dumps({"source": results["source"]}))
     layer_sets = layer_sets or [trained.recipe.edit.layers]
+    thetas = thetas or [trained.recipe.edit.theta]
     for (neutral, target), theta, layers in itertools.product(edits, thetas, layer_sets):
         with torch.no_grad():
             images = edit_images(generator, ws, mapper=trained.mapper, relevance=trained.relevance,
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--edits", nargs="+", required=True, metavar="NEUTRAL:TARGET")
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-255"))
     p.add_argument("--strengths", type=float, nargs="+", default=[1.0])
-    p.add_argument("--thetas", type=float, nargs="+", default=[0.03])
+    p.add_argument("--thetas", type=float, nargs="+", default=None, help="(default: the mapper recipe's)")
     p.add_argument("--layers", nargs="+", default=None, metavar="LIST",
                    help="style-layer sets to try, e.g. all 3,4,5,6 (default: the mapper recipe's)")
     p.add_argument("--json", type=Path)
