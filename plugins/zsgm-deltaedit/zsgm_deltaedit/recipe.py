@@ -164,8 +164,8 @@ def _deltaedit_shapes() -> dict:
         "train": {"steps": 3000, "checkpoint_every": 500},
         "relevance": {"images": 8, "batch": 256},
         "clip": {"name": "shapes"},
-        # tuned on seeds 1000-1255 (docs/DELTAEDIT_SHAPES.md): the shapes CLIP's text deltas are ~5x longer than
-        # ViT-B/32's, so theta is higher; layers 4-6 (the last 16 px conv and the 32 px ones) leave the layers that place and shape the
+        # tuned on seeds 1000-1255 (docs/DELTAEDIT_SHAPES.md): the shapes CLIP's text deltas are long (|dt| ~ 1.2),
+        # so theta is higher than the released 0.03; layers 4-6 (the last 16 px conv and the 32 px ones) leave the layers that place and shape the
         # content alone (4 = the second 16 px conv)
         "edit": {"neutral": "photo", "theta": 0.1, "layers": [4, 5, 6], "strengths": [1.0, 1.5, 2.0]},
     }
