@@ -190,3 +190,14 @@ def test_cached_mapper_takes_the_current_edit_defaults_and_relevance_settings(tr
     assert got.recipe.edit.theta == 0.5 and got.folder == folder
     assert any("channel relevance over 3 images" in line for line in logs)
     assert not torch.equal(read_relevance(folder / RELEVANCE_FILE), before)
+
+
+def test_the_shapes_world_picks_its_preset():
+    from zsgm.builtin_plugin import tiny_random_generator
+    from zsgm.toy.assets import load_shapes_generator
+    from zsgm_deltaedit.cli import is_shapes_world
+
+    shapes, _ = load_shapes_generator()
+    assert is_shapes_world(shapes)
+    assert not is_shapes_world(tiny_random_generator()[0])
+    assert not is_shapes_world(make_tiny_generator())
