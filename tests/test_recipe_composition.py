@@ -102,8 +102,13 @@ def test_target_images_without_a_technique_that_reads_them(tmp_path):
     style = tmp_path / "style.png"
     style.write_bytes(b"")
     found = problems(base(DIRECTIONAL, target_images=[str(style)]))
+    from zsgm.plugins import get_registry
+
+    techniques = get_registry().techniques
+    readers = [n for n in techniques.names() if techniques.get(n).reads_target_images]
+    assert "image-target" in readers
     assert found == ["target_images: no technique of this recipe reads target images, so they would be ignored; "
-                     "techniques that read them: 'image-target'"]
+                     "techniques that read them: " + ", ".join(repr(n) for n in readers)]
 
 
 def test_target_images_must_be_existing_files(tmp_path):
