@@ -53,6 +53,7 @@ def _png(path):
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@pytest.mark.slow
 def test_first_use_trains_caches_and_writes_images(trained, monkeypatch, capsys):
     assert trained["rc"] == 0
     assert "no tiny mapper for this generator yet; training it on first use" in trained["stdout"]
@@ -89,6 +90,7 @@ def test_first_use_trains_caches_and_writes_images(trained, monkeypatch, capsys)
     assert np.array_equal(_png(out / "seed0002.png"), _png(ros / "seed0002.png"))
 
 
+@pytest.mark.slow
 def test_source_row_is_zsgm_sample(trained):
     sample = trained["root"] / "sample"
     assert main(["sample", str(trained["gen"]), "--seeds", "0-2", "--outdir", str(sample), "--device", "cpu"]) == 0

@@ -42,7 +42,7 @@ def test_relevance_shape_inert_channel_and_styleclips_procedure(tiny_generator, 
     g.get_submodule(layout[2].name).conv.weight[:, :, 3] = 0
     ws, s = _codes(g)
     mean, std = s.mean(0), s.std(0, unbiased=False) + 0.1
-    rel = channel_relevance(g, tiny_clip, ws, s, mean, std, alpha=5.0, batch=7, progress=False)
+    rel = channel_relevance(g, tiny_clip, ws, s, mean, std, alpha=5.0, batch=40, progress=False)
     assert rel.shape == (layout[-1].stop, tiny_clip.embed_dim)
     assert torch.equal(rel[inert], torch.zeros(tiny_clip.embed_dim))
     norms = rel.norm(dim=1)
