@@ -59,9 +59,10 @@ def seed_latent(seed: int, z_dim: int):
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)
 
 
-def render_seed(generator, seed: int, *, truncation: float, mean, noise_mode: str, device, mix_with=None,
-                mix_from: int | None = None):
-    """One image ``[1, 3, H, W]`` (roughly [-1, 1]) for ``seed``.
+def seed_code(generator, seed: int, *, truncation: float, mean, noise_mode: str, device, mix_with=None,
+              mix_from: int | None = None):
+    """``(ws [1, n_latent, D], noise maps)`` that :func:`render_seed` synthesises for ``seed`` (for tools that edit
+    the code before rendering it, such as ``zsgm edit``).
 
     ``w = mean + psi * (w - mean)`` over every layer, computed as NVIDIA's ``w_avg.lerp(w, psi)``: ``psi < 1`` pulls
     towards the mean latent, ``psi > 1`` extrapolates away from it, ``psi = 1`` leaves ``w`` as it is.
@@ -80,5 +81,14 @@ def render_seed(generator, seed: int, *, truncation: float, mean, noise_mode: st
         from zsgm.style_mixing import mix_fine_slots
 
         ws = mix_fine_slots(ws, with_=mix_with, from_slot=mix_from)
-    return generator.synthesis(ws, noise_mode=noise_mode, rng=torch.Generator().manual_seed(seed))
+    noise = generator.make_noise(1, mode=noise_mode, rng=torch.Generator().manual_seed(seed))
+    return ws, noise
+
+
+def render_seed(generator, seed: int, *, truncation: float, mean, noise_mode: str, device, mix_with=None,
+                mix_from: int | None = None):
+    """One image ``[1, 3, H, W]`` (roughly [-1, 1]) for ``seed``: the code of :func:`seed_code`, synthesised."""
+    ws, noise = seed_code(generator, seed, truncation=truncation, mean=mean, noise_mode=noise_mode, device=device,
+                          mix_with=mix_with, mix_from=mix_from)
+    return generator.synthesis(ws, noise=noise)
 

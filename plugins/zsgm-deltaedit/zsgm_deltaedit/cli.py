@@ -60,32 +60,12 @@ def layers_option(text: str):
     return "all" if text.strip() == "all" else layer_list(text)
 
 
-class _Capture:
-    """Stands in for the generator inside ``zsgm.cli_seeds.render_seed`` and keeps the W+ code and noise maps it
-    synthesises with, so a seed's code is exactly the one ``zsgm sample`` draws."""
-
-    def __init__(self, generator):
-        self._generator = generator
-        self.ws = None
-        self.noise = None
-
-    def __getattr__(self, name):
-        return getattr(self._generator, name)
-
-    def synthesis(self, ws, *, noise_mode="random", noise=None, rng=None):
-        g = self._generator
-        self.ws = ws
-        self.noise = g.make_noise(ws.shape[0], mode=noise_mode, rng=rng) if noise is None else noise
-        return g.synthesis(ws, noise=self.noise)
-
-
 def seed_code(generator, seed: int, *, truncation: float, mean, noise_mode: str, device):
-    """``(image, ws, noise)`` of ``seed`` exactly as ``zsgm sample`` renders it."""
-    from zsgm.cli_seeds import render_seed
+    """``(image, ws, noise)`` of ``seed`` exactly as ``zsgm sample`` renders it (:func:`zsgm.cli_seeds.seed_code`)."""
+    from zsgm.cli_seeds import seed_code as sample_code
 
-    capture = _Capture(generator)
-    image = render_seed(capture, seed, truncation=truncation, mean=mean, noise_mode=noise_mode, device=device)
-    return image, capture.ws, capture.noise
+    ws, noise = sample_code(generator, seed, truncation=truncation, mean=mean, noise_mode=noise_mode, device=device)
+    return generator.synthesis(ws, noise=noise), ws, noise
 
 
 def _check_options(args) -> None:

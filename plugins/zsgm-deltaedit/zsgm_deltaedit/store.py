@@ -15,37 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-import torch
+from zsgm.cache import cache_root, weights_fingerprint  # noqa: F401 (re-exported)
 
 CACHE_SUBDIR = "deltaedit"
 KEY_LENGTH = 16
-
-
-def cache_root() -> Path:
-    """``$ZSGM_CACHE`` or ``$XDG_CACHE_HOME/zsgm`` or ``~/.cache/zsgm``."""
-    if os.environ.get("ZSGM_CACHE"):
-        return Path(os.environ["ZSGM_CACHE"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "zsgm"
-    return Path.home() / ".cache" / "zsgm"
-
-
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 hex over every parameter and buffer (name, dtype, shape, bytes) in name order, plus the generator's
-    ``latent_avg`` when it has one (it sets the truncation centre, not part of the state dict)."""
-    h = hashlib.sha256()
-    state = dict(module.state_dict())
-    latent_avg = getattr(module, "latent_avg", None)
-    if isinstance(latent_avg, torch.Tensor):
-        state["<latent_avg>"] = latent_avg
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def settings_key(settings: dict) -> str:

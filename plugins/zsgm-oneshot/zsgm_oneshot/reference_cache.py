@@ -9,35 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from zsgm.cache import cache_root, weights_fingerprint  # noqa: F401 (re-exported)
 from zsgm.io_utils import atomic_write_bytes
 
 CACHE_SUBDIR = "reference-latents"
 LATENT_NAME = "w_ref"
-
-
-def cache_root() -> Path:
-    """``$ZSGM_CACHE`` or ``$XDG_CACHE_HOME/zsgm`` or ``~/.cache/zsgm``."""
-    if os.environ.get("ZSGM_CACHE"):
-        return Path(os.environ["ZSGM_CACHE"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "zsgm"
-    return Path.home() / ".cache" / "zsgm"
-
-
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer (name, dtype, shape, bytes), in name order."""
-    h = hashlib.sha256()
-    state = module.state_dict()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def cache_key(image_bytes: bytes, generator_fingerprint: str, settings: dict) -> str:
