@@ -132,19 +132,25 @@ class GeneratorArch:
         Raises:
             ValueError: unknown or missing keys, or values that do not make an architecture.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"generator architecture should be a table of keys, found {type(data).__name__}")
-        known = {f.name for f in attrs.fields(cls)}
-        extra = set(data) - known
-        if extra:
-            raise ValueError(f"unknown generator architecture keys: {sorted(extra)} (known: {sorted(known)})")
-        missing = {"size", "channels"} - set(data)
-        if missing:
-            raise ValueError(f"generator architecture lacks {sorted(missing)}")
-        try:
-            return cls(**dict(data))
-        except (TypeError, OverflowError) as exc:
-            raise ValueError(f"bad generator architecture {dict(data)}: {exc}") from None
+        return arch_from_dict(cls, data, what="generator")
+
+
+def arch_from_dict(cls, data: Mapping, *, what: str):
+    """An attrs architecture class built from a table with ``size`` and ``channels`` required; ``what`` names it
+    in the one-line ``ValueError`` for a non-table, unknown or missing keys, or values that do not fit."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what} architecture should be a table of keys, found {type(data).__name__}")
+    known = {f.name for f in attrs.fields(cls)}
+    extra = set(data) - known
+    if extra:
+        raise ValueError(f"unknown {what} architecture keys: {sorted(extra)} (known: {sorted(known)})")
+    missing = {"size", "channels"} - set(data)
+    if missing:
+        raise ValueError(f"{what} architecture lacks {sorted(missing)}")
+    try:
+        return cls(**dict(data))
+    except (TypeError, OverflowError) as exc:
+        raise ValueError(f"bad {what} architecture {dict(data)}: {exc}") from None
 
 
 def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:

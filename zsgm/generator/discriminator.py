@@ -132,19 +132,9 @@ class DiscriminatorArch:
         Raises:
             ValueError: unknown or missing keys, or values that do not make an architecture.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"discriminator architecture should be a table of keys, found {type(data).__name__}")
-        known = {f.name for f in attrs.fields(cls)}
-        extra = set(data) - known
-        if extra:
-            raise ValueError(f"unknown discriminator architecture keys: {sorted(extra)} (known: {sorted(known)})")
-        missing = {"size", "channels"} - set(data)
-        if missing:
-            raise ValueError(f"discriminator architecture lacks {sorted(missing)}")
-        try:
-            return cls(**dict(data))
-        except (TypeError, OverflowError) as exc:
-            raise ValueError(f"bad discriminator architecture {dict(data)}: {exc}") from None
+        from zsgm.generator.arch import arch_from_dict
+
+        return arch_from_dict(cls, data, what="discriminator")
 
     def tap_shapes(self) -> dict[str, tuple[int, int, int]]:
         """``{tap name: (C, H, W)}`` of every map :meth:`Discriminator.features` can return, in computing order."""
