@@ -111,3 +111,18 @@ def test_checkpoint_without_the_technique_optimiser_is_refused_naming_it(tmp_pat
     torch.save(state, path)
     with pytest.raises(CheckpointMismatchError, match=r"technique optimisers \[\], this run has \['critic/critic'\]"):
         adapt(recipe(4, reg), out_dir=tmp_path, registry=reg, resume=True)
+
+
+def test_a_nonfinite_technique_weight_is_named(tmp_path):
+    from zsgm.checkpoint import nonfinite_in_checkpoint, nonfinite_weights
+    from zsgm.run import build_run
+
+    reg = registry()
+    run = build_run(recipe(2, reg), out_dir=tmp_path, registry=reg)
+    assert nonfinite_weights(run) == []
+    with torch.no_grad():
+        run.techniques[0].head.weight[0, 0] = float("nan")
+    assert nonfinite_weights(run) == ["techniques.critic.head.weight"]
+    state = {"target": run.g_target.state_dict(), "ema": None,
+             "techniques": {"critic": run.techniques[0].state_dict()}}
+    assert nonfinite_in_checkpoint(state) == ["techniques.critic.head.weight"]

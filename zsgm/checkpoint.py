@@ -119,11 +119,14 @@ def keep_previous_checkpoint(out_dir: str | Path) -> bool:
 
 
 def nonfinite_weights(run, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
-    """Names of the run's weights holding NaN or inf: target generator, EMA copy, and whatever else the
-    optimiser trains (techniques' parameters, named by optimiser group and index)."""
+    """Names of the run's weights holding NaN or inf: target generator, EMA copy, every technique's state (a
+    discriminator a technique trains with its own optimiser, say), and whatever else the optimiser trains
+    (named by optimiser group and index)."""
     named = {f"target.{k}": v for k, v in run.g_target.state_dict().items()}
     if run.g_ema is not None:
         named.update({f"ema.{k}": v for k, v in run.g_ema.state_dict().items()})
+    for use, technique in zip(run.uses, run.techniques):
+        named.update({f"techniques.{use.name}.{k}": v for k, v in technique.state_dict().items()})
     if optimizer is not None:
         known = {id(p) for p in run.g_target.parameters()}
         for i, group in enumerate(optimizer.param_groups):
@@ -134,9 +137,12 @@ def nonfinite_weights(run, optimizer: torch.optim.Optimizer | None = None) -> li
 
 
 def nonfinite_in_checkpoint(state: dict) -> list[str]:
-    """Names of a read checkpoint's generator weights holding NaN or inf."""
+    """Names of a read checkpoint's weights holding NaN or inf: generators and technique states."""
     named = {f"target.{k}": v for k, v in state["target"].items()}
     named.update({f"ema.{k}": v for k, v in (state["ema"] or {}).items()})
+    for technique, tensors in (state.get("techniques") or {}).items():
+        if isinstance(tensors, dict):
+            named.update({f"techniques.{technique}.{k}": v for k, v in tensors.items()})
     return nonfinite_names(named)
 
 
