@@ -34,7 +34,6 @@ the same four maps are ``convs.3.conv2``, ``convs.4.conv1``, ``convs.4.conv2``, 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Mapping, Sequence
 
 import attrs
@@ -42,23 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zsgm.generator.arch import MAX_CHANNELS, MAX_ELEMENTS, MAX_SIZE, GeneratorArch
+from zsgm.generator.arch import MAX_CHANNELS, MAX_ELEMENTS, MAX_SIZE, GeneratorArch, _as_int, _as_ints, _is_int
 from zsgm.generator.layers import EqualLinear, FilterBuffer, FusedLeakyReLU
 from zsgm.ops import upfirdn2d
 
 MAX_STDDEV_GROUP = 1 << 16
-
-
-def _as_int(value):
-    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
-
-
-def _as_ints(values):
-    return tuple(_as_int(v) for v in values)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @attrs.frozen(kw_only=True)

@@ -154,11 +154,16 @@ def main(argv: list[str] | None = None) -> None:
                 parser.exit(2, f"zsgm.toy.benchmark: {method} on {task}: {exc}\n")
             records.append(record)
             print(table([record]).splitlines()[-1], flush=True)
-    text = table(records)
+    write_results(records, table(records), out=Path(args.out), table_path=args.table)
+
+
+def write_results(records: list[dict], text: str, *, out: Path, table_path: str | None) -> None:
+    """Print the markdown table ``text``, write it to ``table_path`` if given, and the records to
+    ``<out>/benchmark.json`` (atomically)."""
     print(text)
-    if args.table:
-        atomic_write_text(args.table, text)
-    atomic_write_text(Path(args.out) / "benchmark.json", json.dumps(records, indent=2) + "\n")
+    if table_path:
+        atomic_write_text(table_path, text)
+    atomic_write_text(out / "benchmark.json", json.dumps(records, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from zsgm.io_utils import atomic_write_text
+from zsgm.toy.benchmark import write_results
 from zsgm.toy.evaluate import COLUMNS, evaluate_run
 from zsgm.toy.references import REFERENCES, write_references
 
@@ -92,11 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             atomic_write_text(run_dir / "eval.json", json.dumps(record, indent=2) + "\n")
             records.append(record)
             print(table([record]).splitlines()[-1], flush=True)
-    text = table(records)
-    print(text)
-    if args.table:
-        atomic_write_text(args.table, text)
-    atomic_write_text(out / "benchmark.json", json.dumps(records, indent=2) + "\n")
+    write_results(records, table(records), out=out, table_path=args.table)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ steps; ``clip-consistency`` and ``patch-contrastive`` skip them (``reference_ste
 from __future__ import annotations
 
 import functools
+import weakref
 from pathlib import Path
 
 import torch
@@ -54,11 +55,24 @@ def reference_file(recipe) -> str:
     return recipe.target_images[0]
 
 
+#: Per run: what several one-shot techniques read, built once (the reference pixels, each LPIPS network).
+_SHARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _shared(run, key, build):
+    """``build()`` once per (run, key); the techniques of a run share the (read-only) result."""
+    memo = _SHARED.setdefault(run, {})
+    if key not in memo:
+        memo[key] = build()
+    return memo[key]
+
+
 def load_reference(run) -> torch.Tensor:
     """``[1, 3, S, S]`` in [-1, 1] on the run's device: the reference squashed to the generator's size ``S`` (as the
-    released ``Resize([size, size])``; bicubic here, bilinear there)."""
+    released ``Resize([size, size])``; bicubic here, bilinear there). Decoded once per run; do not modify it."""
     size = run.g_source.arch.size
-    return load_image(reference_file(run.recipe), size=size, fit="squash").to(run.device)
+    return _shared(run, "reference",
+                   lambda: load_image(reference_file(run.recipe), size=size, fit="squash").to(run.device))
 
 
 #: The one-shot techniques that read the reference image; the first of them in a recipe reports its problems.
@@ -110,7 +124,10 @@ def resolve_lpips_net(run, net: str) -> str:
 
 
 def load_run_lpips(run, net: str, backbone: str | None):
-    """The LPIPS distance (``zsgm.perceptual``) for ``net`` (after :func:`resolve_lpips_net`) on the run's device."""
+    """The LPIPS distance (``zsgm.perceptual``) for ``net`` (after :func:`resolve_lpips_net`) on the run's device;
+    built once per run and network (it is frozen, so the search and the reconstruction share it)."""
     from zsgm.perceptual import load_lpips
 
-    return load_lpips(resolve_lpips_net(run, net), backbone=backbone, device=run.device)
+    resolved = resolve_lpips_net(run, net)
+    return _shared(run, ("lpips", resolved, backbone),
+                   lambda: load_lpips(resolved, backbone=backbone, device=run.device))
