@@ -21,7 +21,7 @@ in one process never share state. The loop calls them in this order::
         backward()
         zsgm_after_backward(run, step)
         optimizer step, EMA
-        zsgm_after_step(run, step)                    anchors, extra logging
+        zsgm_after_step(run, step, log)               anchors, extra logging (log: the step's logged values)
     zsgm_teardown(run, error)                         always, with the exception or None
 """
 
@@ -187,8 +187,15 @@ def zsgm_after_backward(run, step):
 
 
 @hookspec
-def zsgm_after_step(run, step):
-    """Called after the optimiser and EMA updates (anchor refresh, extra logging)."""
+def zsgm_after_step(run, step, log):
+    """Called after the optimiser and EMA updates (anchor refresh, extra logging).
+
+    Args:
+        log: the step's logged values, ``{"<technique>/<term>": float, ..., "total": float}`` (what
+            ``losses.jsonl`` gets), on the steps whose values the loop has fetched from the device (every
+            ``run.log_every`` steps and the last step); None on the other steps, so a logger never forces a
+            host synchronisation. An implementation may leave ``log`` out of its signature.
+    """
 
 
 @hookspec

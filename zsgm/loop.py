@@ -164,7 +164,7 @@ def optimisation_step(run: Run, optimizer: torch.optim.Optimizer, step: int, kep
         run.pm.hook.zsgm_after_backward(run=run, step=step)
         optimizer.step()
         update_ema(run)
-    run.pm.hook.zsgm_after_step(run=run, step=step)
+    run.pm.hook.zsgm_after_step(run=run, step=step, log=log)
     run.batch = None
     return log
 

@@ -50,12 +50,15 @@ class ClipConfig:
     Attributes:
         templates: prompt templates for text ensembles ("a {} shape"); default: the CLIP model's own templates
             if its file names some (the shapes CLIP does), else the 79 ImageNet ones.
+        device: where the CLIP ensemble runs ("cuda:1"); None: the run's device. Images move to it and
+            embeddings come back, so a 1024-px generator and two ViT CLIPs can share two smaller GPUs.
     """
 
     models: list[ClipModelConfig] = attrs.field(
         factory=lambda: [ClipModelConfig(name="ViT-B-32", pretrained="openai")]
     )
     preprocess: str = attrs.field(default="nada", validator=v.one_of(["nada", "oneshot", "deltaedit"]))
+    device: Optional[str] = attrs.field(default=None, validator=v.optional_non_empty)
     text_aggregate: str = attrs.field(default="nada", validator=v.one_of(["nada", "air"]))
     templates: Optional[list[str]] = attrs.field(default=None)
 
@@ -97,6 +100,8 @@ class OptimConfig:
             One-shot CLIP: rosinality's ``randomize_noise``) gives every generator forward its own draw, so
             the source, target and anchor images of one latent differ by their noise; "shared" feeds one
             draw per step to all of them, so the image direction measures the weights' change alone.
+        grad_checkpointing: recompute the target generator's synthesis blocks in the backward pass instead
+            of keeping their activations (less memory, more time; the same gradients).
     """
 
     steps: int = attrs.field(default=300, validator=v.positive)
@@ -108,6 +113,7 @@ class OptimConfig:
     ema_decay: Optional[float] = attrs.field(default=None)
     mixing: float = attrs.field(default=0.0, validator=v.in_closed_range(0.0, 1.0))
     noise: str = attrs.field(default="fresh", validator=v.one_of(["fresh", "shared"]))
+    grad_checkpointing: bool = False
 
     @ema_decay.validator
     def _check_ema(self, _attr, value):
@@ -124,6 +130,12 @@ class RunConfig:
         sample_every: write a source/target image grid every N steps (0: only at the end).
         checkpoint_every: write a resumable checkpoint every N steps (0: only at the end).
         n_samples: images per grid row (fixed latents, the same for the whole run).
+        log_every: fetch the step's loss values from the device every N steps (they are written to
+            ``losses.jsonl`` for every step either way); N > 1 saves a host synchronisation per step on a GPU.
+        tf32: allow TF32 matmuls and convolutions on Ampere and newer GPUs.
+        autocast: forwards run under bf16 autocast: any of "generator", "clip".
+        channels_last: keep the generators' convolution inputs in channels-last memory format.
+        compile: ``torch.compile`` the generators' synthesis and the CLIP image encoders.
     """
 
     seed: int = 0
@@ -132,6 +144,18 @@ class RunConfig:
     checkpoint_every: int = attrs.field(default=50, validator=v.non_negative)
     n_samples: int = attrs.field(default=8, validator=v.positive)
     progress: bool = True
+    log_every: int = attrs.field(default=1, validator=v.positive)
+    tf32: bool = False
+    autocast: list[str] = attrs.field(factory=list)
+    channels_last: bool = False
+    compile: bool = False
+
+    @autocast.validator
+    def _check_autocast(self, _attr, value):
+        bad = [x for x in value if x not in ("generator", "clip")]
+        if bad or len(set(value)) != len(value):
+            raise ValueError(f"must list each of 'generator', 'clip' at most once (bf16 autocast of those "
+                             f"forwards); got {value!r}")
 
 
 @attrs.define(kw_only=True)

@@ -60,12 +60,12 @@ def trace_moment_terms(recipe, *, steps: int, out_dir: str | Path) -> list[dict]
         run.pm.hook.zsgm_before_step(run=run, step=step)
         run.batch = StepBatch(run, step)
         measured = term_gradient_norms(run, step)
-        total, _ = compute_losses(run, step)
+        total, logged = compute_losses(run, step)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         run.pm.hook.zsgm_after_backward(run=run, step=step)
         optimizer.step()
-        run.pm.hook.zsgm_after_step(run=run, step=step)
+        run.pm.hook.zsgm_after_step(run=run, step=step, log=logged)
         run.batch = None
         records.append({"step": step, **{f"{k}/value": v for k, (v, _) in measured.items()},
                         **{f"{k}/grad": g for k, (_, g) in measured.items()}})
