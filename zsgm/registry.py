@@ -100,11 +100,23 @@ class ClipSpec:
 
 @attrs.define(frozen=True)
 class MetricSpec:
-    """A named evaluation metric."""
+    """A named evaluation metric (interface: :mod:`zsgm.metrics.api`).
+
+    Attributes:
+        compute: ``compute(ctx: EvalContext) -> MetricResult``.
+        applies: ``applies(ctx) -> None | str``: None when the metric can run on ``ctx``, else one line saying
+            why not; None (the default) means it always applies.
+        family: metrics computed together share a family name ("shapes", "fid"); ``zsgm eval --metrics shapes``
+            selects a family.
+        default: computed by ``zsgm eval`` when no ``--metrics`` are given (and it applies).
+    """
 
     name: str
     compute: Callable[..., Any]
     description: str = ""
+    applies: Callable[..., Any] | None = None
+    family: str = ""
+    default: bool = False
 
 
 @attrs.define
