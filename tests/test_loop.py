@@ -170,3 +170,51 @@ def test_two_direction_providers_are_rejected_when_the_run_is_built(tmp_path):
     data["techniques"] += [{"use": "image-target"}, {"use": "image-target", "label": "again"}]
     with pytest.raises(Exception, match="provide text directions"):
         adapt(recipe_from_dict(data), out_dir=tmp_path)
+
+
+def test_snapshots_hold_the_sampling_generator_at_their_steps(tmp_path):
+    from zsgm.generator import load_generator
+
+    data = tiny_recipe(steps=4)
+    data["run"]["snapshot_every"] = 2
+    result = adapt(recipe_from_dict(data), out_dir=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["step-000002.safetensors",
+                                                                           "step-000004.safetensors"]
+    final, _ = load_generator(result.generator_path)
+    at_2, _ = load_generator(tmp_path / "snapshots" / "step-000002.safetensors")
+    at_4, _ = load_generator(tmp_path / "snapshots" / "step-000004.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(final.state_dict().values(), at_4.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(at_2.state_dict().values(), at_4.state_dict().values()))
+
+
+@attrs.define(kw_only=True)
+class LogRecorderConfig:
+    pass
+
+
+class LogRecorder(Technique):
+    seen: list = []
+
+    @hookimpl
+    def zsgm_after_step(self, run, step, log):
+        type(self).seen.append((step, log))
+
+
+class LogRecorderPlugin:
+    __name__ = "log_recorder_plugin"
+
+    @staticmethod
+    @hookimpl
+    def zsgm_register_techniques(register):
+        register(TechniqueSpec(name="log-recorder", config=LogRecorderConfig, build=LogRecorder))
+
+
+def test_after_step_hook_receives_the_logged_values(tmp_path):
+    _, registry = build_registry(extra_modules=[LogRecorderPlugin()])
+    data = tiny_recipe(steps=3)
+    data["techniques"].append({"use": "log-recorder"})
+    LogRecorder.seen = []
+    adapt(recipe_from_dict(data, registry=registry), out_dir=tmp_path, registry=registry)
+    assert [s for s, _ in LogRecorder.seen] == [0, 1, 2]
+    for (step, log), row in zip(LogRecorder.seen, losses(tmp_path)):
+        assert log == {k: v for k, v in row.items() if k != "step"}

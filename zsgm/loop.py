@@ -9,7 +9,7 @@
         batch = StepBatch(run, step)     lazy: source forward only if someone reads it
         terms = loss hooks               named, unweighted; weighted here by the recipe
         check finite; unless a skip_update hook says so: backward, after_backward hooks, optimiser step, EMA
-        after_step hooks, log, grids, checkpoint (only of finite weights; the one before is kept)
+        after_step hooks, log, grids, snapshots, checkpoint (only of finite weights; the one before is kept)
     final generator + grid; teardown hooks
 """
 
@@ -206,6 +206,17 @@ def write_final_generator(run: Run, paths: RunPaths) -> Path:
     return paths.generator
 
 
+def write_snapshot(run: Run, paths: RunPaths, step: int) -> Path:
+    """``snapshots/step-XXXXXX.safetensors``: the sampling generator after ``step`` steps (``run.snapshot_every``),
+    for metric-vs-step curves (``zsgm eval --at-checkpoints``). Not written for non-finite weights."""
+    from zsgm.generator import save_generator
+
+    path = paths.snapshot(step)
+    if not nonfinite_weights(run):
+        save_generator(run.sample_generator(), path)
+    return path
+
+
 def _write_run_record(run: Run, *, resumed_from: int | None) -> None:
     atomic_write_text(run.out_dir / "recipe.toml", dumps_recipe(run.recipe))
     record = run.state_fingerprint()
@@ -291,6 +302,7 @@ def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, sto
     steps = recipe.optim.steps
     end = steps if stop_after is None else min(steps, start + stop_after)
     every_grid, every_ckpt = recipe.run.sample_every, recipe.run.checkpoint_every
+    every_snapshot = recipe.run.snapshot_every
     log: dict[str, float] = {}
     generator_path = None
     grid_inputs = fixed_sample_inputs(run)
@@ -312,6 +324,8 @@ def _train(recipe: Recipe, paths: RunPaths, *, state: dict | None, registry, sto
             done = step + 1
             if every_grid and done % every_grid == 0 and done < steps:
                 write_grid(run, done, grid_inputs)
+            if every_snapshot and done % every_snapshot == 0:
+                write_snapshot(run, paths, done)
             if (every_ckpt and done % every_ckpt == 0) or done == end:
                 kept.save(run, optimizer, next_step=done)
         bar.close()

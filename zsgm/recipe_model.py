@@ -130,6 +130,8 @@ class RunConfig:
         sample_every: write a source/target image grid every N steps (0: only at the end).
         checkpoint_every: write a resumable checkpoint every N steps (0: only at the end).
         n_samples: images per grid row (fixed latents, the same for the whole run).
+        snapshot_every: also keep the sampling generator every N steps as ``snapshots/step-XXXXXX.safetensors``
+            (0: none), for ``zsgm eval --at-checkpoints`` (a metric-vs-step curve).
         log_every: fetch the step's loss values from the device every N steps (they are written to
             ``losses.jsonl`` for every step either way); N > 1 saves a host synchronisation per step on a GPU.
         tf32: allow TF32 matmuls and convolutions on Ampere and newer GPUs.
@@ -144,6 +146,7 @@ class RunConfig:
     checkpoint_every: int = attrs.field(default=50, validator=v.non_negative)
     n_samples: int = attrs.field(default=8, validator=v.positive)
     progress: bool = True
+    snapshot_every: int = attrs.field(default=0, validator=v.non_negative)
     log_every: int = attrs.field(default=1, validator=v.positive)
     tf32: bool = False
     autocast: list[str] = attrs.field(factory=list)

@@ -22,7 +22,8 @@ must be the run's saved ``recipe.toml`` except for fields that do not change wha
   technique whose schedule is relative to the run length (AIR's refresh steps) follows the new length for
   the remaining steps.
 - ``run.device``: where it runs (on another device the numbers match to float precision, not bit for bit).
-- ``run.progress``, ``run.sample_every``, ``run.checkpoint_every``: what is shown and how often it is saved.
+- ``run.progress``, ``run.sample_every``, ``run.checkpoint_every``, ``run.snapshot_every``: what is shown and
+  how often it is saved.
 - ``clip.models[i].trust_torchscript``: whether a CLIP file may run its code when loaded (the same file
   gives the same model either way).
 
@@ -57,6 +58,7 @@ RESUMABLE_FIELDS = {
     "run.progress": "",
     "run.sample_every": "",
     "run.checkpoint_every": "",
+    "run.snapshot_every": "",
     "clip.models[].trust_torchscript": "",
 }
 
@@ -94,6 +96,14 @@ class RunPaths:
     @property
     def generator(self) -> Path:
         return self.out_dir / "generator.safetensors"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.out_dir / "snapshots"
+
+    def snapshot(self, step: int) -> Path:
+        """The sampling generator after ``step`` steps (``run.snapshot_every``)."""
+        return self.snapshots / f"step-{step:06d}.safetensors"
 
     @property
     def lock(self) -> Path:
