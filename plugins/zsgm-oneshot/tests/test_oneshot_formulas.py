@@ -215,3 +215,38 @@ def test_released_augmentation_gives_identical_clamped_views():
     assert torch.equal(torch.random.get_rng_state(), before)  # the global generator is left alone
     assert all(torch.equal(views[0], views[i]) for i in range(8))  # one draw for the whole batch
     assert float(views.min()) >= 0.0  # ColorJitter's blend clamps [-1, 1] data to [0, 1]
+
+
+def _two_steps(frozen_adam: str, *, released: bool):
+    """Step 1 reaches both parameters, step 2 only the first (a patch step leaves the global head out)."""
+    from zsgm_oneshot.adversarial import Adversarial, AdversarialConfig
+
+    torch.manual_seed(0)
+    tech = Adversarial(AdversarialConfig(frozen_adam=frozen_adam))
+    tech.discriminator = torch.nn.Linear(3, 2)
+    tech.heads = torch.nn.ModuleList([torch.nn.Linear(2, 1)])
+    opt = torch.optim.Adam(tech.parameters(), lr=0.1, betas=(0.9, 0.99))
+    x = torch.randn(4, 3)
+    tech.heads[0](tech.discriminator(x)).square().mean().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=not released)  # torch < 2 (the released code's): gradients zeroed, not dropped
+    tech.discriminator(x).square().mean().backward()
+    opt.step() if released else tech._step(opt)
+    return tech, opt
+
+
+def test_frozen_adam_zero_grad_steps_unreached_parameters_as_the_released_torch_did():
+    ours, ours_opt = _two_steps("zero-grad", released=False)
+    ref, ref_opt = _two_steps("zero-grad", released=True)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    head_state = ours_opt.state[ours.heads[0].weight]
+    assert int(head_state["step"]) == 2 == int(ref_opt.state[ref.heads[0].weight]["step"])
+
+
+def test_frozen_adam_skip_leaves_unreached_parameters_alone():
+    skipped, opt = _two_steps("skip", released=False)
+    moved, _ = _two_steps("zero-grad", released=False)
+    assert int(opt.state[skipped.heads[0].weight]["step"]) == 1
+    assert not torch.equal(skipped.heads[0].weight, moved.heads[0].weight)  # beta1 = 0.9: momentum moves it
+    assert torch.equal(skipped.discriminator.weight, moved.discriminator.weight)

@@ -272,3 +272,14 @@ def test_discriminator_step_follows_the_released_update(tmp_path, reference):
         assert torch.allclose(ours[name], p, atol=1e-7), name
     assert not torch.equal(head_before, technique.heads[0][0].weight)  # the step did move the head
     assert not any(p.requires_grad for p in ours.values())  # frozen again for the generator step
+
+
+def test_reference_cache_key_changes_with_the_clip_weights(tmp_path, reference, private_cache):
+    recipe = recipe_from_dict(tiny_recipe(reference, [search_entry(), {"use": "clip-consistency"}]))
+    run = build_run(recipe, out_dir=tmp_path / "run")
+    search = run.techniques[0]
+    before = search.cache_file(run)
+    assert search.cache_file(run) == before  # the key is stable
+    with torch.no_grad():
+        next(run.clip_models[0].parameters()).add_(1e-3)  # another CLIP file under the same name
+    assert search.cache_file(run) != before

@@ -170,7 +170,8 @@ class ReferenceSearch(Technique):
     # ------------------------------------------------------------------ the search
 
     def settings(self, run) -> dict:
-        """Everything besides the image and the generator weights that determines the result (the cache key)."""
+        """Everything besides the image and the generator weights that determines the result (the cache key),
+        the CLIP models' weights included: a CLIP file replaced under the same name gets a new search."""
         c = self.config
         options = {f.name: getattr(c, f.name) for f in attrs.fields(type(c)) if f.name not in ("cache",)}
         options["lpips"] = resolve_lpips_net(run, c.lpips)
@@ -179,7 +180,8 @@ class ReferenceSearch(Technique):
             "options": options,
             "seed": run.recipe.run.seed,
             "stream": self.use.name,
-            "clip": [[m.name, m.pretrained, m.weight] for m in run.recipe.clip.models],
+            "clip": [[m.name, m.pretrained, m.weight, weights_fingerprint(model)]
+                     for m, model in zip(run.recipe.clip.models, run.clip_models)],
             "preprocess": run.recipe.clip.preprocess,
         }
 
