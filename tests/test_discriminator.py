@@ -8,13 +8,9 @@ equalised-lr convs, lrelu(0.2) * sqrt(2), ``(conv2 + skip) / sqrt(2)``, stddev o
 
 from __future__ import annotations
 
-import collections
 import math
 import pickle
-import sys
-import types
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,6 +28,8 @@ from zsgm.generator import (
     save_discriminator,
 )
 from zsgm.generator.discriminator_files import nvidia_to_rosinality_d, rosinality_to_nvidia_d
+
+from nvidia_stand_in import install_nvidia_modules
 
 
 def tiny_arch(**kw) -> DiscriminatorArch:
@@ -268,53 +266,14 @@ def test_nvidia_names_round_trip():
 @pytest.fixture
 def nvidia_pickle(monkeypatch, tmp_path):
     """``write(flat, kwargs, path)``: a pickle shaped like NVIDIA's, with stand-in persistence modules."""
-    persistence = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta):
+    def never(meta):
         raise AssertionError("the embedded source must never run")
 
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    util = types.ModuleType("dnnlib.util")
-
-    class EasyDict(dict):
-        pass
-
-    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
-    util.EasyDict = EasyDict
-    for name, mod in (("torch_utils", types.ModuleType("torch_utils")), ("torch_utils.persistence", persistence),
-                      ("dnnlib", types.ModuleType("dnnlib")), ("dnnlib.util", util)):
-        monkeypatch.setitem(sys.modules, name, mod)
-
-    class Persistent:
-        def __init__(self, class_name, state):
-            self.class_name, self.state = class_name, state
-
-        def __reduce__(self):
-            return (persistence._reconstruct_persistent_obj,
-                    ({"type": "class", "version": 6, "module_src": "raise SystemExit", "class_name": self.class_name,
-                      "state": self.state},))
-
-    def node(flat, prefix, names, cls):
-        children, params, bufs = collections.OrderedDict(), collections.OrderedDict(), collections.OrderedDict()
-        for name in names:
-            head, _, tail = name[len(prefix):].partition(".")
-            if tail:
-                children.setdefault(head, []).append(name)
-            elif head == "resample_filter":
-                bufs[head] = flat[name]
-            else:
-                params[head] = torch.nn.Parameter(flat[name].detach().clone(), requires_grad=False)
-        return Persistent(cls, {"training": False, "_parameters": params, "_buffers": bufs,
-                                "_non_persistent_buffers_set": set(), "_init_kwargs": EasyDict(),
-                                "_modules": collections.OrderedDict((h, node(flat, prefix + h + ".", ns, "Layer"))
-                                                                    for h, ns in children.items()),
-                                "weight_gain": np.float32(0.5)})
+    stand_in = install_nvidia_modules(monkeypatch, reconstruct=never, module_src="raise SystemExit")
+    EasyDict = stand_in.EasyDict
 
     def write(flat, kwargs, path, *, with_d=True):
-        top = node(flat, "", list(flat), "Discriminator")
-        top.state["_init_kwargs"] = EasyDict(kwargs)
+        top = stand_in.tree(flat, "Discriminator", EasyDict(kwargs))
         data = {"G": None, "G_ema": None, "augment_pipe": None, "training_set_kwargs": EasyDict(resolution=16)}
         if with_d:
             data["D"] = top

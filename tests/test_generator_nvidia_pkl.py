@@ -7,9 +7,7 @@ tensors, so torch's own tensor/storage reduction paths run.
 
 from __future__ import annotations
 
-import collections
 import pickle
-import sys
 import types
 
 import numpy as np
@@ -28,7 +26,8 @@ from zsgm.generator import (
 from zsgm.generator.names import nvidia_to_rosinality
 from zsgm.generator.nvidia_pkl import load_pickle_safely, read_nvidia_pickle
 
-BUFFERS = ("resample_filter", "noise_const", "w_avg")  # what NVIDIA registers as buffers
+from nvidia_stand_in import install_nvidia_modules
+
 
 
 def randomised(arch: GeneratorArch, seed: int) -> Generator:
@@ -55,60 +54,18 @@ def images(g):
 def nv(monkeypatch, tmp_path):
     """Stand-in NVIDIA modules; returns a namespace with ``write(g, path, **kw)`` and the exec ``marker`` path."""
     marker = tmp_path / "module_src_ran"
-    persistence = types.ModuleType("torch_utils.persistence")
 
-    def _reconstruct_persistent_obj(meta):  # what the real one would do: exec the embedded source
+    def run_embedded_source(meta):  # what the real one would do: exec the embedded source
         exec(meta["module_src"], {})
 
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    util = types.ModuleType("dnnlib.util")
-
-    class EasyDict(dict):
-        pass
-
-    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
-    util.EasyDict = EasyDict
-    for name, mod in (("torch_utils", types.ModuleType("torch_utils")), ("torch_utils.persistence", persistence),
-                      ("dnnlib", types.ModuleType("dnnlib")), ("dnnlib.util", util)):
-        monkeypatch.setitem(sys.modules, name, mod)
-
-    class Persistent:
-        """Pickles the way NVIDIA's persistent classes do: ``_reconstruct_persistent_obj(meta)``."""
-
-        def __init__(self, class_name, state):
-            self.class_name, self.state = class_name, state
-
-        def __reduce__(self):
-            src = f"open({str(marker)!r}, 'w').write('ran')\n"
-            return (persistence._reconstruct_persistent_obj,
-                    ({"type": "class", "version": 6, "module_src": src, "class_name": self.class_name,
-                      "state": self.state},))
+    stand_in = install_nvidia_modules(monkeypatch, reconstruct=run_embedded_source,
+                                      module_src=f"open({str(marker)!r}, 'w').write('ran')\n")
+    EasyDict = stand_in.EasyDict
 
     def tree(flat, kwargs, class_name="Generator"):
-        """Nest a flat NVIDIA state dict into module records shaped like an nn.Module ``__dict__``."""
-        def node(prefix, names, cls):
-            children, params, bufs = collections.OrderedDict(), collections.OrderedDict(), collections.OrderedDict()
-            for name in names:
-                head, _, tail = name[len(prefix):].partition(".")
-                if tail:
-                    children.setdefault(head, []).append(name)
-                elif head in BUFFERS:
-                    bufs[head] = flat[name]
-                else:
-                    params[head] = torch.nn.Parameter(flat[name].detach(), requires_grad=False)
-            return Persistent(cls, {
-                "training": False, "_parameters": params, "_buffers": bufs, "_non_persistent_buffers_set": set(),
-                "_modules": collections.OrderedDict((h, node(prefix + h + ".", ns, "Layer"))
-                                                    for h, ns in children.items()),
-                "_forward_hooks": collections.OrderedDict(), "_init_args": (), "_init_kwargs": EasyDict(),
-                "weight_gain": np.float32(0.25), "act_gain": np.float64(np.sqrt(2)),  # numpy scalars, as NVIDIA has
-            })
-
-        top = node("", list(flat), class_name)
-        top.state["_init_kwargs"] = kwargs
-        # a non-persistent buffer must not reach the state dict
+        """Nest a flat NVIDIA state dict into module records; plus a non-persistent buffer that must not reach
+        the state dict."""
+        top = stand_in.tree(flat, class_name, kwargs)
         top.state["_buffers"]["scratch"] = torch.zeros(3)
         top.state["_non_persistent_buffers_set"] = {"scratch"}
         return top
