@@ -242,12 +242,18 @@ class KeptCheckpoints:
 
 
 def nonfinite_loss_error(step: int, log: dict[str, float], kept: KeptCheckpoints, *, weights: list[str],
-                         advice: str) -> NonFiniteLossError:
+                         advice: str, found_at: int | None = None, log_every: int = 1) -> NonFiniteLossError:
     """The error for a NaN/inf loss at ``step``: the bad terms of ``log``, whether the ``weights`` named were
-    already non-finite, the last good checkpoint, and ``advice``."""
+    already non-finite, the last good checkpoint, and ``advice``.
+
+    ``found_at``: the later step at which the value was fetched from the device (``run.log_every`` =
+    ``log_every`` > 1); the weights named are then those after the updates up to that step."""
     bad = {k: v for k, v in log.items() if not math.isfinite(v)}
-    cause = (f"the weights were already non-finite ({', '.join(weights[:3])})" if weights
-             else "the weights were finite")
+    now = "are" if found_at is not None and found_at != step else "were already"
+    cause = (f"the weights {now} non-finite ({', '.join(weights[:3])})" if weights
+             else f"the weights {'are' if now == 'are' else 'were'} finite")
+    if found_at is not None and found_at != step:
+        cause = f"found at step {found_at} (values are fetched every {log_every} steps, run.log_every); {cause}"
     return NonFiniteLossError(f"non-finite loss at step {step}: {bad}; {cause}; {kept.describe_good(step)} ({advice})")
 
 
@@ -314,6 +320,11 @@ def read_checkpoint_file(path: str | Path, *, tag: str, version: int, keys: tupl
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise _unreadable(path, f"next_step is {step!r}", what)
     return state
+
+
+def state_on_cpu(state: dict) -> dict:
+    """A copy of a checkpoint ``state`` with every tensor on the CPU (what rank 0 sends the other ranks)."""
+    return _to_device(state, torch.device("cpu"))
 
 
 def _to_device(obj, device):

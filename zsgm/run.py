@@ -3,6 +3,10 @@
 A :class:`Run` owns the frozen source generator, the trainable target generator (which shares the
 frozen mapping), an optional EMA copy, the CLIP ensemble, the technique instances and a private plugin
 manager holding them. The step loop itself is in :mod:`zsgm.loop`.
+
+Placement: ``clip.device`` puts the CLIP ensemble on another device than the generators (``"cuda:1"``); each
+model is then a :class:`PlacedClip`, which moves images and token embeddings to the CLIP device and the
+embeddings it computes back to the run's device, so techniques see every tensor on ``run.device``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pluggy
 import torch
 
 from zsgm import hookspecs
+from zsgm.distributed import SINGLE, Distributed
 from zsgm.recipe import Recipe, RecipeError
 from zsgm.registry import RegistryError, unknown_name_message
 
@@ -24,17 +29,68 @@ class RunError(RuntimeError):
     """A run cannot start or continue (bad asset, conflicting techniques, non-finite loss...)."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU."""
+def resolve_device(name: str, *, field: str = "run.device") -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; a bad name is a one-line recipe error naming ``field``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise RecipeError([f"run.device: {exc}"]) from None
+        raise RecipeError([f"{field}: {exc}"]) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError([f"run.device: {name!r} requested but CUDA is not available (use 'auto' or 'cpu')"])
+        raise RecipeError([f"{field}: {name!r} requested but CUDA is not available (use 'auto' or 'cpu')"])
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RecipeError([f"{field}: {name!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                           f"device(s)"])
     return device
+
+
+class PlacedClip(torch.nn.Module):
+    """A CLIP model on its own device (``clip.device``) whose outputs come back to the run's device.
+
+    ``encode_image`` moves the images to the CLIP device and the embeddings back (gradients flow through both
+    moves); ``encode_text`` and ``token_embeddings`` return on the run's device; ``encode_token_embeddings``
+    moves its inputs over and its features back. Everything else is the wrapped :class:`zsgm.clip.ClipModel`'s.
+
+    Attributes:
+        inner: the wrapped model, on the CLIP device.
+        device: the run's device, where this wrapper's outputs are.
+    """
+
+    def __init__(self, inner: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.inner = inner
+        self.out_device = torch.device(device)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.out_device
+
+    @property
+    def clip_device(self) -> torch.device:
+        return self.inner.device
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.encode_image(x.to(self.clip_device)).to(self.out_device)  # [N, D]
+
+    def prepare_images(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.prepare_images(x.to(self.clip_device)).to(self.out_device)
+
+    def encode_text(self, texts, **kwargs) -> torch.Tensor:
+        return self.inner.encode_text(texts, **kwargs).to(self.out_device)  # [T, D]
+
+    def token_embeddings(self, texts):
+        return tuple(t.to(self.out_device) for t in self.inner.token_embeddings(texts))
+
+    def encode_token_embeddings(self, embeds: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.inner.encode_token_embeddings(embeds.to(self.clip_device), tokens.to(self.clip_device))
+        return out.to(self.out_device)
 
 
 def load_generator_asset(checkpoint: str, registry, device: torch.device):
@@ -72,14 +128,19 @@ def load_clip_asset(spec, registry, device: torch.device, *, preprocess: str):
     return model.eval()
 
 
-def load_clip_entry(index: int, spec, registry, device: torch.device, *, preprocess: str):
-    """:func:`load_clip_asset` for ``clip.models[index]``; a load failure names that recipe entry."""
+def load_clip_entry(index: int, spec, registry, device: torch.device, *, preprocess: str,
+                    run_device: torch.device | None = None):
+    """:func:`load_clip_asset` for ``clip.models[index]`` on ``device``; a load failure names that recipe entry.
+    When ``run_device`` differs from ``device`` the model comes wrapped in a :class:`PlacedClip`."""
     from zsgm.clip import ClipLoadError
 
     try:
-        return load_clip_asset(spec, registry, device, preprocess=preprocess)
+        model = load_clip_asset(spec, registry, device, preprocess=preprocess)
     except ClipLoadError as exc:
         raise ClipLoadError(f"clip.models[{index}]: {exc}") from None
+    if run_device is not None and torch.device(run_device) != torch.device(device):
+        return PlacedClip(model, run_device)
+    return model
 
 
 def step_rng(seed: int, step: int, stream: str) -> torch.Generator:
@@ -99,7 +160,9 @@ class Run:
         g_source: frozen source generator (eval).
         g_target: trainable target generator; its mapping parameters are frozen and equal to the source's.
         g_ema: EMA copy of ``g_target`` or None.
-        clip_models / clip_weights: the CLIP ensemble.
+        clip_models / clip_weights: the CLIP ensemble (on ``clip_device``; their outputs on ``device``).
+        clip_device: where the CLIP ensemble runs (``clip.device``, default ``device``).
+        dist: this process's place in a data-parallel run (:mod:`zsgm.distributed`; one process by default).
         techniques: technique instances in recipe order; ``uses`` their recipe entries.
         pm: the run's private plugin manager (technique instances only).
         technique_optimizers: the techniques' own optimisers, ``"<entry name>/<key>"`` -> optimiser
@@ -107,13 +170,16 @@ class Run:
         batch: the current step's :class:`zsgm.step.StepBatch`.
     """
 
-    def __init__(self, recipe: Recipe, *, out_dir: str | Path, registry=None):
+    def __init__(self, recipe: Recipe, *, out_dir: str | Path, registry=None, dist: Distributed = SINGLE):
         from zsgm.plugins import get_registry
 
         self.recipe = recipe
         self.registry = registry or get_registry()
         self.out_dir = Path(out_dir)
-        self.device = resolve_device(recipe.run.device)
+        self.dist = dist
+        self.device = dist.local_device(resolve_device(recipe.run.device))
+        self.clip_device = self.device if recipe.clip.device is None else \
+            dist.local_device(resolve_device(recipe.clip.device, field="clip.device"))
         self.step = 0
         self.batch = None
         self._global_directions: list[torch.Tensor] | None = None
@@ -128,13 +194,16 @@ class Run:
         self.g_target = copy.deepcopy(self.g_source).train()
         for name, p in self.g_target.named_parameters():
             p.requires_grad_(not name.startswith("style."))
+        self.g_target.grad_checkpointing = recipe.optim.grad_checkpointing
         self.g_ema = None
         if recipe.optim.ema_decay is not None:
             self.g_ema = copy.deepcopy(self.g_target).eval()
+            self.g_ema.grad_checkpointing = False
             for p in self.g_ema.parameters():
                 p.requires_grad_(False)
 
-        self.clip_models = [load_clip_entry(i, spec, self.registry, self.device, preprocess=recipe.clip.preprocess)
+        self.clip_models = [load_clip_entry(i, spec, self.registry, self.clip_device,
+                                            preprocess=recipe.clip.preprocess, run_device=self.device)
                             for i, spec in enumerate(recipe.clip.models)]
         self.clip_weights = [spec.weight for spec in recipe.clip.models]
 
@@ -229,15 +298,17 @@ class Run:
         return {
             "seed": self.recipe.run.seed,
             "device": str(self.device),
+            "clip_device": str(self.clip_device),
+            "processes": self.dist.world_size,
             "torch": torch.__version__,
             "plugins": plugin_versions(self.registry),
             "generator": {k: v for k, v in self.generator_info.items() if isinstance(v, (str, int, float))},
         }
 
 
-def build_run(recipe: Recipe, *, out_dir: str | Path, registry=None) -> Run:
+def build_run(recipe: Recipe, *, out_dir: str | Path, registry=None, dist: Distributed = SINGLE) -> Run:
     """Build a :class:`Run`, turning registry lookup failures into recipe errors."""
     try:
-        return Run(recipe, out_dir=out_dir, registry=registry)
+        return Run(recipe, out_dir=out_dir, registry=registry, dist=dist)
     except RegistryError as exc:
         raise RecipeError([str(exc)]) from None

@@ -22,8 +22,12 @@ must be the run's saved ``recipe.toml`` except for fields that do not change wha
   technique whose schedule is relative to the run length (AIR's refresh steps) follows the new length for
   the remaining steps.
 - ``run.device``: where it runs (on another device the numbers match to float precision, not bit for bit).
-- ``run.progress``, ``run.sample_every``, ``run.checkpoint_every``, ``run.snapshot_every``: what is shown and
-  how often it is saved.
+- ``run.progress``, ``run.sample_every``, ``run.checkpoint_every``, ``run.snapshot_every``, ``run.log_every``:
+  what is shown and how often it is saved or fetched.
+- ``clip.device``: where the CLIP ensemble runs (float precision, as ``run.device``).
+- ``optim.grad_checkpointing``: whether the generator's activations are kept or recomputed (the same gradients).
+- the number of processes (``torchrun``): not a recipe field; a run may be resumed with any number, since the
+  global batch does not depend on it (:mod:`zsgm.distributed`).
 - ``clip.models[i].trust_torchscript``: whether a CLIP file may run its code when loaded (the same file
   gives the same model either way).
 
@@ -59,6 +63,9 @@ RESUMABLE_FIELDS = {
     "run.sample_every": "",
     "run.checkpoint_every": "",
     "run.snapshot_every": "",
+    "run.log_every": "",
+    "clip.device": "",
+    "optim.grad_checkpointing": "",
     "clip.models[].trust_torchscript": "",
 }
 

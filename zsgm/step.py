@@ -3,6 +3,10 @@
 A technique that reads ``batch.src_images`` causes the frozen source forward; nobody asking means it is
 skipped. CLIP embeddings are memoised per model for the step, so two techniques reading the same
 embedding cost one encode.
+
+In a data-parallel run (:mod:`zsgm.distributed`) every rank draws the step's whole batch (latents, mapping,
+noise) from the run's seeded streams and keeps its own rows, so the global batch is the same whatever the
+number of processes.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from zsgm.run import Run
 
 
-def random_noise(generator, n: int, rng: torch.Generator, device) -> list[torch.Tensor]:
-    """Per-layer noise maps ``[n, 1, r, r]`` drawn from ``rng`` (on CPU, then moved: device independent)."""
+def random_noise(generator, n: int, rng: torch.Generator, device, *, rows: slice = slice(None)) \
+        -> list[torch.Tensor]:
+    """Per-layer noise maps ``[n, 1, r, r]`` drawn from ``rng`` (on CPU, then moved: device independent);
+    ``rows`` keeps only those rows of each map (a rank's share of a global batch), taken before the move."""
     maps = []
     for buf in generator.noises.buffers():  # rosinality layout: noises.noise_{i} [1, 1, r, r]
-        maps.append(torch.randn((n, 1, *buf.shape[2:]), generator=rng).to(device))
+        maps.append(torch.randn((n, 1, *buf.shape[2:]), generator=rng)[rows].to(device))
     return maps
 
 
@@ -46,7 +52,9 @@ class StepBatch:
 
     Attributes:
         step: the step index.
-        ws: ``[N, n_latent, D]`` W+ codes from the frozen source mapping (psi = 1).
+        global_size: ``optim.batch_size``, the batch of the step over all ranks.
+        ws: ``[N, n_latent, D]`` W+ codes from the frozen source mapping (psi = 1); ``N`` is this rank's share
+            of the global batch (all of it in a single-process run).
         noise: the step's shared per-layer noise maps with ``optim.noise = "shared"`` (drawn right after ``ws``
             from the same stream), None with ``"fresh"``; read noise through :meth:`noise_for`, which honours
             the recipe's noise mode.
@@ -56,10 +64,12 @@ class StepBatch:
         self.run = run
         self.step = step
         rng = run.rng(step, "batch")
-        self.ws = sample_ws(run, run.recipe.optim.batch_size, rng, mixing=run.recipe.optim.mixing)
+        self.global_size = run.recipe.optim.batch_size
+        self._rows = run.dist.rows(self.global_size)
+        self.ws = run.dist.shard(sample_ws(run, self.global_size, rng, mixing=run.recipe.optim.mixing))
         self.noise: list[torch.Tensor] | None = None
         if run.recipe.optim.noise == "shared":  # "fresh" draws per role in noise_for, so this draw would go unused
-            self.noise = random_noise(run.g_source, self.ws.shape[0], rng, run.device)
+            self.noise = random_noise(run.g_source, self.global_size, rng, run.device, rows=self._rows)
         self._src_images: torch.Tensor | None = None
         self._tgt_images: torch.Tensor | None = None
         self._src_embeds: dict[int, torch.Tensor] = {}
@@ -78,7 +88,8 @@ class StepBatch:
             return self.noise
         if role not in self._fresh_noise:
             rng = self.run.rng(self.step, f"noise/{role}")
-            self._fresh_noise[role] = random_noise(self.run.g_source, self.ws.shape[0], rng, self.run.device)
+            self._fresh_noise[role] = random_noise(self.run.g_source, self.global_size, rng, self.run.device,
+                                                   rows=self._rows)
         return self._fresh_noise[role]
 
     @property
