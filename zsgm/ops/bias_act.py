@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple, Protocol
 import torch
 import torch.nn.functional as F
 
-from zsgm.ops.dispatch import cuda_impl, select_impl
+from zsgm.ops.dispatch import run_op
 
 
 class ActSpec(NamedTuple):
@@ -111,9 +111,8 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, *, dim: int = 1, ac
     """
     resolve_act(act, alpha, gain)
     check_bias_act_args(x, b, dim, clamp)
-    if select_impl("bias_act", impl, x, b) == "cuda":
-        return cuda_impl("bias_act")(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
-    return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    return run_op("bias_act", impl, bias_act_ref, (x, b), x, b, dim=dim, act=act, alpha=alpha, gain=gain,
+                  clamp=clamp)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,7 +8,11 @@
   (:class:`OpFallbackWarning`, with the reason), or raise when the environment sets ``ZSGM_OPS_STRICT=1``.
 
 Backends register a *loader* with :func:`register_cuda_impl`; it is called lazily the first time a CUDA
-tensor asks for the op (never at import) and its result, or its failure, is cached.
+tensor asks for the op (never at import) and its result, or its failure, is cached. The function a loader
+returns may carry an ``unavailable_reason(*args, **kwargs) -> str | None`` attribute: the op's front end
+(:func:`run_op`) asks it before every CUDA call, and a reason (unsupported dtype or argument, a kernel that
+failed to compile or failed its check on that device) sends the call to the reference through
+:func:`fall_back` (warn once per op and reason; raise under ``impl="cuda"`` or strict mode).
 """
 
 from __future__ import annotations
@@ -91,6 +95,11 @@ def cuda_impl(op: str) -> Callable:
     return found
 
 
+def _is_cuda(t: torch.Tensor) -> bool:
+    """Whether ``t`` lives on a CUDA device (one function, so tests can stand CPU tensors in for CUDA ones)."""
+    return t.is_cuda
+
+
 def _describe_devices(tensors: list[torch.Tensor]) -> str:
     return ", ".join(sorted({str(t.device) for t in tensors})) or "no tensors"
 
@@ -121,7 +130,7 @@ def select_impl(op: str, impl: str, *tensors: torch.Tensor | None) -> str:
     if impl == "ref":
         return "ref"
     present = [t for t in tensors if isinstance(t, torch.Tensor)]
-    on_cuda = bool(present) and all(t.is_cuda for t in present)
+    on_cuda = bool(present) and all(_is_cuda(t) for t in present)
     if impl == "cuda":
         if not on_cuda:
             raise OpUnavailableError(f"{op}: impl='cuda' needs every input on a CUDA device; found "
@@ -143,6 +152,37 @@ def select_impl(op: str, impl: str, *tensors: torch.Tensor | None) -> str:
                           f"Pass impl='ref' to choose it explicitly, or set {STRICT_ENV}=1 to make this an "
                           f"error.", OpFallbackWarning, stacklevel=3)
         return "ref"
+
+
+def fall_back(op: str, impl: str, reason: str) -> None:
+    """A CUDA call the kernels cannot take (``reason``): return to run the reference, or raise.
+
+    Raises :class:`OpUnavailableError` under ``impl="cuda"`` or ``ZSGM_OPS_STRICT=1``; otherwise warns
+    (:class:`OpFallbackWarning`) once per (op, reason) and returns.
+    """
+    if impl == "cuda":
+        raise OpUnavailableError(f"{op}: impl='cuda' cannot run this call: {reason}")
+    if strict_mode():
+        raise OpUnavailableError(f"{op}: {reason} ({STRICT_ENV}=1 forbids falling back to the torch reference)")
+    key = f"{op}\0{reason}"
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(f"zsgm.ops: {op} on CUDA tensors falls back to the torch reference: {reason}. Pass "
+                      f"impl='ref' to choose it explicitly, or set {STRICT_ENV}=1 to make this an error.",
+                      OpFallbackWarning, stacklevel=4)
+
+
+def run_op(op: str, impl: str, ref: Callable, tensors: tuple, *args, **kwargs):
+    """Run ``op`` on its CUDA implementation when :func:`select_impl` picks it and it can take these
+    arguments (its ``unavailable_reason``), else on ``ref``. ``args``/``kwargs`` are the op's own (no impl)."""
+    if select_impl(op, impl, *tensors) == "cuda":
+        fn = cuda_impl(op)
+        why = getattr(fn, "unavailable_reason", None)
+        reason = why(*args, **kwargs) if why is not None else None
+        if reason is None:
+            return fn(*args, **kwargs)
+        fall_back(op, impl, reason)
+    return ref(*args, **kwargs)
 
 
 def reset() -> None:

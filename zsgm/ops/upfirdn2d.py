@@ -23,7 +23,7 @@ from typing import Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
-from zsgm.ops.dispatch import cuda_impl, select_impl
+from zsgm.ops.dispatch import run_op
 
 Scaling = int | Sequence[int]
 Padding = int | Sequence[int]
@@ -172,9 +172,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, *, up: Scaling = 1, down:
         ``[N, C, (H*uy + y0 + y1 - fh + dy) // dy, (W*ux + x0 + x1 - fw + dx) // dx]``.
     """
     check_upfirdn2d_args(x, f, up, down, padding)
-    if select_impl("upfirdn2d", impl, x) == "cuda":
-        return cuda_impl("upfirdn2d")(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
-    return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    return run_op("upfirdn2d", impl, upfirdn2d_ref, (x,), x, f, up=up, down=down, padding=padding,
+                  flip_filter=flip_filter, gain=gain)
 
 
 def upfirdn2d_adjoint_params(in_hw: tuple[int, int], out_hw: tuple[int, int], f: torch.Tensor | None, *,
