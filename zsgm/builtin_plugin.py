@@ -1,4 +1,4 @@
-"""The core's own registrations: small built-in generators usable without any download."""
+"""The core's own registrations: small built-in generators usable without any download, and the metrics."""
 
 from __future__ import annotations
 
@@ -65,3 +65,20 @@ def zsgm_register_generators(register):
     register(GeneratorSpec(name="shapes", load=shapes_generator, load_discriminator=shapes_discriminator,
                            lpips="standin",
                            description="32-px StyleGAN2 fitted to the shapes world's photo domain"))
+
+
+@hookimpl
+def zsgm_register_metrics(register):
+    """The shapes world's judges (family "shapes") and the field's metrics (:mod:`zsgm.metrics.library`)."""
+    from zsgm.toy.metrics import shapes_metrics
+
+    for spec in shapes_metrics():
+        register(spec)
+    try:
+        from zsgm.metrics.library import library_metrics
+    except ModuleNotFoundError as exc:  # guarded until zsgm.metrics.library lands (issue 17 items 2-3)
+        if exc.name != "zsgm.metrics.library":
+            raise
+        return
+    for spec in library_metrics():
+        register(spec)

@@ -12,9 +12,9 @@ traceback. Ctrl-C exits with 130 and says how to resume.
 
 This module wires the commands together and runs one (:func:`make_parser`, :func:`main`); each command lives
 in its own module: :mod:`zsgm.cli_adapt` (with :mod:`zsgm.cli_summary`), :mod:`zsgm.cli_sample` (with
-:mod:`zsgm.cli_seeds`) and :mod:`zsgm.cli_tools` (plugins, convert, eval). :mod:`zsgm.cli_options` holds the
-option types, :mod:`zsgm.cli_errors` what counts as a user error and how it reads. Their public names are
-importable from here too.
+:mod:`zsgm.cli_seeds`), :mod:`zsgm.cli_eval` (eval) and :mod:`zsgm.cli_tools` (plugins, convert).
+:mod:`zsgm.cli_options` holds the option types, :mod:`zsgm.cli_errors` what counts as a user error and how it
+reads. Their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from zsgm.cli_sample import (
 )
 from zsgm.cli_seeds import MAX_SEEDS, SEED_LIMIT, parse_seeds, render_seed, seed_latent
 from zsgm.cli_summary import run_summary
-from zsgm.cli_tools import add_convert_parser, add_eval_parser, add_plugins_parser, cmd_convert, cmd_eval, cmd_plugins
+from zsgm.cli_eval import add_eval_parser, cmd_eval
+from zsgm.cli_tools import add_convert_parser, add_plugins_parser, cmd_convert, cmd_plugins
 
 __all__ = [
     "DEFAULT_GRID_COLS", "DEFAULT_SAMPLE_SEEDS", "DEFAULT_SAMPLE_TRUNCATION", "FROM_RECIPE", "GRID_MAX_IMAGES",

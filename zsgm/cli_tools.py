@@ -1,12 +1,7 @@
-"""The small ``zsgm`` commands: ``plugins`` (what is installed), ``convert`` (write a generator in another
-format) and ``eval`` (judge finished shapes-world runs)."""
+"""The small ``zsgm`` commands: ``plugins`` (what is installed) and ``convert`` (write a generator in another
+format). ``zsgm eval`` lives in :mod:`zsgm.cli_eval`."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-from zsgm.cli_errors import CommandLineError
-from zsgm.cli_options import finite_float, int_at_least, non_blank
 
 
 def cmd_plugins(args) -> int:
@@ -37,26 +32,6 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    """Judge each run directory, print the markdown table and, with ``--out``, write it."""
-    from zsgm.io_utils import atomic_write_text
-    from zsgm.toy.evaluate import evaluate_run, format_table
-
-    if args.out is not None and Path(args.out).is_dir():
-        raise CommandLineError(f"--out {args.out}: is a directory; give a file name for the table")
-    for run in args.runs:
-        if not Path(run).is_dir():
-            raise CommandLineError(f"{run}: {'is a file, not a' if Path(run).exists() else 'no such'} run directory")
-    records = [evaluate_run(d, n=args.n, seed=args.seed, truncation=args.truncation, target=args.target)
-               for d in args.runs]
-    table = format_table(records)
-    print(table, end="")
-    if args.out:
-        atomic_write_text(args.out, table)
-        print(f"wrote {args.out}")
-    return 0
-
-
 def add_plugins_parser(sub):
     """The ``plugins`` subcommand's parser (its handler is set by :func:`zsgm.cli.make_parser`)."""
     p = sub.add_parser("plugins", help="list installed plugins, techniques and presets")
@@ -71,21 +46,3 @@ def add_convert_parser(sub):
                                "directory or its checkpoints/last.pt, or a registered name (required)")
     p.add_argument("dst", help="the file to write: .pt (rosinality) or .safetensors (zsgm), by suffix (required)")
     return p
-
-
-def add_eval_parser(sub):
-    """The ``eval`` subcommand's parser and options (its handler is set by :func:`zsgm.cli.make_parser`)."""
-    p = sub.add_parser("eval", help="judge finished shapes-world runs with the ground-truth judges")
-    p.add_argument("runs", nargs="+", help="run directories, each with recipe.toml and generator.safetensors "
-                                           "(required)")
-    p.add_argument("-n", type=int_at_least(1), default=256, help="samples per run (default: %(default)s)")
-    p.add_argument("--seed", type=int_at_least(0), default=12345,
-                   help="seed of the judged latents and noise (default: %(default)s)")
-    p.add_argument("--truncation", type=finite_float(low=0.0, high=1.0), default=1.0,
-                   help="truncation psi in [0, 1] of the judged samples (default: %(default)s)")
-    p.add_argument("--target", type=non_blank,
-                   help="judge for this target ('sketch', 'blue') (default: the run's target text, else the style "
-                        "the judge reads in its reference image)")
-    p.add_argument("--out", help="also write the markdown table to this file (default: print only)")
-    return p
-

@@ -52,25 +52,15 @@ def reference_target(path: str | Path, *, size: int = 32) -> str:
     return style
 
 
-@torch.no_grad()
 def paired_samples(g_src, g_tgt, *, n: int = 256, seed: int = EVAL_SEED, truncation: float = 1.0,
                    batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` image pairs ``[n, 3, S, S]`` from the same latents and noise (source mapping for both)."""
-    rng = torch.Generator().manual_seed(seed)
-    src, tgt = [], []
-    mean = None
-    if truncation < 1:
-        mean = g_src.latent_avg if g_src.latent_avg is not None else g_src.mean_latent(
-            4096, generator=torch.Generator().manual_seed(seed + 1))
-    for start in range(0, n, batch):
-        m = min(batch, n - start)
-        z = torch.randn((m, g_src.arch.style_dim), generator=rng)
-        ws = g_src.mapping(z)[:, None].repeat(1, g_src.n_latent, 1)
-        ws = g_src.truncate(ws, truncation, mean)
-        noise = g_src.make_noise(m, mode="random", rng=rng)
-        src.append(g_src.synthesis(ws, noise=noise))
-        tgt.append(g_tgt.synthesis(ws, noise=noise))
-    return torch.cat(src), torch.cat(tgt)
+    """``n`` image pairs ``[n, 3, S, S]`` from the same latents and noise (source mapping for both), drawn as
+    ``zsgm eval`` draws them (:func:`zsgm.metrics.samples.draw_samples`, random noise)."""
+    from zsgm.metrics.samples import SampleSettings, draw_samples
+
+    settings = SampleSettings(n=n, seed=seed, truncation=truncation, noise_mode="random", batch=batch)
+    src, tgt = draw_samples([g_src, g_tgt], mapper=g_src, settings=settings)
+    return src, tgt
 
 
 def judge_colour_batch(src: torch.Tensor, tgt: torch.Tensor, *, target_colour: str) -> dict[str, float]:
@@ -89,17 +79,27 @@ def judge_colour_batch(src: torch.Tensor, tgt: torch.Tensor, *, target_colour: s
     }
 
 
-def evaluate_generators(g_src, g_tgt, *, target: str, n: int = 256, seed: int = EVAL_SEED,
-                        truncation: float = 1.0) -> dict[str, float | str]:
-    """Judge ``g_tgt`` against ``g_src`` for the task named by the target text."""
+def judge_task(src: torch.Tensor, tgt: torch.Tensor, *, target: str) -> dict[str, float | str]:
+    """The ground-truth judgements of paired batches for the task the target text names: ``task``
+    ("style:sketch"), ``target_rate``, ``content_iou``, ``background_artefact``, ``diversity_ratio`` and the
+    task's extra rates (:func:`zsgm.toy.judges.judge_batch`, :func:`judge_colour_batch`)."""
     kind, name = parse_target(target)
-    src, tgt = paired_samples(g_src.eval(), g_tgt.eval(), n=n, seed=seed, truncation=truncation)
     if kind == "style":
         scores = judge_batch(src, tgt, target_style=name)
         scores["target_rate"] = scores.pop("target_style_rate")
     else:
         scores = judge_colour_batch(src, tgt, target_colour=name)
-    return {"task": f"{kind}:{name}", "truncation": truncation, "seed": seed, **scores}
+    return {"task": f"{kind}:{name}", **scores}
+
+
+def evaluate_generators(g_src, g_tgt, *, target: str, n: int = 256, seed: int = EVAL_SEED,
+                        truncation: float = 1.0) -> dict[str, float | str]:
+    """Judge ``g_tgt`` against ``g_src`` for the task named by the target text."""
+    parse_target(target)  # a target the judges cannot read fails before sampling
+    src, tgt = paired_samples(g_src.eval(), g_tgt.eval(), n=n, seed=seed, truncation=truncation)
+    scores = judge_task(src, tgt, target=target)
+    task = scores.pop("task")
+    return {"task": task, "truncation": truncation, "seed": seed, **scores}
 
 
 def load_finished_run(run_dir: str | Path, registry):
