@@ -68,3 +68,18 @@ def kernel_inception_distance(f1: torch.Tensor, f2: torch.Tensor, *, subsets: in
     out = kid_features_to_metric(f1, f2, kid_subsets=int(subsets), kid_subset_size=int(subset_size),
                                  rng_seed=int(seed), verbose=False)
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
+
+
+def gaussian_statistics(f: torch.Tensor, *, what: str = "Frechet distance") -> dict:
+    """torch-fidelity's ``{"mu", "sigma"}`` of ``f`` ``[N, D]`` (numpy), to compare many pairs without keeping
+    the features."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    return fid_features_to_statistics(_features(f, what))
+
+
+def frechet_from_statistics(s1: dict, s2: dict) -> float:
+    """torch-fidelity's Frechet distance between two :func:`gaussian_statistics`."""
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    return float(fid_statistics_to_metric(s1, s2, False)["frechet_inception_distance"])
