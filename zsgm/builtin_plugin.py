@@ -1,4 +1,5 @@
-"""The core's own registrations: small built-in generators usable without any download, and the metrics."""
+"""The core's own registrations: small built-in generators usable without any download, the metrics, the
+logging technique and the `zsgm plot` command."""
 
 from __future__ import annotations
 
@@ -65,6 +66,20 @@ def zsgm_register_generators(register):
     register(GeneratorSpec(name="shapes", load=shapes_generator, load_discriminator=shapes_discriminator,
                            lpips="standin",
                            description="32-px StyleGAN2 fitted to the shapes world's photo domain"))
+
+
+@hookimpl
+def zsgm_register_techniques(register):
+    from zsgm.tensorboard_log import tensorboard_technique
+
+    register(tensorboard_technique())
+
+
+@hookimpl
+def zsgm_register_commands(register):
+    from zsgm.plots import plot_command
+
+    register(plot_command())
 
 
 @hookimpl
