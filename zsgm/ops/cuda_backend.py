@@ -114,7 +114,7 @@ class CupyKernel:
         self._functions: dict[tuple[str, int], object] = {}
         self._status: dict[tuple, str | None] = {}  # (op, device, dtype, stem) -> None (ready) or the reason
         self._streams: dict[tuple[int, int], object] = {}
-        self._filters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._filters: dict[int, tuple] = {}  # id(filter) -> (weakref, {(device, dtype, version): copy})
         self._ones: dict[tuple, torch.Tensor] = {}
         self._lock = threading.RLock()
         self._init_device()
@@ -192,7 +192,7 @@ class CupyKernel:
             problem = self._check_bias_act(device, dtype) if op == "bias_act" else \
                 self._check_upfirdn2d(device, dtype, stem)
         except Exception as exc:  # noqa: BLE001 - a launch failure is a failed check
-            problem = f"{type(exc).__name__}: {_one_line(exc)}"
+            problem = _one_line(exc)
         if problem is not None:
             what = f"zsgm_upfirdn2d_{stem}_{sfx}" if op == "upfirdn2d" else f"bias_act {sfx} kernels"
             return f"{what} on {device} failed the check against the reference: {problem}"
@@ -350,9 +350,10 @@ class CupyKernel:
         made once and cached per filter tensor (and its version, so in-place edits are seen)."""
         if f.device == device and f.dtype == dtype and f.is_contiguous():
             return f
-        per_f = self._filters.get(f)
-        if per_f is None:
-            per_f = self._filters[f] = {}
+        entry = self._filters.get(id(f))
+        if entry is None or entry[0]() is not f:  # keyed by identity (tensors compare elementwise)
+            entry = self._filters[id(f)] = (weakref.ref(f, lambda _, i=id(f): self._filters.pop(i, None)), {})
+        per_f = entry[1]
         key = (str(device), dtype, f._version)
         out = per_f.get(key)
         if out is None:
