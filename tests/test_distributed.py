@@ -1,0 +1,164 @@
+"""Data-parallel runs on the CPU with the gloo backend: 2 processes (torch.multiprocessing spawn) against 1.
+
+The workers set the variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and call
+:func:`zsgm.loop.adapt`, which opens the process group itself, as ``torchrun -m zsgm adapt`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from zsgm.checkpoint import checkpoint_path
+from zsgm.distributed import Distributed, from_environment
+from zsgm.loop import adapt
+from zsgm.recipe import recipe_from_dict
+from zsgm.run import RunError, build_run
+from zsgm.step import StepBatch
+
+
+def recipe_data(steps=4, batch_size=4, **run):
+    """Directional loss with NADA's adaptive layer freezing (top-3 W+ slots from the probe each step)."""
+    return {
+        "source": "photo",
+        "target": "sketch",
+        "generator": {"checkpoint": "tiny-random"},
+        "clip": {"models": [{"name": "tiny-random"}]},
+        "optim": {"steps": steps, "batch_size": batch_size, "lr": 0.01, "ema_decay": 0.9},
+        "run": {"seed": 5, "sample_every": 0, "checkpoint_every": 2, "n_samples": 2, "progress": False, **run},
+        "techniques": [{"use": "directional"}, {"use": "layer-freeze", "k": 3, "auto_layer_batch": 2}],
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, data: dict, out_dir: str, kill_at: int | None) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    import zsgm.loop as loop
+
+    if kill_at is not None and rank == world - 1:
+        original = loop.optimisation_step
+
+        def killed(run, optimizer, step, *args, **kwargs):
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)  # as a crashed node or `kill -9`
+            return original(run, optimizer, step, *args, **kwargs)
+
+        loop.optimisation_step = killed
+    loop.adapt(recipe_from_dict(data), out_dir=out_dir)
+
+
+def run_processes(world: int, data: dict, out_dir, *, kill_at: int | None = None, meanwhile=None) -> None:
+    """``world`` ranks of ``adapt(data)`` in ``out_dir``; ``meanwhile()`` runs here while they start."""
+    context = mp.spawn(_worker, args=(world, _free_port(), data, str(out_dir), kill_at), nprocs=world,
+                       join=False)
+    if meanwhile is not None:
+        meanwhile()
+    while not context.join():
+        pass
+
+
+def losses(out):
+    return [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(a, b):
+    """Two run directories hold the same losses (float tolerance) and the same weights.
+
+    The gradients of 2 ranks averaged equal the 1-process gradients to ~1e-8 relative (sums in another order).
+    Adam with the presets' ``beta1 = 0`` moves each weight by about ``lr * sign(grad)`` when ``|grad| >> eps``,
+    so an element whose gradient is near ``eps`` can move a little differently: nearly every element agrees to
+    1e-5, none is off by more than a twentieth of one step (``lr * reg_ratio``).
+    """
+    ca = torch.load(checkpoint_path(a), weights_only=True)
+    cb = torch.load(checkpoint_path(b), weights_only=True)
+    assert ca["next_step"] == cb["next_step"]
+    step_size = 0.01 * 0.8
+    for key in ("target", "ema"):
+        diffs = torch.cat([(ca[key][n].float() - cb[key][n].float()).abs().flatten() for n in ca[key]])
+        assert diffs.max() < step_size / 20, key
+        assert (diffs > 1e-5).float().mean() < 1e-3, key
+    la, lb = losses(a), losses(b)
+    assert [r["step"] for r in la] == [r["step"] for r in lb]
+    for ra, rb in zip(la, lb):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), (ra["step"], k)
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch_and_layer_freezing(tmp_path):
+    data = recipe_data()
+    run_processes(2, data, tmp_path / "two", meanwhile=lambda: adapt(recipe_from_dict(data), out_dir=tmp_path / "one"))
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    # the weights moved (the comparison is not of two untouched generators) and rank 0 alone wrote files
+    start = torch.load(checkpoint_path(tmp_path / "one"), weights_only=True)["target"]
+    source = build_run(recipe_from_dict(data), out_dir=tmp_path / "x").g_source.state_dict()
+    assert any(not torch.equal(start[k], source[k]) for k in source if not k.startswith("style."))
+    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())  # noqa: E731
+    assert files(tmp_path / "two") == files(tmp_path / "one")
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["processes"] == 2
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_with_one_process(tmp_path):
+    """Rank 1 dies (SIGKILL) at step 3; the run resumes from its step-2 checkpoint in one process and ends as a
+    one-process run does."""
+    data = recipe_data(steps=6)
+    with pytest.raises(mp.ProcessExitedException, match="signal SIGKILL"):  # spawn then stops the other rank
+        run_processes(2, data, tmp_path / "two", kill_at=3,
+                      meanwhile=lambda: adapt(recipe_from_dict(data), out_dir=tmp_path / "one"))
+    assert torch.load(checkpoint_path(tmp_path / "two"), weights_only=True)["next_step"] == 2
+    assert not (tmp_path / "two" / "generator.safetensors").exists()
+    result = adapt(recipe_from_dict(data), out_dir=tmp_path / "two", resume=True)
+    assert result.steps_done == 6 and result.generator_path.exists()
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+# ------------------------------------------------------------------------------------------ without processes
+
+
+def test_each_rank_takes_its_rows_of_the_global_batch(tmp_path):
+    data = recipe_data()
+    data["optim"]["noise"] = "fresh"
+    whole = build_run(recipe_from_dict(data), out_dir=tmp_path)
+    full = StepBatch(whole, 3)
+    for rank in (0, 1):
+        run = build_run(recipe_from_dict(data), out_dir=tmp_path, dist=Distributed(rank=rank, world_size=2))
+        part = StepBatch(run, 3)
+        rows = slice(2 * rank, 2 * rank + 2)
+        assert part.global_size == 4 and part.ws.shape[0] == 2
+        assert torch.equal(part.ws, full.ws[rows])
+        for role in ("source", "target"):
+            for a, b in zip(part.noise_for(role), full.noise_for(role)):
+                assert torch.equal(a, b[rows])
+
+
+def test_batch_size_must_split_over_the_processes():
+    Distributed(rank=0, world_size=2).check_batch_size(4)
+    with pytest.raises(RunError, match=r"optim.batch_size = 3 cannot be split over 2 processes"):
+        Distributed(rank=1, world_size=2).check_batch_size(3)
+
+
+def test_environment_of_torchrun_is_read():
+    assert from_environment({}) == Distributed()
+    assert from_environment({"WORLD_SIZE": "1", "RANK": "0"}).world_size == 1
+    d = from_environment({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"})
+    assert (d.rank, d.world_size, d.local_rank, d.is_main, d.active) == (3, 4, 1, False, True)
+    assert d.local_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert d.local_device(torch.device("cuda", 0)) == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match="do not fit WORLD_SIZE = 2"):
+        from_environment({"WORLD_SIZE": "2", "RANK": "2"})
+    with pytest.raises(ValueError, match="must be integers"):
+        from_environment({"WORLD_SIZE": "two"})
