@@ -91,7 +91,8 @@ def smoothing_window(n: int) -> int:
 
 def plot_panels(series: dict[str, tuple[list[int], list[float]]], out_png: str | Path, *, title: str = "",
                 xlabel: str = "step", smooth: bool = True) -> Path:
-    """One panel per series (``{name: (xs, ys)}``), raw values faint and their moving average solid; a PNG.
+    """One panel per series (``{name: (xs, ys)}``), raw values faint and their moving average solid, all on one x
+    range; a PNG (for other per-step curves too, e.g. metrics at checkpoints).
 
     Returns:
         ``out_png`` as a Path (its folder is created).
@@ -115,13 +116,18 @@ def plot_panels(series: dict[str, tuple[list[int], list[float]]], out_png: str |
             window = smoothing_window(len(ys))
             ax.plot(xs, ys, color="tab:blue", alpha=0.25, linewidth=0.8)  # raw, faint
             ax.plot(xs, moving_average(ys, window), color="tab:blue", linewidth=1.6)
-            ax.set_title(f"{name} (mean of {window})" if window > 1 else name, fontsize=10)
+            ax.set_title(f"{name} (trailing mean of {window})" if window > 1 else name, fontsize=10)
         else:
             ax.plot(xs, ys, color="tab:blue", linewidth=1.6, marker="o")
             ax.set_title(name, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(True, alpha=0.3)
+    lows = [min(series[n][0]) for n in names if series[n][0]]
+    highs = [max(series[n][0]) for n in names if series[n][0]]
+    if lows and min(lows) < max(highs):  # one x range for all panels: a term that starts late is seen in place
+        for ax in list(axes.flat)[:len(names)]:
+            ax.set_xlim(min(lows), max(highs))
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     if title:
