@@ -218,3 +218,47 @@ def test_after_step_hook_receives_the_logged_values(tmp_path):
     assert [s for s, _ in LogRecorder.seen] == [0, 1, 2]
     for (step, log), row in zip(LogRecorder.seen, losses(tmp_path)):
         assert log == {k: v for k, v in row.items() if k != "step"}
+
+
+def test_values_are_fetched_every_log_every_steps_and_losses_jsonl_keeps_every_step(tmp_path):
+    """run.log_every = 3 over 7 steps, checkpoints every 2: fetches after steps 1, 2, 3, 5 (checkpoints and
+    multiples of 3) and 6 (the last); the hook's log is None on the other steps; the values do not change."""
+    _, registry = build_registry(extra_modules=[LogRecorderPlugin()])
+    data = tiny_recipe(steps=7)
+    data["techniques"].append({"use": "log-recorder"})
+    LogRecorder.seen = []
+    adapt(recipe_from_dict(data, registry=registry), out_dir=tmp_path / "every", registry=registry)
+    every = list(LogRecorder.seen)
+    data["run"]["log_every"] = 3
+    LogRecorder.seen = []
+    result = adapt(recipe_from_dict(data, registry=registry), out_dir=tmp_path / "three", registry=registry)
+    fetched = [step for step, log in LogRecorder.seen if log is not None]
+    assert fetched == [1, 2, 3, 5, 6]
+    assert all(log == every[step][1] for step, log in LogRecorder.seen if log is not None)
+    assert losses(tmp_path / "three") == losses(tmp_path / "every")
+    assert [r["step"] for r in losses(tmp_path / "three")] == list(range(7))
+    assert result.last_losses == every[-1][1]
+
+
+def test_a_non_finite_loss_between_fetches_is_named_at_its_step_when_fetched(tmp_path):
+    _, registry = build_registry(extra_modules=[ExplodePlugin()])
+    data = tiny_recipe(steps=6)
+    data["run"].update(log_every=3, checkpoint_every=0)
+    data["techniques"].append({"use": "explode", "at_step": 3})
+    recipe = recipe_from_dict(data, registry=registry)
+    with pytest.raises(NonFiniteLossError, match=r"step 3: .*explode/boom.*found at step 5 \(values are fetched "
+                                                 r"every 3 steps, run.log_every\).*no checkpoint was written yet"):
+        adapt(recipe, out_dir=tmp_path, registry=registry)
+    assert [r["step"] for r in losses(tmp_path)] == [0, 1, 2]  # the finite steps before it are logged
+
+
+def test_log_every_clip_device_and_grad_checkpointing_may_change_on_resume(tmp_path):
+    adapt(recipe_from_dict(tiny_recipe(steps=4)), out_dir=tmp_path, stop_after=2)
+    data = tiny_recipe(steps=4)
+    data["run"]["log_every"] = 2
+    data["clip"]["device"] = "cpu"
+    data["optim"]["grad_checkpointing"] = True
+    result = adapt(recipe_from_dict(data), out_dir=tmp_path, resume=True)
+    assert sorted(result.resume_changes) == ["clip.device: (not set) -> 'cpu'",
+                                             "optim.grad_checkpointing: false -> true",
+                                             "run.log_every: 1 -> 2"]

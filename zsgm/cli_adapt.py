@@ -3,6 +3,9 @@
 Everything the command line can check (``--out``, ``--target-image`` files, the ``--reference`` image, a recipe
 that would ignore its target images, a missing target) is refused before the generator or CLIP loads.
 ``--reference FILE`` (one-shot recipes) sets the recipe's ``target_images = [FILE]``.
+
+Under ``torchrun --nproc_per_node=N -m zsgm adapt ...`` every process runs this command and
+:func:`zsgm.loop.adapt` makes them one data-parallel run (:mod:`zsgm.distributed`); rank 0 prints the summary.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ def check_target_images_are_read(data: dict, registry, paths: list[str] | None, 
 
 def cmd_adapt(args) -> int:
     """Check the options, build the recipe, run (or resume) it in ``--out`` and print :func:`run_summary`."""
+    from zsgm.distributed import from_environment
     from zsgm.loop import adapt
     from zsgm.plugins import get_registry
     from zsgm.recipe import recipe_from_dict
@@ -190,7 +194,8 @@ def cmd_adapt(args) -> int:
         check_target_images_are_read(data, registry, args.target_image)
     recipe = recipe_from_dict(data, registry=registry, source=_recipe_label(args))
     result = adapt(recipe, out_dir=args.out, resume=args.resume, registry=registry)
-    print("\n".join(run_summary(result, Path(args.out), recipe=recipe)))
+    if from_environment().is_main:  # under torchrun the other ranks have nothing to add
+        print("\n".join(run_summary(result, Path(args.out), recipe=recipe)))
     return 0
 
 
