@@ -199,3 +199,31 @@ def test_too_few_generated_images_for_a_covariance(tmp_path):
     _write_pngs(tmp_path / "real", (torch.rand(3, 3, 8, 8) * 255).to(torch.uint8))
     with pytest.raises(MetricError, match="at least 2 images"):
         compute_fid(EvalContext(generated=torch.zeros(1, 3, 8, 8), real_dir=tmp_path / "real"))
+
+
+@pytest.mark.slow  # ~30 s on the shared CPU: torch-fidelity's full Inception at 299 px, twice
+def test_fid_through_torch_fidelity_inception_architecture(tmp_path):
+    """The real extractor path (local file, weights_only pre-read, torch-fidelity's InceptionV3 with seeded random
+    weights) gives the same FID as calculate_metrics with that file."""
+    from unittest import mock
+
+    import torch_fidelity
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    with torch.random.fork_rng(devices=[]), \
+            mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None):
+        torch.manual_seed(0)
+        model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    weights = tmp_path / INCEPTION_FILE
+    torch.save(model.state_dict(), weights)
+    gen = torch.Generator().manual_seed(9)
+    fake = torch.rand(3, 3, 32, 32, generator=gen) * 2 - 1
+    _write_pngs(tmp_path / "real", (torch.rand(3, 3, 32, 32, generator=gen) * 255).to(torch.uint8))
+    res = compute_fid(EvalContext(generated=fake, real_dir=tmp_path / "real", weights={"inception": str(weights)}))
+    fake_u8 = ((fake.clamp(-1, 1) + 1) / 2 * 255 + 0.5).to(torch.uint8)
+    lib = torch_fidelity.calculate_metrics(input1=_U8(fake_u8), input2=str(tmp_path / "real"), fid=True, cuda=False,
+                                           feature_extractor_weights_path=str(weights), cache=False, verbose=False,
+                                           save_cpu_ram=True)
+    assert res.values["fid"] == pytest.approx(lib["frechet_inception_distance"], rel=1e-4)
+    assert res.record["weights"]["inception"]["sha256"] and "inception-v3-compat" in res.record["feature_extractor"]

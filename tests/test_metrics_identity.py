@@ -54,7 +54,9 @@ def test_identity_cosine_hand_computed_with_a_standin_net():
     ctx = EvalContext(generated=gen, source=src, seed=7, options={"identity": {"net": net}})
     res = compute_identity(ctx)
     q = lambda x: ((x.clamp(-1, 1) + 1) / 2 * 255 + 0.5).to(torch.uint8).float() / 255 * 2 - 1  # noqa: E731
-    crop = lambda x: F.adaptive_avg_pool2d(F.adaptive_avg_pool2d(x, (256, 256))[:, :, 35:223, 32:220], (112, 112))  # noqa: E731
+    def crop(x):
+        return F.adaptive_avg_pool2d(F.adaptive_avg_pool2d(x, (256, 256))[:, :, 35:223, 32:220], (112, 112))
+
     with torch.no_grad():
         a, b = net(crop(q(src))), net(crop(q(gen)))
     cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))

@@ -45,6 +45,8 @@ def weight_file(ctx: EvalContext, key: str, *, metric: str, file_name: str, cach
                 cache_owner: str = "", url: str = "") -> Path:
     """The local weight file for ``key``: ``ctx.weights[key]``, else ``cache_dir/file_name``; never a download.
 
+    ``cache_owner`` says whose cache folder ``cache_dir`` is, in words, for the error message.
+
     Raises:
         MetricError: one line naming the file, the ``--weights`` key and the folder to put it in.
     """
@@ -59,7 +61,7 @@ def weight_file(ctx: EvalContext, key: str, *, metric: str, file_name: str, cach
         cached = Path(cache_dir) / file_name
         if cached.is_file():
             return cached
-        where = f"or put it in {cache_dir}" + (f" (the folder {cache_owner} reads)" if cache_owner else "")
+        where = f"or put it in {cache_dir}" + (f" ({cache_owner})" if cache_owner else "")
     else:
         where = "(no cache folder is read: the path must be given)"
     source = f"; it is {url}" if url else ""

@@ -61,7 +61,7 @@ def needs_real_dir(ctx: EvalContext) -> Optional[str]:
 def inception_weights(ctx: EvalContext, metric: str) -> Path:
     """The local Inception file (``--weights inception=PATH`` or torch-fidelity's hub cache); MetricError if none."""
     return weight_file(ctx, "inception", metric=metric, file_name=INCEPTION_FILE, cache_dir=hub_checkpoints_dir(),
-                       cache_owner="torch-fidelity downloads to", url=INCEPTION_URL)
+                       cache_owner="torch-fidelity's download folder: torch hub checkpoints", url=INCEPTION_URL)
 
 
 def load_inception(path: Path, features: Iterable[str] = (FEATURE_LAYER,), *, device="cpu") -> torch.nn.Module:

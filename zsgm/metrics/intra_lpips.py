@@ -58,7 +58,8 @@ def load_metric_lpips(ctx: EvalContext, metric: str = NAME):
     if net not in LPIPS_NETS:
         raise MetricError(f"{metric}: weights lpips-net={net!r} must be one of {', '.join(LPIPS_NETS)}, standin")
     path = weight_file(ctx, "lpips", metric=metric, file_name=backbone_file_name(net), cache_dir=hub_checkpoints_dir(),
-                       cache_owner="torchvision (and lpips through it) downloads to", url=_backbone_url(net))
+                       cache_owner="torchvision's download folder: torch hub checkpoints, where lpips gets it",
+                       url=_backbone_url(net))
     try:
         dist = load_lpips(net, backbone=path, device=ctx.device)
     except LpipsWeightsError as exc:
