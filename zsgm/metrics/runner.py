@@ -213,14 +213,15 @@ class Selected:
 
 
 def select_metrics(registry, requested: Optional[list[str]]) -> list[Selected]:
-    """The metrics ``requested`` names (metric or family names, in order, without repeats), or the defaults.
+    """The metrics ``requested`` names (metric or family names, in order, without repeats), or the defaults (by
+    family, then name).
 
     Raises:
         RegistryError: a name that is neither a metric nor a family (the installed ones listed).
     """
     from zsgm.registry import RegistryError, unknown_name_message
 
-    specs = [registry.metrics.get(name) for name in registry.metrics.names()]
+    specs = sorted((registry.metrics.get(name) for name in registry.metrics.names()), key=lambda s: (s.family, s.name))
     if requested is None:
         return [Selected(s, False) for s in specs if s.default]
     families = sorted({s.family for s in specs if s.family})
