@@ -83,6 +83,21 @@ def test_weights_load_strictly_round_trip(tmp_path):
     assert len(res.record["weights"]["arcface"]["sha256"]) == 64
 
 
+def test_a_file_without_the_final_affine_loads_as_weight_one_bias_zero(tmp_path):
+    with torch.device("meta"):
+        sd = IRSE50().state_dict()
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.randn(v.shape, generator=g) if v.is_floating_point() else torch.zeros((), dtype=v.dtype))
+             for k, v in sd.items() if k not in ("output_layer.4.weight", "output_layer.4.bias")
+             and not k.endswith("num_batches_tracked")}
+    path = tmp_path / ARCFACE_FILE
+    torch.save(state, path)
+    model = load_arcface(path)
+    assert torch.equal(model.output_layer[4].weight, torch.ones(512))
+    assert torch.equal(model.output_layer[4].bias, torch.zeros(512))
+    assert torch.equal(model.input_layer[0].weight, state["input_layer.0.weight"])
+
+
 def test_weights_that_are_not_irse50_are_refused_in_one_line(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"input_layer.0.weight": torch.zeros(64, 3, 3, 3)}, bad)

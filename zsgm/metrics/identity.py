@@ -118,6 +118,9 @@ def load_arcface(path: str | Path, *, device="cpu") -> IRSE50:
     for k in ours:
         if k.endswith("num_batches_tracked") and k not in state:
             state[k] = torch.tensor(0, dtype=torch.long)
+    if "output_layer.4.running_mean" in state and "output_layer.4.weight" not in state:
+        # a Backbone built with affine=False (InsightFace's IR_SE_50 helper): the same as weight 1, bias 0
+        state["output_layer.4.weight"], state["output_layer.4.bias"] = torch.ones(512), torch.zeros(512)
     missing = [k for k in ours if k not in state]
     unexpected = [k for k in state if k not in ours]
     wrong = [k for k in ours if k in state and tuple(state[k].shape) != tuple(ours[k].shape)]
