@@ -196,7 +196,9 @@ def test_run_directory_gets_the_default_metrics_and_the_reporting_record(tmp_pat
     assert "tiny-random" in record["skipped"]["target-rate"] and set(record["skipped"]) >= {
         "target-rate", "content-iou", "background-artefact", "diversity-ratio"}
     assert record["evaluated"] == {"spec": str(run), "kind": "run", "path": str(run / "generator.safetensors"),
-                                   "step": 4, "weights_sha256": weights_fingerprint(adapted)}
+                                   "step": 4, "weights_sha256": weights_fingerprint(adapted),
+                                   "source_weights_sha256": weights_fingerprint(source)}
+    assert record["device"] == "cpu"
     assert (record["source"], record["target"], record["techniques"], record["steps"]) == (
         "photo", "sketch", "directional", 4)
     assert (record["n"], record["seed"], record["truncation"], record["noise_mode"]) == (6, 1, 1.0, "random")

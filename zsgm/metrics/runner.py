@@ -39,7 +39,8 @@ SNAPSHOT_PATTERN = re.compile(r"^step-(\d+)\.safetensors$")
 # keys of an eval.json record that a metric's value may not shadow when values are copied to the top level
 RESERVED = frozenset({"run", "evaluated", "source", "target", "techniques", "steps", "task", "n", "seed",
                       "truncation", "noise_mode", "sampling", "clip_judge", "real_dir", "weights", "metrics",
-                      "skipped", "notes", "source_generator", "generator_name", "zsgm_version", "rows", "step"})
+                      "skipped", "notes", "source_generator", "generator_name", "zsgm_version", "rows", "step",
+                      "device"})
 
 
 class MetricRefused(ValueError):
@@ -78,7 +79,8 @@ class EvalTarget:
         from zsgm.cache import weights_fingerprint
 
         return {"spec": self.spec, "kind": self.kind, "path": None if self.path is None else str(self.path),
-                "step": self.step, "weights_sha256": weights_fingerprint(self.generator)}
+                "step": self.step, "weights_sha256": weights_fingerprint(self.generator),
+                "source_weights_sha256": None if self.source is None else weights_fingerprint(self.source)}
 
 
 @attrs.define(kw_only=True)
@@ -385,6 +387,7 @@ def _header(target: EvalTarget, options: EvalOptions, judge_record, mapping: str
         "clip_judge": judge_record,
         "real_dir": None if options.real_dir is None else str(options.real_dir),
         "weights": dict(options.weights),
+        "device": str(options.device),
         "zsgm_version": __version__,
     }
 
