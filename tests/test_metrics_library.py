@@ -44,3 +44,42 @@ def test_metric_modules_import_no_metric_library_at_module_level():
             else:
                 continue
             assert not [m for m in mods if m.startswith(heavy)], (name, mods)
+
+
+def test_every_metric_runs_on_one_context_and_records_the_common_fields(tmp_path):
+    """All seven metrics on one EvalContext with stand-in networks: finite values and the record fields every
+    number must carry (docs/EVALUATION.md, "Reporting record")."""
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    from test_metrics_fid import STANDIN, _standin_class  # tests/test_metrics_fid.py
+    from zsgm.clip import tiny_random_clip
+
+    g = torch.Generator().manual_seed(0)
+    gen = torch.rand(10, 3, 32, 32, generator=g) * 2 - 1
+    src = torch.rand(10, 3, 32, 32, generator=g) * 2 - 1
+    (tmp_path / "real").mkdir()
+    for i in range(6):
+        Image.fromarray((np.random.RandomState(i).rand(32, 32, 3) * 255).astype(np.uint8)).save(
+            tmp_path / "real" / f"{i}.png")
+    target = tmp_path / "target.png"
+    Image.fromarray((np.random.RandomState(9).rand(32, 32, 3) * 255).astype(np.uint8)).save(target)
+    torch.manual_seed(0)
+    block0 = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU()).eval()
+    face = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten()).eval()
+    extractor = _standin_class()(STANDIN, ["8"])
+    ctx = EvalContext(
+        generated=gen, source=src, target_text="a sketch", target_images=[target], real_dir=tmp_path / "real",
+        seed=3, truncation=0.7, noise_mode="const", weights={"lpips-net": "standin"},
+        clip_judge=tiny_random_clip(),
+        options={"fid": {"feature_extractor": extractor, "feature_layer": "8"}, "kid": {"kid_subsets": 5},
+                 "intra-lpips": {"k": 3, "size": None}, "sifid": {"block0": block0}, "identity": {"net": face}})
+    for spec in library_metrics():
+        assert spec.applies(ctx) is None, spec.name
+        result = spec.compute(ctx)
+        assert spec.name in result.values and all(math.isfinite(v) for v in result.values.values()), spec.name
+        rec = result.record
+        assert rec["metric"] == spec.name and rec["protocol"] and rec["library"], spec.name
+        assert (rec["n_generated"], rec["seed"], rec["truncation"], rec["noise_mode"]) == (10, 3, 0.7, "const")
