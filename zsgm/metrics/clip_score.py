@@ -45,9 +45,14 @@ def needs_judge_and_images(ctx: EvalContext) -> Optional[str]:
 
 
 @torch.no_grad()
-def image_embeddings(judge, x: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
-    """``[N, D]`` unit embeddings (CPU, float32) of ``x`` ``[N, 3, H, W]`` in [-1, 1], by the judge."""
-    out = [judge.encode_image(b.to(judge.device)).float().cpu() for b in batches(x, batch_size)]
+def image_embeddings(judge, x: torch.Tensor, *, batch_size: int = 64, quantise: bool = False) -> torch.Tensor:
+    """``[N, D]`` unit embeddings (CPU, float32) of ``x`` ``[N, 3, H, W]`` in [-1, 1], by the judge; with
+    ``quantise``, each batch is first rounded to uint8 as a PNG of it holds."""
+    out = []
+    for b in batches(x, batch_size):
+        if quantise:
+            b = from_uint8(to_uint8(b))
+        out.append(judge.encode_image(b.to(judge.device)).float().cpu())
     return torch.cat(out)
 
 
@@ -75,7 +80,7 @@ def _judge_record(ctx: EvalContext) -> dict[str, Any]:
 def _samples(ctx: EvalContext, metric: str) -> torch.Tensor:
     if ctx.clip_judge is None:
         raise MetricError(f"{metric}: needs a CLIP judge (zsgm eval --clip NAME)")
-    return from_uint8(to_uint8(check_images(ctx.generated, f"{metric}: generated samples", min_count=1)))
+    return check_images(ctx.generated, f"{metric}: generated samples", min_count=1)
 
 
 def compute_clip_text(ctx: EvalContext) -> MetricResult:
@@ -85,7 +90,7 @@ def compute_clip_text(ctx: EvalContext) -> MetricResult:
     if not text:
         raise MetricError("clip-text: needs the run's target text")
     judge = ctx.clip_judge
-    img = image_embeddings(judge, x, batch_size=int(ctx.option("clip-text", "batch_size", 64)))
+    img = image_embeddings(judge, x, batch_size=int(ctx.option("clip-text", "batch_size", 64)), quantise=True)
     txt = judge.encode_text([text])[0].float().cpu()  # [D], unit
     cos = cosine_to_text(img, txt)
     record = base_record(ctx, metric="clip-text", protocol="mean cosine of CLIP image and text embeddings "
@@ -111,7 +116,7 @@ def compute_clip_image(ctx: EvalContext) -> MetricResult:
     except ValueError as exc:
         raise MetricError(f"clip-image: {exc}") from None
     tgt = torch.cat([image_embeddings(judge, t) for t in targets])  # [R, D]
-    img = image_embeddings(judge, x, batch_size=int(ctx.option("clip-image", "batch_size", 64)))
+    img = image_embeddings(judge, x, batch_size=int(ctx.option("clip-image", "batch_size", 64)), quantise=True)
     cos = cosine_to_images(img, tgt)  # [N, R]
     per_image = cos.mean(1)
     record = base_record(ctx, metric="clip-image", protocol="mean cosine of CLIP embeddings, every sample against "

@@ -144,9 +144,11 @@ def needs_source_and_arcface(ctx: EvalContext) -> Optional[str]:
 @torch.no_grad()
 def identity_similarity(net: nn.Module, source: torch.Tensor, target: torch.Tensor, *, batch_size: int = 32,
                         device="cpu") -> torch.Tensor:
-    """``[N]`` cosine of ``net``'s embeddings of the face crops of ``source`` and ``target`` (pairs by index)."""
+    """``[N]`` cosine of ``net``'s embeddings of the face crops of ``source`` and ``target`` (pairs by index);
+    each batch is first rounded to uint8 as a PNG of it holds."""
     out = []
     for s, t in zip(batches(source, batch_size), batches(target, batch_size)):
+        s, t = from_uint8(to_uint8(s)), from_uint8(to_uint8(t))
         es = net(face_crop(s.to(device))).float()
         et = net(face_crop(t.to(device))).float()
         out.append(F.cosine_similarity(es, et, dim=1).cpu())
@@ -171,7 +173,7 @@ def compute_identity(ctx: EvalContext) -> MetricResult:
         net = load_arcface(path, device=ctx.device)
         fields = {"network": "ArcFace IR-SE50 (zsgm.metrics.identity, strict load)",
                   "weights": {"arcface": weight_record(path)}}
-    sim = identity_similarity(net, from_uint8(to_uint8(src)), from_uint8(to_uint8(gen)),
+    sim = identity_similarity(net, src, gen,
                               batch_size=int(ctx.option("identity", "batch_size", 32)), device=ctx.device)
     record = base_record(ctx, metric="identity", protocol="cosine of ArcFace IR-SE50 embeddings, source vs adapted "
                          "sample from the same latent and noise (IDLoss preprocessing of NADA's mapper / pSp)",

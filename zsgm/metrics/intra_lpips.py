@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from zsgm.metrics.api import EvalContext, MetricError, MetricResult
-from zsgm.metrics.common import (base_record, check_images, from_uint8, hub_checkpoints_dir, library_version,
+from zsgm.metrics.common import (base_record, batches, check_images, from_uint8, hub_checkpoints_dir, library_version,
                                  to_uint8, weight_file, weight_record)
 from zsgm.metrics.kmedoids import INITS, METHODS, kmedoids
 
@@ -109,12 +109,16 @@ def lpips_between(dist, fa: list[torch.Tensor], fb: list[torch.Tensor]) -> torch
     return torch.stack(rows)
 
 
-def prepare(x: torch.Tensor, size: Optional[int]) -> torch.Tensor:
-    """Quantise to uint8 (as a PNG) and resize to ``size`` x ``size`` (bilinear, antialiased); [-1, 1]."""
-    x = from_uint8(to_uint8(x))
-    if size is not None and tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x
+def prepare(x: torch.Tensor, size: Optional[int], *, chunk: int = 64) -> torch.Tensor:
+    """Quantise to uint8 (as a PNG) and resize to ``size`` x ``size`` (bilinear, antialiased); [-1, 1].
+    ``chunk`` images at a time, so 1024-px samples never exist twice in full."""
+    out = []
+    for b in batches(x, chunk):
+        b = from_uint8(to_uint8(b))
+        if size is not None and tuple(b.shape[-2:]) != (size, size):
+            b = F.interpolate(b, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(b)
+    return torch.cat(out)
 
 
 @torch.no_grad()

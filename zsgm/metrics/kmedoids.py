@@ -94,7 +94,7 @@ def kmedoids(d: torch.Tensor, k: int, *, method: str = "alternate", init: str = 
                     continue
                 costs = d[members][:, members].sum(1)  # [M] summed distance to the cluster
                 best = int(torch.argmin(costs))
-                current = costs[members == medoids[c]]
+                current = costs[members == medoids[c]]  # empty if a tie put the medoid in another cluster
                 if current.numel() == 0 or costs[best] < current[0]:
                     medoids[c] = members[best]
             if torch.equal(old, medoids):
