@@ -1,4 +1,4 @@
-"""The ``zsgm`` command line: adapt, sample, eval, plugins, convert, and the commands plugins add
+"""The ``zsgm`` command line: adapt, sample, eval, plugins, convert, sweep, and the commands plugins add
 (``zsgm_register_commands``, :mod:`zsgm.commands`).
 
 User mistakes (bad options, bad recipe fields, unknown names, foreign checkpoints, unreadable images, any
@@ -47,13 +47,14 @@ from zsgm.cli_seeds import MAX_SEEDS, SEED_LIMIT, parse_seeds, render_seed, seed
 from zsgm.cli_summary import run_summary
 from zsgm.cli_eval import add_eval_parser, cmd_eval
 from zsgm.cli_tools import add_convert_parser, add_plugins_parser, cmd_convert, cmd_plugins
+from zsgm.sweep import add_sweep_parser, cmd_sweep
 
 __all__ = [
     "DEFAULT_GRID_COLS", "DEFAULT_SAMPLE_SEEDS", "DEFAULT_SAMPLE_TRUNCATION", "FROM_RECIPE", "GRID_MAX_IMAGES",
     "INTERRUPTED_EXIT", "MAX_SEEDS", "SEED_LIMIT", "USER_ERROR_EXIT", "CommandLineError", "build_recipe_dict",
     "check_run_dir", "check_target_image_files", "check_target_images_are_read", "cmd_adapt", "cmd_convert",
-    "cmd_eval", "cmd_plugins", "cmd_sample", "describe_error", "main", "make_parser", "parse_seeds", "render_seed",
-    "run_summary", "sample_outputs", "sample_seeds", "seed_latent", "zsgm_version",
+    "cmd_eval", "cmd_plugins", "cmd_sample", "cmd_sweep", "describe_error", "main", "make_parser", "parse_seeds",
+    "render_seed", "run_summary", "sample_outputs", "sample_seeds", "seed_latent", "zsgm_version",
 ]
 
 
@@ -81,11 +82,12 @@ def make_parser() -> argparse.ArgumentParser:
     add_plugins_parser(sub).set_defaults(func=cmd_plugins)
     add_eval_parser(sub).set_defaults(func=cmd_eval)
     add_convert_parser(sub).set_defaults(func=cmd_convert)
+    add_sweep_parser(sub).set_defaults(func=cmd_sweep)
     _add_plugin_commands(sub)
     return parser
 
 
-CORE_COMMANDS = frozenset({"adapt", "sample", "plugins", "eval", "convert"})
+CORE_COMMANDS = frozenset({"adapt", "sample", "plugins", "eval", "convert", "sweep"})
 
 
 def _add_plugin_commands(sub) -> None:
