@@ -16,6 +16,7 @@ tests/test_ops_fallback.py) and by the benchmarks' ``--smoke`` mode.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import re
 
@@ -248,4 +249,32 @@ def emulated_ops(kernel: EmulatedKernel | None = None) -> KernelOps:
     return KernelOps(kernel if kernel is not None else EmulatedKernel())
 
 
-__all__ = ["EmulatedKernel", "emulated_ops", "kernel_signatures", "run_bias_act", "run_upfirdn2d"]
+@contextlib.contextmanager
+def emulated_backend(kernel: EmulatedKernel | None = None):
+    """Within the block, ``impl="cuda"`` (and ``"auto"``) on CPU tensors runs the emulated kernels through the
+    dispatch, as CUDA tensors would run the CuPy ones (for the benchmarks' ``--smoke`` mode and tests).
+    Yields the :class:`EmulatedKernel`; the dispatch's registry and state are restored afterwards."""
+    from zsgm.ops import dispatch
+
+    ops = emulated_ops(kernel)
+    saved = (dict(dispatch._loaders), dict(dispatch._loaded), set(dispatch._warned), dispatch._is_cuda)
+    dispatch._loaders.clear()
+    dispatch._loaded.clear()
+    dispatch._warned.clear()
+    dispatch._is_cuda = lambda t: True
+    dispatch.register_cuda_impl("bias_act", lambda: ops.bias_act)
+    dispatch.register_cuda_impl("upfirdn2d", lambda: ops.upfirdn2d)
+    try:
+        yield ops.kernel
+    finally:
+        dispatch._loaders.clear()
+        dispatch._loaders.update(saved[0])
+        dispatch._loaded.clear()
+        dispatch._loaded.update(saved[1])
+        dispatch._warned.clear()
+        dispatch._warned.update(saved[2])
+        dispatch._is_cuda = saved[3]
+
+
+__all__ = ["EmulatedKernel", "emulated_backend", "emulated_ops", "kernel_signatures", "run_bias_act",
+           "run_upfirdn2d"]
