@@ -297,6 +297,30 @@ def test_judge_is_the_runs_guide_unless_another_is_given(tmp_path):
         evaluate("tiny-random", options=options(metrics=["judge"]), registry=registry)
 
 
+class DefaultJudgePlugin:
+    __name__ = "default_judge_plugin"
+
+    @staticmethod
+    @hookimpl
+    def zsgm_register_metrics(register):
+        register(MetricSpec(name="judge-default", compute=judge_compute, family="clip", default=True))
+
+
+@pytest.mark.slow  # ~12 s: open_clip is imported to look the name up
+def test_a_judge_that_does_not_load_is_refused_when_asked_for_and_skips_the_default_clip_metrics(tmp_path):
+    from zsgm.clip import ClipLoadError
+    from zsgm.plugins import build_registry
+
+    _, registry = build_registry(extra_modules=[FakeMetricsPlugin, DefaultJudgePlugin])
+    run = make_run(tmp_path / "run")
+    missing = {"name": str(tmp_path / "no-such-clip.pt")}
+    with pytest.raises(ClipLoadError, match=r"^the judge CLIP '.*no-such-clip.pt' \(--clip\): "):
+        evaluate(str(run), options=options(metrics=["judge"], clip=missing), registry=registry)
+    record = evaluate(str(run), options=options(clip=missing), registry=registry)
+    assert record["skipped"]["judge-default"].startswith("the judge CLIP '")
+    assert "fake" in record["metrics"] and record["clip_judge"] is None
+
+
 def test_steps_are_the_source_each_snapshot_and_the_end_on_the_same_codes(tmp_path):
     from zsgm.metrics.runner import write_steps
 

@@ -245,7 +245,12 @@ def _needs_judge(spec) -> bool:
 
 
 def load_judge(target: EvalTarget, clip: Optional[dict], *, registry, device) -> tuple[Any, Optional[dict]]:
-    """``(judge CLIP or None, its record)``: ``clip`` if given, else the run's first guide CLIP."""
+    """``(judge CLIP or None, its record)``: ``clip`` if given, else the run's first guide CLIP.
+
+    Raises:
+        ClipLoadError: the judge does not load (the message says which judge and where it was named).
+    """
+    from zsgm.clip import ClipLoadError
     from zsgm.recipe import ClipModelConfig
     from zsgm.run import load_clip_asset
 
@@ -258,7 +263,11 @@ def load_judge(target: EvalTarget, clip: Optional[dict], *, registry, device) ->
     else:
         spec = ClipModelConfig(name=clip["name"], pretrained=clip.get("pretrained"))
     preprocess = recipe.clip.preprocess if recipe is not None else "nada"
-    model = load_clip_asset(spec, registry, torch.device(device), preprocess=preprocess)
+    try:
+        model = load_clip_asset(spec, registry, torch.device(device), preprocess=preprocess)
+    except ClipLoadError as exc:
+        where = "--clip" if clip is not None else "the run's guide, clip.models[0]"
+        raise ClipLoadError(f"the judge CLIP {spec.name!r} ({where}): {exc}") from None
     is_guide = any(g.name == spec.name and g.pretrained == spec.pretrained for g in guides)
     return model, {"name": spec.name, "pretrained": spec.pretrained, "is_guide": is_guide}
 
@@ -360,7 +369,8 @@ def _prepare(target: EvalTarget, options: EvalOptions, registry) \
                 raise
             for s in selected:
                 if _needs_judge(s.spec):
-                    skipped[s.spec.name] = f"the CLIP judge did not load: {exc}"
+                    skipped[s.spec.name] = str(exc) if isinstance(exc, ClipLoadError) else \
+                        f"the judge CLIP did not load: {exc}"
             selected = [s for s in selected if not _needs_judge(s.spec)]
     runnable, not_applying = check_metrics(selected, _probe(target, options, judge, judge_record), target)
     return runnable, {**skipped, **not_applying}, judge, judge_record
