@@ -93,19 +93,13 @@ def fake_registry(monkeypatch=None, *, library: bool = False):
     out by default, they would load CLIP and LPIPS networks); with ``monkeypatch``, also the process-wide one
     (for the CLI)."""
     import contextlib
-    import importlib
     from unittest import mock
 
     import zsgm.plugins
     from zsgm.plugins import build_registry
 
-    leave_out = contextlib.nullcontext()
-    if not library:
-        try:
-            importlib.import_module("zsgm.metrics.library")
-            leave_out = mock.patch("zsgm.metrics.library.library_metrics", return_value=[])
-        except ModuleNotFoundError:
-            pass
+    leave_out = contextlib.nullcontext() if library else mock.patch("zsgm.metrics.library.library_metrics",
+                                                                    return_value=[])
     with leave_out:
         _, registry = build_registry(extra_modules=[FakeMetricsPlugin])
     if monkeypatch is not None:
@@ -350,3 +344,14 @@ def test_markdown_names_each_run_and_groups_the_skipped(tmp_path):
     assert lines[2].startswith("| sketch-run | photo -> sketch | directional | ") and lines[2].endswith(" | 1.000 |")
     assert "  - skipped background-artefact, content-iou, diversity-ratio, target-rate: the shapes judges read " \
            "only the shapes world's generator, not the generator 'tiny-random'" in lines
+
+
+def test_the_builtin_plugin_registers_the_shapes_family_and_the_library():
+    from zsgm.plugins import build_registry
+
+    _, registry = build_registry()
+    shapes = [registry.metrics.get(n) for n in ("target-rate", "content-iou", "background-artefact",
+                                                 "diversity-ratio")]
+    assert all(s.family == "shapes" and s.default for s in shapes)
+    assert {"fid", "kid", "intra-lpips", "clip-text", "clip-image", "sifid", "identity"} <= set(registry.metrics.names())
+    assert all(registry.metrics.origin(s.name) == "zsgm (zsgm.builtin)" for s in shapes)

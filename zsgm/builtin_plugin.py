@@ -85,15 +85,8 @@ def zsgm_register_commands(register):
 @hookimpl
 def zsgm_register_metrics(register):
     """The shapes world's judges (family "shapes") and the field's metrics (:mod:`zsgm.metrics.library`)."""
+    from zsgm.metrics.library import library_metrics
     from zsgm.toy.metrics import shapes_metrics
 
-    for spec in shapes_metrics():
-        register(spec)
-    try:
-        from zsgm.metrics.library import library_metrics
-    except ModuleNotFoundError as exc:  # guarded until zsgm.metrics.library lands (issue 17 items 2-3)
-        if exc.name != "zsgm.metrics.library":
-            raise
-        return
-    for spec in library_metrics():
+    for spec in [*shapes_metrics(), *library_metrics()]:
         register(spec)
