@@ -17,6 +17,16 @@ from zsgm.generator.layers import ConstantInput, EqualLinear, PixelNorm, StyledC
 NOISE_MODES = ("random", "const", "none")
 
 
+def _called(layer: nn.Module, *args):
+    return layer(*args)
+
+
+def _recomputed(layer: nn.Module, *args):
+    """``layer(*args)`` keeping only its inputs for backward; its activations are recomputed there
+    (``optim.grad_checkpointing``; noise is an input, so the recomputation is exact)."""
+    return checkpoint(layer, *args, use_reentrant=False)
+
+
 class Generator(nn.Module):
     """StyleGAN2 generator.
 
@@ -169,26 +179,17 @@ class Generator(nn.Module):
                              f"found {tuple(ws.shape)}")
         n = ws.shape[0]
         noise = self.make_noise(n, mode=noise_mode, rng=rng) if noise is None else self._check_noise(noise, n)
-        recompute = self.grad_checkpointing and torch.is_grad_enabled()
+        call = _recomputed if self.grad_checkpointing and torch.is_grad_enabled() else _called
         x = self.input(n)  # [N, C4, 4, 4]
-        x = self.conv1(x, ws[:, 0], noise[0])
-        skip = self.to_rgb1(x, ws[:, 1])  # [N, 3, 4, 4]
+        x = call(self.conv1, x, ws[:, 0], noise[0])
+        skip = call(self.to_rgb1, x, ws[:, 1])  # [N, 3, 4, 4]
         i = 1
-        for j in range(len(self.to_rgbs)):
-            args = (x, skip, ws[:, i:i + 3], noise[2 * j + 1], noise[2 * j + 2])
-            if recompute:  # keep only the block's inputs; its activations are recomputed in backward
-                x, skip = checkpoint(self._block, j, *args, use_reentrant=False)
-            else:
-                x, skip = self._block(j, *args)
+        for j, rgb in enumerate(self.to_rgbs):
+            x = call(self.convs[2 * j], x, ws[:, i], noise[2 * j + 1])  # upsampling conv
+            x = call(self.convs[2 * j + 1], x, ws[:, i + 1], noise[2 * j + 2])
+            skip = call(rgb, x, ws[:, i + 2], skip)
             i += 2
         return skip
-
-    def _block(self, j: int, x: torch.Tensor, skip: torch.Tensor, ws3: torch.Tensor, noise_up, noise_conv):
-        """Resolution block ``j``: upsampling conv, conv, ToRGB. ``x`` ``[N, C, r, r]``, ``skip`` ``[N, 3, r, r]``,
-        ``ws3`` ``[N, 3, D]`` (the block's three W+ slots) -> ``x`` ``[N, C', 2r, 2r]``, ``skip`` ``[N, 3, 2r, 2r]``."""
-        x = self.convs[2 * j](x, ws3[:, 0], noise_up)  # upsampling conv
-        x = self.convs[2 * j + 1](x, ws3[:, 1], noise_conv)
-        return x, self.to_rgbs[j](x, ws3[:, 2], skip)
 
     def truncate(self, w: torch.Tensor, truncation: float, truncation_latent: torch.Tensor | None) -> torch.Tensor:
         """``mean + psi * (w - mean)``; the mean is ``truncation_latent``, else ``latent_avg``, else sampled."""
