@@ -11,7 +11,8 @@ bandwidth as a share of the H200's HBM peak (4.8 TB/s; ``--hbm-tbs`` for another
 the reference under ``torch.compile`` (Inductor's fused version is the fair baseline for bias_act).
 ``--json PATH`` writes every row. Shapes (OPS.md 2.3): bias_act lrelu on conv outputs [B, C(r), r, r],
 the blur after the up-conv on [B, C(r), r+1, r+1] (pad 1, gain 4) and the skip upsample on
-[B, 3, r/2, r/2] (up 2, pad (2, 1, 2, 1), gain 4), with rosinality's config-f channels.
+[B, 3, r/2, r/2] (up 2, pad (2, 1, 2, 1), gain 4), with rosinality's config-f channels; the blur also as a
+separable filter (two 1-D passes), to measure whether separating the 4x4 filter pays.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def cases(r: int, batch: int, dtype: torch.dtype, device: torch.device, f: torch
     out.append((f"bias_act lrelu r={r} c={c}", bias_fwd, backward_of(None, xb, with_bias=True), 2 * n, 4 * n))
     nu, nuo = xu.numel() * es, batch * c * r * r * es
     out.append((f"blur-after-upconv r={r} c={c}", upconv_blur, backward_of(upconv_blur, xu), nu + nuo, nuo + nu))
+    f1 = setup_filter([1, 3, 3, 1], separable=True).to(device)  # the same blur as two 1-D passes
+
+    def upconv_blur_sep(impl, x=xu):
+        return upfirdn2d(x, f1, padding=1, gain=4, impl=impl)
+
+    out.append((f"blur-after-upconv-2pass r={r} c={c}", upconv_blur_sep, backward_of(upconv_blur_sep, xu),
+                nu + nuo, nuo + nu))  # minimal traffic; the 2-pass kernel also writes and reads the middle
     ns, nso = xs.numel() * es, batch * 3 * r * r * es
     out.append((f"upsample-skip r={r}", skip_up, backward_of(skip_up, xs), ns + nso, nso + ns))
     return out

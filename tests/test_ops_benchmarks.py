@@ -24,7 +24,7 @@ def test_bench_ops_smoke(tmp_path, capsys):
     assert load("bench_ops").main(["--smoke", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     ops = {r["op"].split(" r=")[0] for r in data["rows"]}
-    assert ops == {"bias_act lrelu", "blur-after-upconv", "upsample-skip"}
+    assert ops == {"bias_act lrelu", "blur-after-upconv", "blur-after-upconv-2pass", "upsample-skip"}
     assert {r["pass_"] for r in data["rows"]} == {"fwd", "bwd"}
     assert all(r["ref_ms"] > 0 and r["kernel_ms"] > 0 and "hbm_share" in r for r in data["rows"])
     assert "summary (r >= 8): min ref/kernel" in capsys.readouterr().out
