@@ -4,13 +4,31 @@ The helpers at the top (hand-made run directories, a fake metric plugin) are imp
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import attrs
+import pytest
 import torch
 
+from zsgm.builtin_plugin import tiny_random_generator
+from zsgm.cache import weights_fingerprint
 from zsgm.hookspecs import hookimpl
 from zsgm.metrics.api import MetricError, MetricResult
+from zsgm.metrics.runner import (
+    EvalOptions,
+    MetricRefused,
+    Selected,
+    evaluate,
+    evaluate_steps,
+    format_markdown,
+    resolve_target,
+    run_metrics,
+    select_metrics,
+    step_generators,
+)
+from zsgm.metrics.samples import SampleSettings, draw_samples
 from zsgm.registry import MetricSpec
 
 
@@ -108,27 +126,6 @@ def fake_registry(monkeypatch=None, *, library: bool = False):
 
 
 # ---------------------------------------------------------------------------------------------------- tests
-
-import copy  # noqa: E402
-
-import attrs  # noqa: E402
-import pytest  # noqa: E402
-
-from zsgm.builtin_plugin import tiny_random_generator  # noqa: E402
-from zsgm.cache import weights_fingerprint  # noqa: E402
-from zsgm.metrics.runner import (  # noqa: E402
-    EvalOptions,
-    MetricRefused,
-    Selected,
-    evaluate,
-    evaluate_steps,
-    format_markdown,
-    resolve_target,
-    run_metrics,
-    select_metrics,
-    step_generators,
-)
-from zsgm.metrics.samples import SampleSettings, draw_samples  # noqa: E402
 
 
 def options(**kw) -> EvalOptions:
