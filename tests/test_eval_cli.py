@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from cli_output import one_error_line
@@ -162,3 +163,26 @@ def test_at_checkpoints_on_a_real_four_step_run(tmp_path, capsys, monkeypatch):
         (0, "source"), (2, "step-000002.safetensors"), (4, "generator.safetensors")]
     assert rows[0]["values"]["fake_mean"] != rows[2]["values"]["fake_mean"]
     assert (tmp_path / "run" / "eval-steps.png").is_file()
+
+
+def test_save_samples_writes_the_paired_pngs_losslessly(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from zsgm.builtin_plugin import tiny_random_generator
+    from zsgm.generator import load_generator
+    from zsgm.io_utils import to_uint8
+    from zsgm.metrics.samples import SampleSettings, draw_samples
+
+    fake_registry(monkeypatch)
+    run = make_run(tmp_path / "run")
+    assert main(["eval", str(run), "--metrics", "fake", "-n", "3", "--seed", "4", "--save-samples", *QUIET]) == 0
+    folder = run / "eval-samples"
+    assert sorted(p.name for p in (folder / "generated").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    adapted, _ = load_generator(run / "generator.safetensors")
+    source, _ = tiny_random_generator()
+    src, gen = draw_samples([source, adapted], mapper=source, settings=SampleSettings(n=3, seed=4))
+    assert (to_uint8(gen)[2] == np.asarray(Image.open(folder / "generated" / "000002.png"))).all()
+    assert (to_uint8(src)[0] == np.asarray(Image.open(folder / "source" / "000000.png"))).all()
+    assert json.loads((run / "eval.json").read_text())["samples_dir"] == str(folder)
+    assert main(["eval", "tiny-random", "--save-samples", *QUIET]) == USER_ERROR_EXIT
+    assert "--save-samples: tiny-random is not a run directory; give --out DIR" in one_error_line(capsys)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import attrs
+
 from zsgm.cli_errors import CommandLineError
 from zsgm.cli_options import clip_override, finite_float, int_at_least, non_blank
 
@@ -97,8 +99,29 @@ def _check_targets(args) -> None:
     if args.at_checkpoints and args.out is not None and len(args.targets) > 1:
         raise CommandLineError("--at-checkpoints with --out takes one run directory (each run's files would "
                                "overwrite the last's); leave --out out to write into each run")
+    if args.save_samples and args.at_checkpoints:
+        raise CommandLineError("--save-samples writes one generator's samples; leave it out with --at-checkpoints")
+    if args.save_samples and args.out is None:
+        for target in args.targets:
+            if not Path(target).is_dir():
+                raise CommandLineError(f"--save-samples: {target} is not a run directory; give --out DIR for its "
+                                       f"samples")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise CommandLineError(f"--out {args.out}: is a file; give a directory for eval.json and eval.md")
+
+
+def _with_samples_dir(options, args, target: str):
+    """``options`` with ``samples_dir`` for ``--save-samples``: OUT/eval-samples (OUT/eval-samples/NAME for several
+    targets) or RUN/eval-samples."""
+    if not args.save_samples:
+        return options
+    if args.out is not None:
+        folder = Path(args.out) / "eval-samples"
+        if len(args.targets) > 1:
+            folder = folder / (Path(target).resolve().name if Path(target).exists() else target)
+    else:
+        folder = Path(target) / "eval-samples"
+    return attrs.evolve(options, samples_dir=folder)
 
 
 def cmd_eval(args) -> int:
@@ -121,7 +144,7 @@ def cmd_eval(args) -> int:
             json_path, png = write_steps(record, args.out or target)
             print(f"wrote {json_path} and {png}")
         return 0
-    records = [evaluate(target, options=options) for target in args.targets]
+    records = [evaluate(target, options=_with_samples_dir(options, args, target)) for target in args.targets]
     print(format_markdown(records), end="")
     if args.out is not None:
         for path in write_results(records, args.out):
@@ -171,6 +194,10 @@ def add_eval_parser(sub):
                    help="noise maps: drawn from the seed, the generator's stored ones, or none (default: %(default)s)")
     p.add_argument("--batch", type=int_at_least(1), default=DEFAULT_BATCH,
                    help="samples synthesised at once; the images do not depend on it (default: %(default)s)")
+    p.add_argument("--save-samples", dest="save_samples", action="store_true",
+                   help="also write the samples as PNG at full resolution: eval-samples/generated/NNNNNN.png and "
+                        "eval-samples/source/NNNNNN.png (same index, same latent and noise) beside eval.json "
+                        "(default: off)")
     p.add_argument("--at-checkpoints", dest="at_checkpoints", action="store_true",
                    help="evaluate a run at step 0 (its source), each snapshots/step-*.safetensors "
                         "(run.snapshot_every) and the end: eval-steps.json and a metric-vs-step eval-steps.png "

@@ -28,7 +28,7 @@ import attrs
 import torch
 
 from zsgm.metrics.api import EvalContext, MetricError, MetricResult
-from zsgm.metrics.samples import SampleSettings, draw_samples, sample_pair
+from zsgm.metrics.samples import SampleSettings, draw_samples, sample_pair, save_samples
 
 JUDGE_FAMILIES = frozenset({"clip"})  # metric families that read ctx.clip_judge: the judge loads only for them
 EVAL_JSON = "eval.json"
@@ -40,7 +40,7 @@ SNAPSHOT_PATTERN = re.compile(r"^step-(\d+)\.safetensors$")
 RESERVED = frozenset({"run", "evaluated", "source", "target", "techniques", "steps", "task", "n", "seed",
                       "truncation", "noise_mode", "sampling", "clip_judge", "real_dir", "weights", "metrics",
                       "skipped", "notes", "source_generator", "generator_name", "zsgm_version", "rows", "step",
-                      "device"})
+                      "device", "samples_dir"})
 
 
 class MetricRefused(ValueError):
@@ -97,6 +97,7 @@ class EvalOptions:
         options: per-metric options (``ctx.options``).
         device: where generators and metrics run.
         progress: show progress bars.
+        samples_dir: also write the samples there as PNG (:func:`zsgm.metrics.samples.save_samples`); None: not.
     """
 
     metrics: Optional[list[str]] = None
@@ -108,6 +109,7 @@ class EvalOptions:
     options: dict[str, dict[str, Any]] = attrs.Factory(dict)
     device: torch.device = attrs.Factory(lambda: torch.device("cpu"))
     progress: bool = False
+    samples_dir: Optional[Path] = None
 
 
 # ------------------------------------------------------------------------------------------------ targets
@@ -398,6 +400,7 @@ def _header(target: EvalTarget, options: EvalOptions, judge_record, mapping: str
         "real_dir": None if options.real_dir is None else str(options.real_dir),
         "weights": dict(options.weights),
         "device": str(options.device),
+        "samples_dir": None if options.samples_dir is None else str(options.samples_dir),
         "zsgm_version": __version__,
     }
 
@@ -428,9 +431,11 @@ def evaluate(target: str | EvalTarget, *, options: Optional[EvalOptions] = None,
     runnable, skipped, judge, judge_record = _prepare(target, options, registry)
     results: dict[str, dict] = {}
     mapping = "source" if target.source is not None else "own"
-    if runnable:
+    if runnable or options.samples_dir is not None:
         samples = sample_pair(target.generator, target.source, settings=options.settings, device=options.device,
                               progress=options.progress)
+        if options.samples_dir is not None:
+            save_samples(samples, options.samples_dir)
         ctx = make_context(target, options, generated=samples.generated, source=samples.source, judge=judge,
                            judge_record=judge_record)
         runnable, late = check_metrics(runnable, ctx, target)

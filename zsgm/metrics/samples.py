@@ -13,6 +13,7 @@ the device; ``zsgm.toy.evaluate.paired_samples`` draws the very same images.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import attrs
@@ -180,5 +181,23 @@ def sample_pair(generator, source=None, *, settings: SampleSettings, device="cpu
     return EvalSamples(generated=generated, source=src, settings=settings, mapping="source")
 
 
+def save_samples(samples: EvalSamples, folder: str | Path) -> Path:
+    """Write the samples losslessly at full resolution (EVAL.md 2.1): ``FOLDER/generated/NNNNNN.png`` and, when
+    paired, ``FOLDER/source/NNNNNN.png`` (the same index is the same latent and noise); returns ``folder``."""
+    from PIL import Image
+
+    from zsgm.io_utils import save_png, to_uint8
+
+    folder = Path(folder)
+    for name, images in (("generated", samples.generated), ("source", samples.source)):
+        if images is None:
+            continue
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for start in range(0, len(images), 256):  # uint8 conversion in slices: bounded memory at 1024 px
+            for i, array in enumerate(to_uint8(images[start:start + 256]), start=start):
+                save_png(Image.fromarray(array), folder / name / f"{i:06d}.png")
+    return folder
+
+
 __all__ = ["DEFAULT_N", "DEFAULT_SEED", "EvalSamples", "NOISE_MODES", "STREAM_CHUNK", "SampleSettings",
-           "draw_samples", "sample_pair", "truncation_mean"]
+           "draw_samples", "sample_pair", "save_samples", "truncation_mean"]
