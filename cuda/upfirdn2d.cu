@@ -61,10 +61,67 @@ __device__ void zsgm_upfirdn2d_poly(const T* __restrict__ x, const typename Zsgm
     }
 }
 
+// up = down = 1 with a 4x4 filter (the generator's blur after the transposed conv, and its backward), on
+// the biggest tensors of the generator: each thread computes ROWS vertically adjacent outputs and reuses
+// every input row it loads for all of them (ROWS + 3 rows of 4 samples for ROWS outputs: 7 loads per output
+// instead of 16 for ROWS = 4). Launch: blockDim (bx, by), grid (ceil(out_w / bx), ceil(out_h / (by * ROWS)),
+// planes'). The unused parameters keep the signature of the other entry points.
+template <typename T, int ROWS>
+__device__ void zsgm_upfirdn2d_blur4(const T* __restrict__ x, const typename ZsgmIo<T>::C* __restrict__ f,
+                                     T* __restrict__ y, int planes, int in_h, int in_w, int out_h, int out_w,
+                                     int pad_x0, int pad_y0, int flip, typename ZsgmIo<T>::C gain) {
+    typedef typename ZsgmIo<T>::C C;
+    const int ox = blockIdx.x * blockDim.x + threadIdx.x;
+    const int oy0 = (blockIdx.y * blockDim.y + threadIdx.y) * ROWS;
+    if (ox >= out_w || oy0 >= out_h) return;
+    C w[4][4];  // correlation weights: w[ky][kx] multiplies x[oy - pad_y0 + ky][ox - pad_x0 + kx]
+#pragma unroll
+    for (int ky = 0; ky < 4; ++ky)
+#pragma unroll
+        for (int kx = 0; kx < 4; ++kx) w[ky][kx] = flip ? f[ky * 4 + kx] : f[(3 - ky) * 4 + (3 - kx)];
+    const int bx = ox - pad_x0, by = oy0 - pad_y0;
+    const int in_plane = in_h * in_w, out_plane = out_h * out_w;
+    for (int plane = blockIdx.z; plane < planes; plane += gridDim.z) {
+        const T* xp = x + plane * in_plane;
+        C acc[ROWS];
+#pragma unroll
+        for (int j = 0; j < ROWS; ++j) acc[j] = (C)0;
+#pragma unroll
+        for (int r = 0; r < ROWS + 3; ++r) {
+            const int iy = by + r;
+            if (iy < 0 || iy >= in_h) continue;
+            C v[4];
+#pragma unroll
+            for (int kx = 0; kx < 4; ++kx) {
+                const int ix = bx + kx;
+                v[kx] = (ix >= 0 && ix < in_w) ? ZsgmIo<T>::load(xp[iy * in_w + ix]) : (C)0;
+            }
+#pragma unroll
+            for (int j = 0; j < ROWS; ++j) {
+                const int ky = r - j;  // compile-time after unrolling
+                if (ky >= 0 && ky < 4)
+                    acc[j] += v[0] * w[ky][0] + v[1] * w[ky][1] + v[2] * w[ky][2] + v[3] * w[ky][3];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < ROWS; ++j)
+            if (oy0 + j < out_h) y[plane * out_plane + (oy0 + j) * out_w + ox] = ZsgmIo<T>::store(acc[j] * gain);
+    }
+}
+
+#define ZSGM_BLUR_ENTRY(SUFFIX, T, C, ROWS)                                                             \
+    extern "C" __global__ void zsgm_upfirdn2d_up1_down1_k4_##SUFFIX(                                    \
+        const T* x, const C* f, T* y, int planes, int in_h, int in_w, int out_h, int out_w, int up_x,  \
+        int up_y, int down_x, int down_y, int pad_x0, int pad_y0, int f_w, int f_h, int flip, C gain) { \
+        zsgm_upfirdn2d_blur4<T, ROWS>(x, f, y, planes, in_h, in_w, out_h, out_w, pad_x0, pad_y0, flip,  \
+                                      gain);                                                            \
+    }
+
 // Fixed, descriptive extern "C" entry points (stable names keep CuPy's disk cache effective):
 //   zsgm_upfirdn2d_poly_<dtype>                 every parameter at run time
 //   zsgm_upfirdn2d_up2_down1_k4_<dtype>        the generator's skip upsample (pad 2,1,2,1)
 //   zsgm_upfirdn2d_up1_down1_k4_<dtype>        blur after the transposed conv (pad 1) and its backward
+//                                               (zsgm_upfirdn2d_blur4: 4 output rows per thread)
 //   zsgm_upfirdn2d_up1_down2_k4_<dtype>        backward of the skip upsample
 #define ZSGM_UPFIRDN_ENTRY(NAME, SUFFIX, T, C, UX, UY, DX, DY, KW, KH)                                  \
     extern "C" __global__ void zsgm_upfirdn2d_##NAME##_##SUFFIX(                                        \
@@ -78,7 +135,7 @@ __device__ void zsgm_upfirdn2d_poly(const T* __restrict__ x, const typename Zsgm
 #define ZSGM_UPFIRDN_DTYPE(SUFFIX, T, C)                                        \
     ZSGM_UPFIRDN_ENTRY(poly, SUFFIX, T, C, 0, 0, 0, 0, 0, 0)                    \
     ZSGM_UPFIRDN_ENTRY(up2_down1_k4, SUFFIX, T, C, 2, 2, 1, 1, 4, 4)            \
-    ZSGM_UPFIRDN_ENTRY(up1_down1_k4, SUFFIX, T, C, 1, 1, 1, 1, 4, 4)            \
+    ZSGM_BLUR_ENTRY(SUFFIX, T, C, 4)                                            \
     ZSGM_UPFIRDN_ENTRY(up1_down2_k4, SUFFIX, T, C, 1, 1, 2, 2, 4, 4)
 
 ZSGM_UPFIRDN_DTYPE(f32, float, float)

@@ -52,6 +52,7 @@ ACT_CODE = {"linear": 0, "relu": 1, "lrelu": 2}
 SOURCES = {"bias_act": "bias_act.cu", "upfirdn2d": "upfirdn2d.cu"}
 # upfirdn2d templates: stem -> (up, down, taps) fixed at compile time; "poly" takes everything at run time
 UPFIRDN_STEMS = {"up2_down1_k4": (2, 1, 4), "up1_down1_k4": (1, 1, 4), "up1_down2_k4": (1, 2, 4)}
+UPFIRDN_ROWS = {"up1_down1_k4": 4}  # output rows per thread (the blur kernel reuses loaded input rows)
 # self-check tolerances against the float64 reference (loose enough for rounding, tight enough for indexing)
 CHECK_TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=1e-4, atol=1e-4),
              torch.float16: dict(rtol=1e-2, atol=2e-2)}
@@ -390,7 +391,8 @@ class CupyKernel:
             return y.zero_()
         bx = 32 if out_w > 16 else (16 if out_w > 8 else 8)
         by = THREADS // bx
-        grid = ((out_w + bx - 1) // bx, (out_h + by - 1) // by, min(planes, 65535))
+        rows = by * UPFIRDN_ROWS.get(stem, 1)  # output rows per block
+        grid = ((out_w + bx - 1) // bx, (out_h + rows - 1) // rows, min(planes, 65535))
         i32 = np.int32
         args = (x.data_ptr(), f.data_ptr(), y.data_ptr(), i32(planes), i32(h), i32(w), i32(out_h), i32(out_w),
                 i32(up[0]), i32(up[1]), i32(down[0]), i32(down[1]), i32(pad0[0]), i32(pad0[1]), i32(fw), i32(fh),

@@ -144,6 +144,51 @@ def run_upfirdn2d(name: str, grid, block, args) -> None:
     EmulatedKernel.taps_visited += visited * planes
 
 
+def run_upfirdn2d_blur4(name: str, grid, block, args, rows: int = 4) -> None:
+    """Numpy port of zsgm_upfirdn2d_blur4: each thread computes ``rows`` vertically adjacent outputs from
+    ``rows + 3`` loaded input rows of 4 samples."""
+    (x, f, y, planes, in_h, in_w, out_h, out_w, up_x, up_y, down_x, down_y, pad_x0, pad_y0, f_w, f_h, flip,
+     gain) = args
+    if (int(up_x), int(up_y), int(down_x), int(down_y), int(f_w), int(f_h)) != (1, 1, 1, 1, 4, 4):
+        raise AssertionError(f"{name} launched with up=({up_x},{up_y}) down=({down_x},{down_y}) taps={f_w}x{f_h}")
+    sfx = name.rsplit("_", 1)[1]
+    T, C = NP_STORAGE[sfx], (np.float64 if sfx == "f64" else np.float32)
+    planes, in_h, in_w, out_h, out_w, pad_x0, pad_y0 = map(int, (planes, in_h, in_w, out_h, out_w, pad_x0, pad_y0))
+    X = _view(x, planes * in_h * in_w, T).astype(C).reshape(planes, in_h * in_w)
+    F = _view(f, 16, C).reshape(4, 4)
+    W = F if flip else F[::-1, ::-1]  # correlation weights w[ky][kx]
+    Y = _view(y, planes * out_h * out_w, T).reshape(planes, out_h, out_w)
+    ox = (np.arange(grid[0])[:, None] * block[0] + np.arange(block[0])[None, :]).reshape(-1)
+    oy0 = ((np.arange(grid[1])[:, None] * block[1] + np.arange(block[1])[None, :]).reshape(-1)) * rows
+    if ox.max() < out_w - 1 or oy0.max() + rows - 1 < out_h - 1:
+        raise AssertionError(f"{name}: grid {grid} x block {block} x {rows} rows does not cover {out_h}x{out_w}")
+    ox, oy0 = ox[ox < out_w], oy0[oy0 < out_h]  # the early return
+    bx, by = ox - pad_x0, oy0 - pad_y0
+    acc = np.zeros((planes, len(oy0), rows, len(ox)), dtype=C)
+    for r in range(rows + 3):
+        iy = by + r
+        vy = (iy >= 0) & (iy < in_h)
+        v = []
+        for kx in range(4):
+            ix = bx + kx
+            vx = (ix >= 0) & (ix < in_w)
+            src = np.where(vy, iy, 0)[:, None] * in_w + np.where(vx, ix, 0)[None, :]
+            _assert_int32(src)
+            v.append(np.where(vy[:, None] & vx[None, :], X[:, src], C(0)))  # [planes, oy0, ox]
+        for j in range(rows):
+            ky = r - j
+            if 0 <= ky < 4:
+                acc[:, :, j, :] += v[0] * W[ky, 0] + v[1] * W[ky, 1] + v[2] * W[ky, 2] + v[3] * W[ky, 3]
+    out = (acc * C(gain)).astype(T)  # [planes, oy0, rows, ox]
+    for j in range(rows):
+        oy = oy0 + j
+        keep = oy < out_h  # the guarded store
+        Y[:, oy[keep][:, None], ox[None, :]] = out[:, keep, j, :]
+    zs = [p for z in range(grid[2]) for p in range(z, planes, grid[2])]
+    if sorted(zs) != list(range(planes)):
+        raise AssertionError(f"{name}: gridDim.z={grid[2]} does not visit each of {planes} planes once")
+
+
 def run_bias_act(name: str, grid, block, args) -> None:
     sfx = name.rsplit("_", 1)[1]
     T, C = NP_STORAGE[sfx], (np.float64 if sfx == "f64" else np.float32)
@@ -230,7 +275,9 @@ class EmulatedKernel(CupyKernel):
         _check_types(name, args, self.signatures[name])
         if any(int(g) < 1 for g in grid) or int(np.prod(block)) > 1024:
             raise AssertionError(f"{name}: bad launch shape grid={grid} block={block}")
-        if name.startswith("zsgm_upfirdn2d_"):
+        if name.startswith("zsgm_upfirdn2d_up1_down1_k4_"):
+            run_upfirdn2d_blur4(name, grid, block, args)
+        elif name.startswith("zsgm_upfirdn2d_"):
             run_upfirdn2d(name, grid, block, args)
         else:
             run_bias_act(name, grid, block, args)
@@ -277,4 +324,4 @@ def emulated_backend(kernel: EmulatedKernel | None = None):
 
 
 __all__ = ["EmulatedKernel", "emulated_backend", "emulated_ops", "kernel_signatures", "run_bias_act",
-           "run_upfirdn2d"]
+           "run_upfirdn2d", "run_upfirdn2d_blur4"]
