@@ -33,14 +33,16 @@ from typing import Any, Callable, Iterable, Iterator
 import attrs
 import torch
 
-__all__ = ["Distributed", "SINGLE", "from_environment", "session"]
+from zsgm.run import RunError
+
+__all__ = ["Distributed", "RankFailedError", "SINGLE", "from_environment", "session"]
 
 #: Minutes a rank waits in a collective (rank 0's setup can take a while) before it gives up.
 TIMEOUT_MINUTES = 60
 
 
-class RankFailedError(RuntimeError):
-    """Rank 0 failed before the other ranks could start; the message is rank 0's error."""
+class RankFailedError(RunError):
+    """Rank 0 failed while the other ranks waited for it; the message is rank 0's error."""
 
 
 @attrs.frozen
@@ -72,8 +74,6 @@ class Distributed:
     def check_batch_size(self, batch_size: int) -> None:
         """The global batch is split in equal parts: ``optim.batch_size`` must be a multiple of the ranks."""
         if batch_size % self.world_size:
-            from zsgm.run import RunError
-
             raise RunError(f"optim.batch_size = {batch_size} cannot be split over {self.world_size} processes "
                            f"(WORLD_SIZE); use a multiple of {self.world_size}")
 

@@ -14,15 +14,18 @@ from __future__ import annotations
 import copy
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 import torch
 
 from zsgm import hookspecs
-from zsgm.distributed import SINGLE, Distributed
 from zsgm.recipe import Recipe, RecipeError
 from zsgm.registry import RegistryError, unknown_name_message
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zsgm.distributed import Distributed
 
 
 class RunError(RuntimeError):
@@ -170,13 +173,14 @@ class Run:
         batch: the current step's :class:`zsgm.step.StepBatch`.
     """
 
-    def __init__(self, recipe: Recipe, *, out_dir: str | Path, registry=None, dist: Distributed = SINGLE):
+    def __init__(self, recipe: Recipe, *, out_dir: str | Path, registry=None, dist: Distributed | None = None):
+        from zsgm.distributed import SINGLE
         from zsgm.plugins import get_registry
 
         self.recipe = recipe
         self.registry = registry or get_registry()
         self.out_dir = Path(out_dir)
-        self.dist = dist
+        self.dist = dist = dist or SINGLE
         self.device = dist.local_device(resolve_device(recipe.run.device))
         self.clip_device = self.device if recipe.clip.device is None else \
             dist.local_device(resolve_device(recipe.clip.device, field="clip.device"))
@@ -306,7 +310,7 @@ class Run:
         }
 
 
-def build_run(recipe: Recipe, *, out_dir: str | Path, registry=None, dist: Distributed = SINGLE) -> Run:
+def build_run(recipe: Recipe, *, out_dir: str | Path, registry=None, dist: Distributed | None = None) -> Run:
     """Build a :class:`Run`, turning registry lookup failures into recipe errors."""
     try:
         return Run(recipe, out_dir=out_dir, registry=registry, dist=dist)
