@@ -233,3 +233,20 @@ def test_backend_source_uses_no_deprecated_cupy_api():
     import inspect
 
     assert "ExternalStream(" not in inspect.getsource(cb).replace("``ExternalStream``", "")
+
+
+def test_upfirdn2d_reason_is_memoised_per_call_signature(monkeypatch):
+    kernel = EmulatedKernel()
+    calls = []
+    inner = kernel._upfirdn2d_reason
+    monkeypatch.setattr(kernel, "_upfirdn2d_reason", lambda *a: calls.append(a) or inner(*a))
+    x = torch.randn(2, 3, 8, 8)
+    for _ in range(3):
+        assert kernel.upfirdn2d_reason(x, F4, 2, 1, [2, 1, 2, 1], 4.0) is None
+    assert kernel.upfirdn2d_reason(torch.randn(2, 3, 9, 9), F4, 2, 1, [2, 1, 2, 1], 4.0) is None
+    assert len(calls) == 2
+    monkeypatch.setattr(kernel, "_capturing", lambda device: True)
+    fresh = EmulatedKernel()
+    monkeypatch.setattr(fresh, "_capturing", lambda device: True)
+    assert "graph capture" in fresh.upfirdn2d_reason(x, F4, 2, 1, (2, 1, 2, 1), 4.0)
+    assert fresh._reasons == {}  # not remembered: the next call outside capture checks again

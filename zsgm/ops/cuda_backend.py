@@ -117,6 +117,7 @@ class CupyKernel:
         self._streams: dict[tuple[int, int], object] = {}
         self._filters: dict[int, tuple] = {}  # id(filter) -> (weakref, {(device, dtype, version): copy})
         self._ones: dict[tuple, torch.Tensor] = {}
+        self._reasons: dict[tuple, str | None] = {}  # memoised upfirdn2d_reason per call signature
         self._lock = threading.RLock()
         self._init_device()
 
@@ -259,7 +260,24 @@ class CupyKernel:
         return self._ready("bias_act", x.device, x.dtype)
 
     def upfirdn2d_reason(self, x: torch.Tensor, f: torch.Tensor | None, up, down, padding, gain) -> str | None:
-        """None when the kernels can run this call (forward and backward); else why not."""
+        """None when the kernels can run this call (forward and backward); else why not.
+
+        Memoised per call signature (device, dtype, shapes, up/down/padding), so the per-call host cost is one
+        dictionary lookup once a shape has been seen."""
+        key = (x.device, x.dtype, x.shape, None if f is None else (f.shape, f.dtype), _hashable(up),
+               _hashable(down), _hashable(padding), gain >= 0)
+        try:
+            return self._reasons[key]
+        except KeyError:
+            pass
+        reason = self._upfirdn2d_reason(x, f, up, down, padding, gain)
+        if reason is None or "graph capture" not in reason:  # capture is transient: ask again next time
+            if len(self._reasons) > 4096:
+                self._reasons.clear()
+            self._reasons[key] = reason
+        return reason
+
+    def _upfirdn2d_reason(self, x, f, up, down, padding, gain) -> str | None:
         if x.dtype not in SUFFIX:
             return f"dtype {x.dtype} is not supported by the kernels (float16/32/64 only)"
         up2, down2, pad4 = check_upfirdn2d_args(x, f, up, down, padding)
@@ -399,6 +417,10 @@ class CupyKernel:
                 i32(bool(flip)), _scalar_type(x.dtype)(gain))
         self._launch(f"zsgm_upfirdn2d_{stem}_{SUFFIX[x.dtype]}", x.device, grid, (bx, by), args)
         return y
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
 
 
 def _index(device: torch.device) -> int:
