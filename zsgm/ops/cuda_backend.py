@@ -293,8 +293,9 @@ class CupyKernel:
             return f"filter dtype {f.dtype} is not floating point"
         f_probe = f if f is not None else torch.ones(1, 1)
         adj = upfirdn2d_adjoint_params((h, w), (out_h, out_w), f, up=up2, down=down2, padding=pad4)
+        dtype = torch.float32 if f_probe.ndim == 1 and x.dtype == torch.float16 else x.dtype  # separable fp16
         for stem in {upfirdn_stem(up2, down2, f_probe), upfirdn_stem(adj["up"], adj["down"], f_probe)}:
-            reason = self._ready("upfirdn2d", x.device, x.dtype, stem)
+            reason = self._ready("upfirdn2d", x.device, dtype, stem)
             if reason is not None:
                 return reason
         return None
@@ -359,7 +360,8 @@ class CupyKernel:
 
     def upfirdn2d(self, x, f, up, down, padding, flip_filter, gain):
         stem = upfirdn_stem(up, down, f)
-        reason = self._ready("upfirdn2d", x.device, x.dtype, stem)
+        separable_half = f is not None and f.ndim == 1 and x.dtype == torch.float16
+        reason = self._ready("upfirdn2d", x.device, torch.float32 if separable_half else x.dtype, stem)
         if reason is not None:
             raise RuntimeError(f"upfirdn2d kernel unavailable: {reason}")
         return self._upfirdn2d(x, f, up, down, padding, flip_filter, gain, stem)
@@ -394,8 +396,11 @@ class CupyKernel:
         if fd.ndim == 2:
             return self._pass(xc, fd, (upx, upy), (downx, downy), (x0, y0), (x1, y1), flip_filter, gain, stem)
         g = math.sqrt(gain)  # separable: sqrt(gain) per pass, along x then along y (as the reference)
-        t = self._pass(xc, fd[None, :], (upx, 1), (downx, 1), (x0, 0), (x1, 0), flip_filter, g, "poly")
-        return self._pass(t, fd[:, None], (1, upy), (1, downy), (0, y0), (0, y1), flip_filter, g, "poly")
+        half = xc.dtype == torch.float16  # keep the intermediate in float32 (no rounding between passes)
+        t = self._pass(xc.float() if half else xc, fd[None, :], (upx, 1), (downx, 1), (x0, 0), (x1, 0), flip_filter,
+                       g, "poly")
+        y = self._pass(t, fd[:, None], (1, upy), (1, downy), (0, y0), (0, y1), flip_filter, g, "poly")
+        return y.half() if half else y
 
     def _pass(self, x, f, up, down, pad0, pad1, flip, gain, stem):
         """One launch: x [N, C, H, W] contiguous, f [fh, fw] contiguous (compute dtype) -> new tensor."""
