@@ -184,6 +184,13 @@ def test_bias_act_port_matches_the_reference(kernel, dtype):
                 assert out.stride() == x.stride()
 
 
+def test_bias_act_size_one_channel_dim_with_an_odd_stride(kernel):
+    x = torch.empty_strided((2, 1, 3), (3, 0, 1), dtype=torch.float64).normal_()  # contiguous, stride(1) = 0
+    assert x.is_contiguous()
+    b = torch.randn(1, dtype=torch.float64)
+    torch.testing.assert_close(bias_act_function(kernel, x, b, act="lrelu"), bias_act_ref(x, b, act="lrelu"))
+
+
 def test_bias_act_port_64_bit_path(kernel, monkeypatch):
     monkeypatch.setattr(cb, "INDEX32_LIMIT", 50)  # tensors of >= 50 elements take the 64-bit entry points
     x = torch.randn(3, 5, 4, 6, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_(True)

@@ -322,7 +322,8 @@ class CupyKernel:
             return y
         sfx, s = SUFFIX[x.dtype], _scalar_type(x.dtype)
         bias = b.to(x.dtype).contiguous() if b is not None else x  # any valid pointer when absent
-        stride, channels = x.stride(dim), x.shape[dim]
+        channels = x.shape[dim]
+        stride = x.stride(dim) if channels > 1 else 1  # a size-1 dim's stride is arbitrary (even 0); c is 0
         tail = (np.int32(b is not None), np.int32(ACT_CODE[act]), s(alpha), s(gain),
                 s(-1.0 if clamp is None else clamp))
         if n < INDEX32_LIMIT:
