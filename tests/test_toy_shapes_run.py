@@ -18,14 +18,14 @@ def test_adapt_then_eval_on_shapes_writes_the_judges_table(tmp_path, capsys):
                  "--target", "sketch", "--steps", "4", "--sample-every", "0", "--out", str(out),
                  "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["eval", str(out), "-n", "16", "--out", str(tmp_path / "table.md")]) == 0
+    assert main(["eval", str(out), "-n", "16"]) == 0
     printed = capsys.readouterr().out
     assert "| sketch | style:sketch | directional+layer-freeze |" in printed
     record = json.loads((out / "eval.json").read_text())
     assert record["steps"] == 4 and record["n"] == 16
     for key in ("target_rate", "content_iou", "background_artefact", "diversity_ratio"):
         assert 0.0 <= record[key] <= 2.0, key
-    assert (tmp_path / "table.md").read_text() in printed
+    assert (out / "eval.md").read_text() in printed
 
 
 def test_readme_pastel_recipe_reaches_pastel_and_keeps_the_shapes(tmp_path):
