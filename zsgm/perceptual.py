@@ -131,7 +131,7 @@ def load_lpips(net: str = "vgg", *, backbone: str | os.PathLike | None = None, d
 
 def backbone_file_name(net: str) -> str:
     """torchvision's file name for ``net``'s ImageNet weights (as saved in the torch hub cache)."""
-    return _backbone_url(net).rsplit("/", 1)[-1]
+    return backbone_url(net).rsplit("/", 1)[-1]
 
 
 def hub_checkpoints_dir() -> Path:
@@ -139,7 +139,7 @@ def hub_checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _backbone_url(net: str) -> str:
+def backbone_url(net: str) -> str:
     import torchvision.models as tvm
 
     return getattr(tvm, _TORCHVISION[net][1]).IMAGENET1K_V1.url
@@ -230,7 +230,7 @@ def _read_backbone(path: Path, trunk: str) -> dict:
 
 def _download_backbone(trunk: str, folder: Path) -> dict:
     """torchvision's weights for ``trunk`` downloaded into ``folder`` (the hub cache), with a short timeout."""
-    url, name = _backbone_url(trunk), backbone_file_name(trunk)
+    url, name = backbone_url(trunk), backbone_file_name(trunk)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:

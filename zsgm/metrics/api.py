@@ -38,7 +38,7 @@ class EvalContext:
         generator_name: the registered name of the (source) generator ("shapes", "tiny-random"), or None for a
             file; metric families tied to one world check it in ``applies``.
         seed / truncation / noise_mode: how the samples were drawn (recorded with every result).
-        weights: local weight files by key ("inception", "lpips-vgg", "arcface", ...) given on the command line.
+        weights: local weight files by key ("inception", "lpips", "lpips-net", "arcface", ...) given on the command line.
         clip_judge: the CLIP model that judges CLIP scores (a :class:`zsgm.clip.ClipModel`), or None.
         clip_judge_is_guide: True when the judge is one of the CLIP models that guided the run (scores inflated).
         device: where metrics may run their networks.

@@ -47,7 +47,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def load_metric_lpips(ctx: EvalContext, metric: str = NAME):
     """``(LpipsDistance, record fields)`` for ``ctx.weights["lpips-net"]`` ("vgg" default, "standin" for tests),
     from ``ctx.weights["lpips"]`` or torchvision's hub cache; MetricError when the backbone file is missing."""
-    from zsgm.perceptual import (LPIPS_NETS, STANDIN, LpipsWeightsError, _backbone_url, backbone_file_name,
+    from zsgm.perceptual import (LPIPS_NETS, STANDIN, LpipsWeightsError, backbone_url, backbone_file_name,
                                  load_lpips)
 
     net = ctx.weights.get("lpips-net", "vgg")
@@ -59,7 +59,7 @@ def load_metric_lpips(ctx: EvalContext, metric: str = NAME):
         raise MetricError(f"{metric}: weights lpips-net={net!r} must be one of {', '.join(LPIPS_NETS)}, standin")
     path = weight_file(ctx, "lpips", metric=metric, file_name=backbone_file_name(net), cache_dir=hub_checkpoints_dir(),
                        cache_owner="torchvision's download folder: torch hub checkpoints, where lpips gets it",
-                       url=_backbone_url(net))
+                       url=backbone_url(net))
     try:
         dist = load_lpips(net, backbone=path, device=ctx.device)
     except LpipsWeightsError as exc:

@@ -341,7 +341,7 @@ def run_metrics(selected: list[Selected], ctx: EvalContext, target: EvalTarget, 
         except MetricError as exc:
             if sel.explicit:
                 raise
-            skipped[sel.spec.name] = str(exc)
+            skipped[sel.spec.name] = str(exc).removeprefix(f"{sel.spec.name}: ")  # the line names it already
             continue
         if not isinstance(result, MetricResult):
             raise TypeError(f"metric {sel.spec.name!r} returned {type(result).__name__}, not a MetricResult")
