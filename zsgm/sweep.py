@@ -367,8 +367,7 @@ def summary_table(outcomes: list[Outcome]) -> str:
         rows.append((o.name, status, f"{o.steps_done}/{o.steps_total}",
                      "-" if o.total is None else f"{o.total:.4f}", f"{o.seconds:.0f} s", o.error or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(5)) + ("  " + r[5] if r[5] else "")
-                     for r in rows).rstrip()
+    return "\n".join(("  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5]).rstrip() for r in rows)
 
 
 # ------------------------------------------------------------------------------------------------ command
