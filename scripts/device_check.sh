@@ -10,7 +10,7 @@
 #    pytest.log, bench_ops.log/.json, nada.log/.json, gpu_check.log.
 #
 # Parts and time budgets (seconds; each also capped by what is left of TOTAL):
-#    setup 30 | GPU tests 110 | bench_ops 80 | bench_nada_step 170 | gpu_check (B, C, E) 70  -> TOTAL 460
+#    setup 30 | GPU tests 110 | bench_ops 90 | bench_nada_step 160 | gpu_check (B, C, E) 60  -> TOTAL 450
 # A part that fails or runs out of time is recorded and the next part still runs.
 set -u
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ fi
 
 OUT=${OUT:-./device_out}
 mkdir -p "$OUT"
-TOTAL=${DEVICE_CHECK_TOTAL:-460}
+TOTAL=${DEVICE_CHECK_TOTAL:-450}
 T0=$(date +%s)
 SUMMARY="$OUT/summary.txt"
 export PYTHONUNBUFFERED=1 CUPY_CACHE_DIR=/tmp/zsgm_cupy_cache OMP_NUM_THREADS=8
@@ -86,17 +86,17 @@ part gpu-tests 110 "$OUT/pytest.log" "$PY" -m pytest -q -m gpu tests/test_ops_cu
   --durations=10
 
 # ---- per-op throughput and bandwidth, forward and backward, float32 and float16
-part bench-ops 80 "$OUT/bench_ops.log" "$PY" benchmarks/bench_ops.py --sizes 16 64 256 1024 --batch 4 16 \
+part bench-ops 90 "$OUT/bench_ops.log" "$PY" benchmarks/bench_ops.py --sizes 64 256 1024 --batch 2 16 \
   --dtype float32 float16 --iters 20 --repeat 3 --json "$OUT/bench_ops.json"
 
 # ---- the NADA step at 1024 px, batch 2, ViT-B/32 + ViT-B/16 (random weights); compile last (slowest)
-part bench-nada 170 "$OUT/nada.log" "$PY" benchmarks/bench_nada_step.py --size 1024 --batch 2 --steps 10 --warmup 3 \
+part bench-nada 160 "$OUT/nada.log" "$PY" benchmarks/bench_nada_step.py --size 1024 --batch 2 --steps 10 --warmup 3 \
   --modes ref kernels kernels+tf32 kernels+tf32+bf16clip tf32+bf16 ref+freeze kernels+tf32+bf16clip+freeze \
   compile+tf32 --json "$OUT/nada.json"
 
 # ---- the independent check (correctness sections only; its section A names the old kernel entry points)
 if [ -f .whl/gpu_check/gpu_check.py ]; then
-  part gpu-check 70 "$OUT/gpu_check.log" "$PY" .whl/gpu_check/gpu_check.py --quick --skip ADFG
+  part gpu-check 60 "$OUT/gpu_check.log" "$PY" .whl/gpu_check/gpu_check.py --quick --skip ADFG
 else
   echo "gpu-check: SKIPPED (.whl/gpu_check not carried)" | tee -a "$SUMMARY"
 fi
