@@ -10,17 +10,60 @@ import json
 import os
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+import attrs
+
 from zsgm.checkpoint import checkpoint_path
 from zsgm.distributed import Distributed, from_environment
+from zsgm.hookspecs import hookimpl
 from zsgm.loop import adapt
+from zsgm.plugins import build_registry
 from zsgm.recipe import recipe_from_dict
+from zsgm.registry import TechniqueSpec
 from zsgm.run import RunError, build_run
 from zsgm.step import StepBatch
+from zsgm.technique import Technique
+
+
+@attrs.define(kw_only=True)
+class SetupOnceConfig:
+    folder: str = ""
+
+
+class SetupOnce(Technique):
+    """Stands for Fisher / prompt training / reference search: setup work whose result is in the state_dict.
+    Leaves ``work-rank<R>`` when it does the work, ``restored-rank<R>`` when its restored state holds it."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.register_buffer("result", torch.zeros(3))
+
+    @hookimpl
+    def zsgm_setup(self, run):
+        folder = Path(self.config.folder)
+        if bool(self.result.any()):
+            (folder / f"restored-rank{run.dist.rank}").touch()
+            return
+        (folder / f"work-rank{run.dist.rank}").touch()
+        self.result.copy_(torch.tensor([1.0, 2.0, 3.0]))
+
+
+class SetupOncePlugin:
+    __name__ = "setup_once_plugin"
+
+    @staticmethod
+    @hookimpl
+    def zsgm_register_techniques(register):
+        register(TechniqueSpec(name="setup-once", config=SetupOnceConfig, build=SetupOnce))
+
+
+def registry():
+    return build_registry(extra_modules=[SetupOncePlugin()])[1]
 
 
 def recipe_data(steps=4, batch_size=4, **run):
@@ -57,7 +100,8 @@ def _worker(rank: int, world: int, port: int, data: dict, out_dir: str, kill_at:
             return original(run, optimizer, step, *args, **kwargs)
 
         loop.optimisation_step = killed
-    loop.adapt(recipe_from_dict(data), out_dir=out_dir)
+    plugins = registry()
+    loop.adapt(recipe_from_dict(data, registry=plugins), out_dir=out_dir, registry=plugins)
 
 
 def run_processes(world: int, data: dict, out_dir, *, kill_at: int | None = None, meanwhile=None) -> None:
@@ -99,12 +143,28 @@ def assert_same_run(a, b):
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch_and_layer_freezing(tmp_path):
+    """... and the setup work is done once, by rank 0, whose state the other rank restores."""
+    plugins = registry()
+    for name in ("one", "two", "marks-one", "marks-two"):
+        (tmp_path / name).mkdir()
     data = recipe_data()
-    run_processes(2, data, tmp_path / "two", meanwhile=lambda: adapt(recipe_from_dict(data), out_dir=tmp_path / "one"))
+
+    def with_marks(folder):
+        return {**data, "techniques": data["techniques"] + [{"use": "setup-once", "folder": str(folder)}]}
+
+    def one_process():
+        adapt(recipe_from_dict(with_marks(tmp_path / "marks-one"), registry=plugins), out_dir=tmp_path / "one",
+              registry=plugins)
+
+    run_processes(2, with_marks(tmp_path / "marks-two"), tmp_path / "two", meanwhile=one_process)
     assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "marks-one").iterdir()) == ["work-rank0"]
+    assert sorted(p.name for p in (tmp_path / "marks-two").iterdir()) == ["restored-rank1", "work-rank0"]
     # the weights moved (the comparison is not of two untouched generators) and rank 0 alone wrote files
     start = torch.load(checkpoint_path(tmp_path / "one"), weights_only=True)["target"]
     source = build_run(recipe_from_dict(data), out_dir=tmp_path / "x").g_source.state_dict()
+    assert torch.equal(torch.load(checkpoint_path(tmp_path / "two"), weights_only=True)["techniques"]["setup-once"]
+                       ["result"], torch.tensor([1.0, 2.0, 3.0]))
     assert any(not torch.equal(start[k], source[k]) for k in source if not k.startswith("style."))
     files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())  # noqa: E731
     assert files(tmp_path / "two") == files(tmp_path / "one")
