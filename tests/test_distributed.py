@@ -53,6 +53,35 @@ class SetupOnce(Technique):
         self.result.copy_(torch.tensor([1.0, 2.0, 3.0]))
 
 
+@attrs.define(kw_only=True)
+class OwnHeadConfig:
+    pass
+
+
+class OwnHead(Technique):
+    """A head with its own optimiser, trained after each step on this rank's rows of the batch (as a
+    discriminator could be): its gradients must be averaged over the ranks too."""
+
+    @hookimpl
+    def zsgm_attach(self, run):
+        d = run.g_source.arch.style_dim
+        self.head = torch.nn.Linear(d, 1).to(run.device)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(1, d, generator=run.rng(0, "head")) / d ** 0.5)
+            self.head.bias.zero_()
+
+    @hookimpl
+    def zsgm_optimizers(self, run):
+        return {"head": torch.optim.SGD(self.head.parameters(), lr=0.1)}
+
+    @hookimpl
+    def zsgm_after_step(self, run, step):
+        optimizer = run.technique_optimizers[f"{self.use.name}/head"]
+        optimizer.zero_grad(set_to_none=True)
+        (self.head(run.batch.ws[:, 0]) - 1).square().mean().backward()  # a mean over this rank's rows
+        optimizer.step()
+
+
 class SetupOncePlugin:
     __name__ = "setup_once_plugin"
 
@@ -60,6 +89,7 @@ class SetupOncePlugin:
     @hookimpl
     def zsgm_register_techniques(register):
         register(TechniqueSpec(name="setup-once", config=SetupOnceConfig, build=SetupOnce))
+        register(TechniqueSpec(name="own-head", config=OwnHeadConfig, build=OwnHead))
 
 
 def registry():
@@ -134,6 +164,10 @@ def assert_same_run(a, b):
         diffs = torch.cat([(ca[key][n].float() - cb[key][n].float()).abs().flatten() for n in ca[key]])
         assert diffs.max() < step_size / 20, key
         assert (diffs > 1e-5).float().mean() < 1e-3, key
+    for technique, tensors in ca["techniques"].items():
+        for name, value in tensors.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                torch.testing.assert_close(value, cb["techniques"][technique][name], rtol=1e-5, atol=1e-6)
     la, lb = losses(a), losses(b)
     assert [r["step"] for r in la] == [r["step"] for r in lb]
     for ra, rb in zip(la, lb):
@@ -143,14 +177,16 @@ def assert_same_run(a, b):
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch_and_layer_freezing(tmp_path):
-    """... and the setup work is done once, by rank 0, whose state the other rank restores."""
+    """... and the setup work is done once, by rank 0, whose state the other rank restores; a technique's own
+    optimiser training on each rank's rows ends as in one process (its gradients are averaged too)."""
     plugins = registry()
     for name in ("one", "two", "marks-one", "marks-two"):
         (tmp_path / name).mkdir()
     data = recipe_data()
 
     def with_marks(folder):
-        return {**data, "techniques": data["techniques"] + [{"use": "setup-once", "folder": str(folder)}]}
+        return {**data, "techniques": data["techniques"] + [{"use": "setup-once", "folder": str(folder)},
+                                                            {"use": "own-head"}]}
 
     def one_process():
         adapt(recipe_from_dict(with_marks(tmp_path / "marks-one"), registry=plugins), out_dir=tmp_path / "one",
@@ -163,8 +199,11 @@ def test_two_processes_equal_one_process_with_the_same_global_batch_and_layer_fr
     # the weights moved (the comparison is not of two untouched generators) and rank 0 alone wrote files
     start = torch.load(checkpoint_path(tmp_path / "one"), weights_only=True)["target"]
     source = build_run(recipe_from_dict(data), out_dir=tmp_path / "x").g_source.state_dict()
-    assert torch.equal(torch.load(checkpoint_path(tmp_path / "two"), weights_only=True)["techniques"]["setup-once"]
-                       ["result"], torch.tensor([1.0, 2.0, 3.0]))
+    techniques = torch.load(checkpoint_path(tmp_path / "two"), weights_only=True)["techniques"]
+    assert torch.equal(techniques["setup-once"]["result"], torch.tensor([1.0, 2.0, 3.0]))
+    initial = build_run(recipe_from_dict(with_marks(tmp_path), registry=plugins), out_dir=tmp_path / "x",
+                        registry=plugins).techniques[-1].head.weight
+    assert not torch.allclose(techniques["own-head"]["head.weight"], initial)  # the head trained
     assert any(not torch.equal(start[k], source[k]) for k in source if not k.startswith("style."))
     files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())  # noqa: E731
     assert files(tmp_path / "two") == files(tmp_path / "one")
