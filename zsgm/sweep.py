@@ -310,7 +310,8 @@ def run_in_processes(jobs: list[_Job], out: Path, *, workers: int, devices: list
 def _last_error(log: Path, code: int) -> str:
     """The ``zsgm: error:`` line of a failed job's log, else its last line, with the exit status."""
     try:
-        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        text = log.read_text(encoding="utf-8", errors="replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
     except OSError:
         lines = []
     errors = [line for line in lines if line.startswith("zsgm: error:")]
