@@ -161,7 +161,7 @@ def test_apply_fast_step_on_a_run():
     restore = fs.set_tf32(True)
     try:
         opts = fs.apply_fast_step(run)
-        assert opts.autocast == ("clip",) and not torch.backends.cudnn.allow_tf32
+        assert opts.autocast == ("clip",) and torch.backends.cudnn.allow_tf32  # tf32 = false: flags left alone
         assert "synthesis" not in g_src.__dict__ and "synthesis" not in g_tgt.__dict__  # generator untouched
         assert isinstance(clip.__dict__["encode_image"], fs.MethodWrapper)
         assert clip.encode_image(torch.randn(2, 3, 8, 8)).dtype == torch.float32
@@ -176,3 +176,38 @@ def test_autocast_context_device_types():
         assert not torch.is_autocast_enabled("cpu")
     with pytest.raises(ValueError, match="device type 'meta' is not supported"):
         fs.autocast_context("meta")
+
+
+def test_the_recipe_options_reach_a_run(tmp_path):
+    """A tiny adapt run with bf16 autocast of both forwards and channels-last: the run's models are wrapped and the
+    losses stay finite and close to the float32 run's."""
+    import json
+
+    from zsgm.loop import adapt
+    from zsgm.recipe import recipe_from_dict
+
+    def recipe(**run):
+        return recipe_from_dict({
+            "source": "photo", "target": "sketch", "generator": {"checkpoint": "tiny-random"},
+            "clip": {"models": [{"name": "tiny-random"}]}, "optim": {"steps": 2, "batch_size": 2},
+            "run": {"seed": 1, "sample_every": 0, "checkpoint_every": 0, "n_samples": 2, "progress": False, **run},
+            "techniques": [{"use": "directional"}]})
+
+    adapt(recipe(), out_dir=tmp_path / "fp32")
+    adapt(recipe(autocast=["generator", "clip"], channels_last=True), out_dir=tmp_path / "bf16")
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "losses.jsonl").read_text().splitlines()]
+            for name in ("fp32", "bf16")}
+    for a, b in zip(rows["fp32"], rows["bf16"]):
+        assert b["total"] == pytest.approx(a["total"], abs=0.05)
+    assert rows["fp32"] != rows["bf16"]  # bf16 really ran
+
+
+def test_run_records_its_fast_step_options(tmp_path):
+    from zsgm.recipe import recipe_from_dict
+    from zsgm.run import build_run
+
+    r = recipe_from_dict({"source": "photo", "target": "sketch", "generator": {"checkpoint": "tiny-random"},
+                          "clip": {"models": [{"name": "tiny-random"}]},
+                          "run": {"autocast": ["clip"], "progress": False}, "techniques": [{"use": "directional"}]})
+    run = build_run(r, out_dir=tmp_path)
+    assert run.fast_step.autocast == ("clip",) and not run.fast_step.tf32

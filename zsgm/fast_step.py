@@ -85,6 +85,15 @@ def autocast_context(device: torch.device | str, enabled: bool = True, dtype: to
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _params_to_channels_last(module: torch.nn.Module) -> None:
+    """The module's 4-D parameters and buffers in channels-last memory format, in place (``module.to(memory_format=)``
+    would also hand the generator's 1-D ``latent_avg`` to the converter, which refuses it)."""
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            if t.ndim == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+
+
 def _to_channels_last(value):
     if isinstance(value, torch.Tensor) and value.ndim == 4:
         return value.contiguous(memory_format=torch.channels_last)
@@ -168,7 +177,7 @@ def wrap_method(owner: torch.nn.Module, name: str, *, device: torch.device | str
     if not callable(getattr(type(owner), name, None)):
         raise ValueError(f"{type(owner).__name__} has no method {name!r} to wrap")
     if channels_last:
-        owner.to(memory_format=torch.channels_last)
+        _params_to_channels_last(owner)
     wrapper = MethodWrapper(owner, name, device=device, autocast=autocast, channels_last=channels_last,
                             compile=compile, compile_kwargs=compile_kwargs)
     object.__setattr__(owner, name, wrapper)  # an instance attribute shadows the class's method
@@ -206,7 +215,8 @@ def apply_fast_step(run: Any, options: FastStepOptions | None = None) -> FastSte
     (``copy.deepcopy``) keep them. Returns the options applied.
     """
     options = options or FastStepOptions.from_run_config(run.recipe.run)
-    set_tf32(options.tf32)
+    if options.tf32:  # off: torch's own defaults stay (TF32 cuDNN convolutions, no TF32 matmuls)
+        set_tf32(True)
     generators: Iterable = (g for g in (run.g_source, run.g_target, getattr(run, "g_ema", None)) if g is not None)
     for g in generators:
         prepare_generator(g, options, run.device)

@@ -193,7 +193,7 @@ def zsgm_after_step(run, step, log):
     Args:
         log: the step's logged values, ``{"<technique>/<term>": float, ..., "total": float}`` (what
             ``losses.jsonl`` gets), on the steps whose values the loop has fetched from the device (every
-            ``run.log_every`` steps and the last step); None on the other steps, so a logger never forces a
+            ``run.log_every`` steps, at every checkpoint and at the last step); None on the other steps, so a logger never forces a
             host synchronisation. An implementation may leave ``log`` out of its signature.
     """
 

@@ -134,7 +134,8 @@ class RunConfig:
             (0: none), for ``zsgm eval --at-checkpoints`` (a metric-vs-step curve).
         log_every: fetch the step's loss values from the device every N steps (they are written to
             ``losses.jsonl`` for every step either way); N > 1 saves a host synchronisation per step on a GPU.
-        tf32: allow TF32 matmuls and convolutions on Ampere and newer GPUs.
+        tf32: allow TF32 matmuls and convolutions on Ampere and newer GPUs (process-wide); false leaves torch's
+            defaults (TF32 in cuDNN convolutions only).
         autocast: forwards run under bf16 autocast: any of "generator", "clip".
         channels_last: keep the generators' convolution inputs in channels-last memory format.
         compile: ``torch.compile`` the generators' synthesis and the CLIP image encoders.

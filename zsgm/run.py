@@ -20,6 +20,7 @@ import pluggy
 import torch
 
 from zsgm import hookspecs
+from zsgm.fast_step import apply_fast_step
 from zsgm.recipe import Recipe, RecipeError
 from zsgm.registry import RegistryError, unknown_name_message
 
@@ -210,6 +211,8 @@ class Run:
                                             preprocess=recipe.clip.preprocess, run_device=self.device)
                             for i, spec in enumerate(recipe.clip.models)]
         self.clip_weights = [spec.weight for spec in recipe.clip.models]
+        # run.tf32 / autocast / channels_last / compile (zsgm.fast_step): once, before techniques see the models
+        self.fast_step = apply_fast_step(self)
 
         self.uses = list(recipe.techniques)
         self.techniques: list[torch.nn.Module] = []
