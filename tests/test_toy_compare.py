@@ -67,11 +67,13 @@ def test_a_preset_that_does_not_apply_is_refused_with_the_reason(tmp_path, fake_
 def test_main_writes_the_document_with_command_table_means_and_skipped_presets(tmp_path, fake_runs, capsys):
     doc = tmp_path / "COMPARISON.md"
     argv = ["--out", str(tmp_path / "runs"), "--presets", "nada", "--tasks", "photo:sketch", "--n-eval", "8",
-            "--table", str(doc)]
+            "--noise", "preset", "shared", "--table", str(doc)]
     assert compare.main(argv) == 0
     text = doc.read_text()
     assert f"python -m zsgm.toy.compare {' '.join(argv)}" in text
     assert "| preset | task | seed | steps | target rate | content IoU | background artefact | diversity ratio |" in text
     assert "| nada | 1 | 0.500 | 0.750 | 0.125 | 1.000 |" in text  # the per-preset means
+    assert "| nada (shared noise) | photo -> sketch | 0 | 301 |" in text
+    assert (tmp_path / "runs" / "seed-0" / "nada--photo-to-sketch--shared-noise" / "eval.json").is_file()
     assert "- `oneclip`: needs a reference image" in text
     assert json.loads((tmp_path / "runs" / "benchmark.json").read_text())[0]["preset"] == "nada"

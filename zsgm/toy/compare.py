@@ -7,6 +7,7 @@ Each (preset, task, seed) run is the benchmark's (:func:`zsgm.toy.benchmark.run_
 generator and shapes CLIP, the preset's own settings) in ``<out>/seed-<seed>/``. A run whose ``eval.json`` holds
 its wall time is finished and is read back, not run again, so an interrupted comparison continues where it stopped
 (a half-done run resumes from its checkpoint; its wall time is then that of the resumed part only).
+``--noise preset shared`` runs everything twice: with each preset's own ``optim.noise`` and with shared noise.
 
 Presets that cannot run from a text target alone (one-shot presets read a reference image) are listed with the
 reason and skipped.
@@ -79,7 +80,7 @@ def finished_record(path: Path) -> dict | None:
 
 
 def compare(out: str | Path, *, presets: list[str] | None = None, tasks=DEFAULT_TASKS, seeds=DEFAULT_SEEDS,
-            n_eval: int = DEFAULT_N_EVAL, steps: int | None = None, noise: str | None = None, registry=None,
+            n_eval: int = DEFAULT_N_EVAL, steps: int | None = None, noises=(None,), registry=None,
             progress=print) -> tuple[list[dict], list[tuple[str, str]]]:
     """Run (or read back) every (preset, task, seed) and judge it.
 
@@ -87,7 +88,8 @@ def compare(out: str | Path, *, presets: list[str] | None = None, tasks=DEFAULT_
         out: root folder of the runs (``<out>/seed-<seed>/<preset>--<source>-to-<target>``).
         presets: preset names (default: every applicable one, :func:`shapes_presets`).
         steps: override every preset's step count (quick checks; the table says so per row).
-        noise: override every preset's ``optim.noise`` ("fresh" or "shared"; the row says so).
+        noises: run everything once per entry: None keeps each preset's ``optim.noise``, "fresh" or "shared"
+            overrides it (the row then says so).
         progress: called with one line per finished row.
 
     Returns:
@@ -107,23 +109,25 @@ def compare(out: str | Path, *, presets: list[str] | None = None, tasks=DEFAULT_
             known = ", ".join(applicable)
             raise ValueError("; ".join(f"preset {p!r}: {reasons.get(p, 'not registered')}" for p in bad)
                              + f" (applicable: {known})")
+    for task in tasks:
+        task_texts(task)  # a malformed task fails before any run
     records = []
-    for seed in seeds:
-        for task in tasks:
-            task_texts(task)  # a malformed task fails before any run
-            for preset in presets:
-                path = run_dir(Path(out), preset, task, seed, noise=noise)
-                record = finished_record(path)
-                if record is None:
-                    record = run_one(preset, task, out_root=path.parent, steps=steps, seed=seed, registry=registry,
-                                     n_eval=n_eval, noise=noise)
-                    if Path(record["run"]) != path:
-                        raise RuntimeError(f"zsgm.toy.benchmark.run_one wrote {record['run']}, expected {path}: "
-                                           f"update zsgm.toy.compare.run_dir")
-                    record.update({"preset": preset, "seed": seed})
-                    atomic_write_text(path / "eval.json", json.dumps(record, indent=2) + "\n")
-                records.append(record)
-                progress(table_rows([record])[-1])
+    for noise in noises:
+        for seed in seeds:
+            for task in tasks:
+                for preset in presets:
+                    path = run_dir(Path(out), preset, task, seed, noise=noise)
+                    record = finished_record(path)
+                    if record is None:
+                        record = run_one(preset, task, out_root=path.parent, steps=steps, seed=seed,
+                                         registry=registry, n_eval=n_eval, noise=noise)
+                        if Path(record["run"]) != path:
+                            raise RuntimeError(f"zsgm.toy.benchmark.run_one wrote {record['run']}, expected {path}: "
+                                               f"update zsgm.toy.compare.run_dir")
+                        record.update({"preset": preset, "seed": seed, "noise": noise})
+                        atomic_write_text(path / "eval.json", json.dumps(record, indent=2) + "\n")
+                    records.append(record)
+                    progress(table_rows([record])[-1])
     return records, skipped
 
 
@@ -173,7 +177,8 @@ def document(records: list[dict], skipped: list[tuple[str, str]], *, command: st
         "```",
         "",
         "Every registered preset that adapts from a text target, with its own settings (steps, batch, learning rate,",
-        "noise, layer freezing), on the shipped 32-px shapes generator guided by the shipped shapes CLIP; each run is",
+        "noise, layer freezing; a row marked \"shared noise\" replaces the preset's `optim.noise` by one noise draw per",
+        "step, the shapes recipes' setting), on the shipped 32-px shapes generator guided by the shipped shapes CLIP; each run is",
         f"judged on {n_eval} source/adapted sample pairs (same latents and noise) by the shapes world's ground-truth",
         "judges (`zsgm/toy/judges.py`, as `zsgm eval` on a shapes run).",
         "",
@@ -210,15 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-eval", type=int, default=DEFAULT_N_EVAL, help="judged sample pairs per run (default: %(default)s)")
     parser.add_argument("--steps", type=int,
                         help="override every preset's step count (quick checks only; default: the preset's own)")
-    parser.add_argument("--noise", choices=["fresh", "shared"],
-                        help="override every preset's optim.noise (default: the preset's own)")
+    parser.add_argument("--noise", nargs="+", choices=["preset", "fresh", "shared"], default=["preset"],
+                        help="run everything once per setting: the preset's own optim.noise, or fresh or shared noise "
+                             "for every preset (default: preset)")
     parser.add_argument("--note", default="", help="a paragraph for the document, under the command (e.g. the "
                         "machine and thread count; default: none)")
     args = parser.parse_args(argv)
     started = time.strftime("%Y-%m-%d", time.gmtime())
     try:
         records, skipped = compare(args.out, presets=args.presets, tasks=args.tasks, seeds=args.seeds,
-                                   n_eval=args.n_eval, steps=args.steps, noise=args.noise,
+                                   n_eval=args.n_eval, steps=args.steps,
+                                   noises=[None if n == "preset" else n for n in args.noise],
                                    progress=lambda line: print(line, flush=True))
     except (ValueError, KeyError) as exc:  # a bad preset, task or option: one line, not a traceback
         parser.exit(2, f"zsgm.toy.compare: {exc}\n")
