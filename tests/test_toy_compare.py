@@ -69,8 +69,10 @@ def test_main_writes_the_document_with_command_table_means_and_skipped_presets(t
     argv = ["--out", str(tmp_path / "runs"), "--presets", "nada", "--tasks", "photo:sketch", "--n-eval", "8",
             "--noise", "preset", "shared", "--table", str(doc)]
     assert compare.main(argv) == 0
+    assert compare.main(argv + ["--note", "Measured on a test machine."]) == 0  # read back, nothing run again
     text = doc.read_text()
-    assert f"python -m zsgm.toy.compare {' '.join(argv)}" in text
+    assert f"python -m zsgm.toy.compare {' '.join(argv)} --note TEXT\n```\n" in text
+    assert "\nMeasured on a test machine.\n" in text and len(fake_runs) == 2
     assert "| preset | task | seed | steps | target rate | content IoU | background artefact | diversity ratio |" in text
     assert "| nada | 1 | 0.500 | 0.750 | 0.125 | 1.000 |" in text  # the per-preset means
     assert "| nada (shared noise) | photo -> sketch | 0 | 301 |" in text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -203,6 +204,23 @@ def document(records: list[dict], skipped: list[tuple[str, str]], *, command: st
     return "\n".join(lines)
 
 
+def shown_command(argv: list[str]) -> str:
+    """The command line as the document prints it: the thread setting if one is set, and ``--note TEXT`` without its
+    text (the note is printed under the command anyway)."""
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            args.append("TEXT")
+            skip = False
+            continue
+        if a.startswith("--note="):
+            a = "--note=TEXT"
+        skip = a == "--note"
+        args.append(a if a in ("TEXT", "--note=TEXT") else shlex.quote(a))
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return " ".join(([f"OMP_NUM_THREADS={shlex.quote(threads)}"] if threads else []) + [COMMAND] + args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="root folder of the runs (resumable: finished runs are read back)")
@@ -231,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"zsgm.toy.compare: {exc}\n")
     for name, reason in skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
-    command = " ".join([COMMAND] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
+    command = shown_command(sys.argv[1:] if argv is None else argv)
     text = document(records, skipped, command=command, date=started, n_eval=args.n_eval,
                     note=args.note)
     write_results(records, text, out=Path(args.out), table_path=args.table)
