@@ -74,7 +74,8 @@ def test_tensorboard_log_dir_option_and_no_images_at_images_every_0(tmp_path):
     assert logger.writer is None and not (tmp_path / "run").exists()
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    assert events.Tags()["images"] == [] and [(s.step, s.value) for s in events.Scalars("total")] == [(0, 1.0), (1, 2.0)]
+    assert events.Tags()["images"] == []
+    assert [(s.step, s.value) for s in events.Scalars("total")] == [(0, 1.0), (1, 2.0)]
 
 
 def test_after_step_skips_steps_whose_values_were_not_fetched():

@@ -43,7 +43,8 @@ def test_runs_go_where_the_benchmark_puts_them_and_finished_runs_are_read_back(t
     lines = []
     records, skipped = compare.compare(tmp_path, presets=["nada"], tasks=["photo:sketch", "red:blue"], seeds=[0, 1],
                                        n_eval=8, registry=registry, progress=lines.append)
-    expected = [compare.run_dir(tmp_path, "nada", task, seed) for seed in (0, 1) for task in ("photo:sketch", "red:blue")]
+    tasks = ("photo:sketch", "red:blue")
+    expected = [compare.run_dir(tmp_path, "nada", task, seed) for seed in (0, 1) for task in tasks]
     assert [out for out, _, _ in fake_runs] == expected
     assert [seed for _, _, seed in fake_runs] == [0, 0, 1, 1]
     assert expected[1] == tmp_path / "seed-0" / "nada--red-to-blue"
@@ -73,7 +74,8 @@ def test_main_writes_the_document_with_command_table_means_and_skipped_presets(t
     text = doc.read_text()
     assert f"python -m zsgm.toy.compare {' '.join(argv)} --note TEXT\n```\n" in text
     assert "\nMeasured on a test machine.\n" in text and len(fake_runs) == 2
-    assert "| preset | task | seed | steps | target rate | content IoU | background artefact | diversity ratio |" in text
+    assert ("| preset | task | seed | steps | target rate | content IoU | background artefact | diversity ratio "
+            "| wall seconds |") in text
     assert "| nada | 1 | 0.500 | 0.750 | 0.125 | 1.000 |" in text  # the per-preset means
     assert "| nada (shared noise) | photo -> sketch | 0 | 301 |" in text
     assert (tmp_path / "runs" / "seed-0" / "nada--photo-to-sketch--shared-noise" / "eval.json").is_file()

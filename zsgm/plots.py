@@ -54,7 +54,8 @@ def read_losses(path: str | Path) -> dict[str, tuple[list[int], list[float]]]:
             raise PlotError(f"{path}, line {number}: not JSON ({exc.msg}); is it a zsgm losses.jsonl?") from None
         step = record.get("step") if isinstance(record, dict) else None
         if not isinstance(step, int) or isinstance(step, bool):
-            raise PlotError(f"{path}, line {number}: expected a JSON object with an integer \"step\", got {line[:80]!r}")
+            raise PlotError(f"{path}, line {number}: expected a JSON object with an integer \"step\", "
+                            f"got {line[:80]!r}")
         for key, value in record.items():
             if key == "step":
                 continue

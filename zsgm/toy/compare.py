@@ -177,11 +177,11 @@ def document(records: list[dict], skipped: list[tuple[str, str]], *, command: st
         command,
         "```",
         "",
-        "Every registered preset that adapts from a text target, with its own settings (steps, batch, learning rate,",
-        "noise, layer freezing; a row marked \"shared noise\" replaces the preset's `optim.noise` by one noise draw per",
-        "step, the shapes recipes' setting), on the shipped 32-px shapes generator guided by the shipped shapes CLIP; each run is",
-        f"judged on {n_eval} source/adapted sample pairs (same latents and noise) by the shapes world's ground-truth",
-        "judges (`zsgm/toy/judges.py`, as `zsgm eval` on a shapes run).",
+        "Every registered preset that adapts from a text target, with its own settings (steps, batch, learning",
+        "rate, noise, layer freezing; a row marked \"shared noise\" replaces the preset's `optim.noise` by one noise",
+        "draw per step, the shapes recipes' setting), on the shipped 32-px shapes generator guided by the shipped",
+        f"shapes CLIP; each run is judged on {n_eval} source/adapted sample pairs (same latents and noise) by the",
+        "shapes world's ground-truth judges (`zsgm/toy/judges.py`, as `zsgm eval` on a shapes run).",
         "",
         "Columns: **target rate**, the share of adapted samples judged to be in the target style (colour tasks: the",
         "target colour, still a photo); **content IoU**, foreground-mask IoU between each adapted sample and its",
@@ -198,8 +198,9 @@ def document(records: list[dict], skipped: list[tuple[str, str]], *, command: st
         lines += ["Presets not in the table:", ""]
         lines += [f"- `{name}`: {reason}" for name, reason in skipped]
         lines += [""]
-    lines += ["DeltaEdit (`zsgm edit`, plugin zsgm-deltaedit) edits the samples of a fixed generator instead of adapting",
-              "it, so it is not a preset and has no row here; `docs/DELTAEDIT_SHAPES.md` measures it on the shapes world.",
+    lines += ["DeltaEdit (`zsgm edit`, plugin zsgm-deltaedit) edits the samples of a fixed generator instead of",
+              "adapting it, so it is not a preset and has no row here; `docs/DELTAEDIT_SHAPES.md` measures it on the",
+              "shapes world.",
               ""]
     return "\n".join(lines)
 
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="SOURCE:TARGET texts "
                         f"(default: {' '.join(DEFAULT_TASKS)})")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="run seeds (default: 0)")
-    parser.add_argument("--n-eval", type=int, default=DEFAULT_N_EVAL, help="judged sample pairs per run (default: %(default)s)")
+    parser.add_argument("--n-eval", type=int, default=DEFAULT_N_EVAL,
+                        help="judged sample pairs per run (default: %(default)s)")
     parser.add_argument("--steps", type=int,
                         help="override every preset's step count (quick checks only; default: the preset's own)")
     parser.add_argument("--noise", nargs="+", choices=["preset", "fresh", "shared"], default=["preset"],
