@@ -59,6 +59,33 @@ def test_tensorboard_scalars_equal_losses_jsonl_and_grids_are_written(tmp_path):
         assert tb.shape == png.shape == (198, 198, 3) and np.array_equal(tb, png)  # 2 x 2 cells of 96 px
 
 
+def test_with_log_every_tensorboard_gets_the_fetched_steps_and_losses_jsonl_every_step(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = tiny_recipe(steps=3, techniques=[{"use": "tensorboard", "images_every": 0}])
+    data["run"]["log_every"] = 2
+    adapt(recipe_from_dict(data), out_dir=tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    logged = {r["step"]: r for r in losses(tmp_path / "run")}
+    assert sorted(logged) == [0, 1, 2]
+    total = events.Scalars("total")
+    assert [s.step for s in total] == [1, 2]  # fetched after 2 steps and at the last step; step 0's log was None
+    assert [s.value for s in total] == pytest.approx([logged[1]["total"], logged[2]["total"]], rel=1e-6)
+
+
+def test_only_rank_0_writes_under_torchrun(tmp_path):
+    from zsgm.tensorboard_log import TensorBoardConfig, TensorBoardLogger
+
+    recipe = types.SimpleNamespace(run=types.SimpleNamespace(sample_every=1), optim=types.SimpleNamespace(steps=2))
+    run = types.SimpleNamespace(out_dir=tmp_path, dist=types.SimpleNamespace(is_main=False), recipe=recipe)
+    logger = TensorBoardLogger(TensorBoardConfig(images_every=0))
+    logger.zsgm_setup(run=run)
+    logger.zsgm_after_step(run=run, step=0, log={"total": 1.0})
+    logger.zsgm_teardown(run=run, error=None)
+    assert logger.writer is None and not (tmp_path / "tensorboard").exists()
+
+
 def test_tensorboard_log_dir_option_and_no_images_at_images_every_0(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

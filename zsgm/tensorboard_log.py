@@ -9,7 +9,9 @@
 
 Scalars: every value the loop logs for a step (``"<technique>/<term>"`` unweighted, and ``"total"``), the same
 numbers as ``losses.jsonl``, at that step; steps whose values the loop did not fetch (``log`` is None, see
-``run.log_every``) are skipped, so the logger never forces a device synchronisation. Images: ``samples``, the
+``run.log_every``) are skipped, so the logger never forces a device synchronisation. With ``run.log_every = N > 1``
+TensorBoard thus gets every N-th step (and checkpoint and last steps) while ``losses.jsonl`` gets every step.
+Under torchrun only rank 0 writes. Images: ``samples``, the
 source (top) and adapted (bottom) rows of the run's fixed grid latents (as ``samples/step-*.png``), after every
 ``images_every`` steps and after the last step. The writer is flushed and closed when the run ends.
 
@@ -92,7 +94,8 @@ class TensorBoardLogger(Technique):
         self._steps = run.recipe.optim.steps
         if self._images_every:
             self._grid_inputs = fixed_sample_inputs(run)  # seeded from the run's own streams: no global draw
-        if self.writer is None:
+        dist = getattr(run, "dist", None)
+        if self.writer is None and (dist is None or dist.is_main):  # one writer under torchrun: rank 0's
             self.writer = SummaryWriter(log_dir=str(self.log_dir(run)))
 
     @hookimpl
