@@ -602,42 +602,20 @@ def write_results(record: dict | list[dict], out_dir: str | Path) -> tuple[Path,
 
 
 def plot_steps(record: dict, path: str | Path) -> Path:
-    """A PNG of every value over the steps (one panel per value; matplotlib, Agg backend, imported here)."""
-    import matplotlib
+    """A PNG of every value over the steps, one panel per value (:func:`zsgm.plots.plot_panels`, no smoothing)."""
+    from zsgm.plots import plot_panels
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from zsgm.io_utils import atomic_write_bytes
-
-    keys: list[str] = []
+    series: dict[str, tuple[list[int], list[float]]] = {}
     for row in record["rows"]:
-        keys += [k for k in row["values"] if k not in keys]
-    panels = max(1, len(keys))
-    cols = min(3, panels)
-    nrows = (panels + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        points = [(row["step"], row["values"][key]) for row in record["rows"] if key in row["values"]]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    if not keys:
-        axes.flat[0].text(0.5, 0.5, "no metric values", ha="center", va="center")
-    fig.suptitle(f"{_label(record)}: metrics vs step (n={record['n']}, seed {record['seed']}, "
-                 f"truncation {record['truncation']})", fontsize=10)
-    fig.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+        for key, value in row["values"].items():
+            xs, ys = series.setdefault(key, ([], []))
+            xs.append(row["step"])
+            ys.append(value)
+    if not series:
+        series["no metric values"] = ([], [])
+    title = (f"{_label(record)}: metrics vs step (n={record['n']}, seed {record['seed']}, "
+             f"truncation {record['truncation']})")
+    return plot_panels(series, path, title=title, smooth=False)
 
 
 def write_steps(record: dict, out_dir: str | Path) -> tuple[Path, Path]:

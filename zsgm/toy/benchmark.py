@@ -80,6 +80,15 @@ def shapes_recipe_data(method: str, source: str, target: str, registry, *, seed:
     return merge_dicts(data, overrides) if overrides else data
 
 
+def run_dir_name(method: str, task: str, *, lr: float | None = None, freeze_slots: list[int] | None = None,
+                 noise: str | None = None) -> str:
+    """The folder :func:`run_one` gives a run under ``out_root``: ``<method>--<source>-to-<target>[--...]``."""
+    source, target = task_texts(task)
+    suffix = ("" if lr is None else f"--lr{lr:g}") + (f"--slots{slot_range(freeze_slots)}" if freeze_slots else "") \
+        + (f"--{noise}-noise" if noise else "")
+    return f"{method}--{source}-to-{target}" + suffix
+
+
 def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: int, registry,
             n_eval: int, overrides: dict | None = None, lr: float | None = None,
             technique_options: dict | None = None, freeze_slots: list[int] | None = None,
@@ -95,9 +104,7 @@ def run_one(method: str, task: str, *, out_root: Path, steps: int | None, seed: 
     notes = ([] if lr is None else [f"lr {lr:g}"]) + ([f"slots {slot_range(freeze_slots)}"] if freeze_slots else []) \
         + ([f"{noise} noise"] if noise else [])
     label = method + (f" ({', '.join(notes)})" if notes else "")
-    suffix = ("" if lr is None else f"--lr{lr:g}") + (f"--slots{slot_range(freeze_slots)}" if freeze_slots else "") \
-        + (f"--{noise}-noise" if noise else "")
-    out = out_root / (f"{method}--{source}-to-{target}" + suffix)
+    out = out_root / run_dir_name(method, task, lr=lr, freeze_slots=freeze_slots, noise=noise)
     started = time.time()
     adapt(recipe, out_dir=out, registry=registry, resume=(out / "checkpoints" / "last.pt").exists())
     seconds = time.time() - started
