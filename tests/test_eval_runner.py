@@ -158,7 +158,8 @@ def test_samples_do_not_depend_on_the_batch_and_change_with_the_seed():
     (a,) = draw_samples([g], mapper=g, settings=settings)
     (b,) = draw_samples([g], mapper=g, settings=attrs.evolve(settings, batch=9))
     (c,) = draw_samples([g], mapper=g, settings=attrs.evolve(settings, n=10, seed=6))
-    assert torch.equal(a, b) and a.shape[0] == 70
+    # the same latents and noise; the convolutions may differ in the last bits with the batch (threaded CPU kernels)
+    assert a.shape[0] == 70 and torch.allclose(a, b, rtol=0, atol=1e-5)
     assert not torch.equal(a[:10], c)
     (k0,) = draw_samples([g], mapper=g, settings=SampleSettings(n=3, truncation=0.0, noise_mode="const"))
     assert torch.allclose(k0[0], k0[2], atol=1e-6)  # psi 0, stored noise: every sample is the mean image

@@ -7,8 +7,9 @@ with the *same* noise maps, so paired metrics compare each sample with its own s
 
 The random stream: one ``torch.Generator`` seeded with ``seed`` (CPU) draws, per chunk of :data:`STREAM_CHUNK`
 samples, the latents ``z [m, D]`` and then (``noise_mode="random"``) the per-layer noise maps ``[m, 1, r, r]``.
-The chunk is fixed, so the images do not depend on ``batch`` (how many samples are synthesised at once) nor on
-the device; ``zsgm.toy.evaluate.paired_samples`` draws the very same images.
+The chunk is fixed, so the latents and noise do not depend on ``batch`` (how many samples are synthesised at
+once) nor on the device, and the images only to float precision (threaded convolutions may round differently with
+the batch size); ``zsgm.toy.evaluate.paired_samples`` draws the very same images.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class SampleSettings:
         truncation: psi in [0, 1]; 1 = none.
         noise_mode: "random" (drawn from the stream), "const" (the source generator's stored noise maps) or
             "none".
-        batch: samples synthesised at once (memory only; the images do not depend on it).
+        batch: samples synthesised at once (memory; the images depend on it only to float precision).
     """
 
     n: int = attrs.field(default=DEFAULT_N, validator=_check_positive)
