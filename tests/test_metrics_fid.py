@@ -227,3 +227,33 @@ def test_fid_through_torch_fidelity_inception_architecture(tmp_path):
                                            save_cpu_ram=True)
     assert res.values["fid"] == pytest.approx(lib["frechet_inception_distance"], rel=1e-4)
     assert res.record["weights"]["inception"]["sha256"] and "inception-v3-compat" in res.record["feature_extractor"]
+
+
+def test_feature_cache_never_serves_a_freed_tensors_features(tmp_path):
+    """Sample sets of one shape, each freed before the next is made (so a new one may reuse the old one's id and
+    memory): every FID is that set's own, equal to a cold-cache computation, never the previous set's."""
+    import gc
+
+    import zsgm.metrics.fid as fid_module
+
+    ext = _standin_class()(STANDIN, ["8"])
+    _write_pngs(tmp_path / "real", (torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255)
+                .to(torch.uint8))
+
+    def fid_of(seed):
+        g = torch.Generator().manual_seed(seed)
+        gen = torch.cat([torch.rand(8, 3, 16, 16, generator=g) * 2 - 1 for _ in range(2)])  # [16, 3, 16, 16]
+        ctx = EvalContext(generated=gen, real_dir=tmp_path / "real",
+                          options={"fid": {"feature_extractor": ext, "feature_layer": "8"}})
+        value = compute_fid(ctx).values["fid"]
+        del gen, ctx
+        gc.collect()
+        return value
+
+    warm = [fid_of(s) for s in (1, 2, 3, 4, 1, 2, 3, 4)]
+    cold = []
+    for s in (1, 2, 3, 4):
+        fid_module._GEN_CACHE.clear()
+        cold.append(fid_of(s))
+    assert len(set(cold)) == 4
+    assert warm == pytest.approx(cold + cold, rel=1e-6)

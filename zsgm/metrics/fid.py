@@ -47,8 +47,10 @@ IMAGE_EXTS = "png,jpg,jpeg"
 LOSSY_EXTS = "jpg,jpeg"
 
 _EXTRACTORS: dict[tuple, torch.nn.Module] = {}
-_GEN_CACHE: dict[tuple, torch.Tensor] = {}
-_REAL_CACHE: dict[tuple, tuple[torch.Tensor, dict]] = {}
+#: The last features, with strong references to the tensor and extractor they came from: identity (``is``) is
+#: compared, never ``id()``/``data_ptr()``, which a freed object's successor can reuse.
+_GEN_CACHE: dict[str, Any] = {}
+_REAL_CACHE: dict[str, Any] = {}
 
 
 def needs_real_dir(ctx: EvalContext) -> Optional[str]:
@@ -188,22 +190,23 @@ def fid_kid_features(ctx: EvalContext, metric: str) -> tuple[torch.Tensor, torch
     batch_size = int(_opt(ctx, metric, "batch_size", 64))
     files = list_real_images(Path(ctx.real_dir), deep=deep, metric=metric)
     extractor, layer, fields = _extractor(ctx, metric)
-    ext_key = (id(extractor), layer, str(ctx.device))
+    ext_key = (layer, str(ctx.device))
 
     real_key = (ext_key, _folder_key(files), resize)
-    if real_key not in _REAL_CACHE:
+    if not (_REAL_CACHE.get("key") == real_key and _REAL_CACHE.get("ext") is extractor):
         real = extract_features(extractor, _real_batches(files, batch_size, resize), layer=layer, device=ctx.device)
         _REAL_CACHE.clear()
-        _REAL_CACHE[real_key] = (real, {})
-    real = _REAL_CACHE[real_key][0]
+        _REAL_CACHE.update(key=real_key, ext=extractor, feats=real)
+    real = _REAL_CACHE["feats"]
 
-    gen_key = (ext_key, id(gen), gen.data_ptr(), tuple(gen.shape), gen._version)
-    if gen_key not in _GEN_CACHE:
+    cached = _GEN_CACHE
+    if not (cached.get("key") == ext_key and cached.get("gen") is gen and cached.get("gen_version") == gen._version
+            and cached.get("ext") is extractor):
         feats = extract_features(extractor, (to_uint8(b) for b in batches(gen, batch_size)), layer=layer,
                                  device=ctx.device)
         _GEN_CACHE.clear()
-        _GEN_CACHE[gen_key] = feats
-    fake = _GEN_CACHE[gen_key]
+        _GEN_CACHE.update(key=ext_key, gen=gen, gen_version=gen._version, ext=extractor, feats=feats)
+    fake = _GEN_CACHE["feats"]
 
     lossy = sorted({Path(f).suffix.lower() for f in files} & {".jpg", ".jpeg"})
     fields.update({
