@@ -96,6 +96,36 @@ def test_a_sweep_over_two_worker_processes(tmp_path):
 def test_sweep_file_mistakes_are_one_line(tmp_path):
     for text, says in [("[[runs]]\nname = 'a/b'\n", "not usable as a directory name"),
                        ("[[runs]]\nname = 'a'\n[[runs]]\nname = 'a'\n", "used twice"),
-                       ("runs = []\n", "no runs"), ("jobs = 2\n[[runs]]\n", "unknown key")]:
+                       ("runs = []\n", "no runs"), ("jobs = 2\n[[runs]]\n", "unknown key"),
+                       ("preset = 5\n[[runs]]\n", "preset = 5 must be a preset name"),
+                       ("recipe = ['a']\n[[runs]]\n", r"recipe = \['a'\] must be a recipe file name")]:
         with pytest.raises(CommandLineError, match=says):
             read_sweep(write_sweep(tmp_path, text))
+
+
+def test_a_run_entry_of_the_wrong_type_fails_alone(tmp_path):
+    text = ('recipe = "base.toml"\n[[runs]]\nname = "a"\ntarget = "x"\ngenerator = "shapes"\n'
+            '[[runs]]\nname = "b"\ntarget = "y"\nrecipe = 5\n[[runs]]\nname = "c"\ntarget = "z"\npreset = 5\n'
+            '[[runs]]\nname = "d"\ntarget = "w"\n')
+    runs = {r.name: r for r in read_sweep(write_sweep(tmp_path, text))}
+    assert "runs[0].generator = 'shapes' must be a table" in runs["a"].problem
+    assert "runs[1].recipe = 5 must be a recipe file name" in runs["b"].problem
+    assert "runs[2].preset = 5 must be a preset name" in runs["c"].problem
+    assert runs["d"].problem is None and runs["d"].data["target"] == "w"
+
+
+def test_a_finished_run_whose_checkpoints_were_deleted_counts_as_finished(tmp_path):
+    import shutil
+
+    from zsgm.loop import adapt
+    from zsgm.recipe import recipe_from_dict
+    from zsgm.sweep import run_state
+
+    runs = read_sweep(write_sweep(tmp_path, 'recipe = "base.toml"\n[[runs]]\nname = "a"\ntarget = "x"\n'
+                                            'optim = { steps = 2 }\nrun = { progress = false, sample_every = 0 }\n'))
+    recipe = recipe_from_dict(runs[0].data)
+    adapt(recipe, out_dir=tmp_path / "a")
+    assert run_state(tmp_path / "a", recipe) == "finished"
+    shutil.rmtree(tmp_path / "a" / "checkpoints")  # to save space
+    assert run_state(tmp_path / "a", recipe) == "finished"
+    assert run_state(tmp_path / "new", recipe) == "new"

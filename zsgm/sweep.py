@@ -115,6 +115,9 @@ def read_sweep(path: str | Path, registry=None) -> list[SweepRun]:
     base = sweep.get("base", {})
     if not isinstance(base, dict):
         raise CommandLineError(f"{path}: base must be a table of recipe fields")
+    for key in ("preset", "recipe"):
+        if key in sweep and not isinstance(sweep[key], str):
+            raise CommandLineError(f"{path}: {key} = {sweep[key]!r} must be a {_WHAT[key]}")
     out: list[SweepRun] = []
     for i, entry in enumerate(runs):
         name = entry.get("name", default_name(i, entry))
@@ -124,6 +127,10 @@ def read_sweep(path: str | Path, registry=None) -> list[SweepRun]:
         if any(r.name == name for r in out):
             raise CommandLineError(f"{path}: runs[{i}].name = {name!r} is used twice; give each run its own name")
         fields = {k: v for k, v in entry.items() if k not in RUN_KEYS}
+        problem = _entry_problem(i, entry, merge_dicts(base, fields))
+        if problem is not None:
+            out.append(SweepRun(name, problem=f"{path}: {problem}"))
+            continue
         try:
             data = base_recipe(entry.get("preset", sweep.get("preset")), entry.get("recipe", sweep.get("recipe")),
                                folder=path.parent, generator=(merge_dicts(base, fields).get("generator") or {})
@@ -134,6 +141,22 @@ def read_sweep(path: str | Path, registry=None) -> list[SweepRun]:
                 raise
             out.append(SweepRun(name, problem=describe_error(exc)))
     return out
+
+
+_WHAT = {"preset": "preset name (zsgm plugins lists them)", "recipe": "recipe file name"}
+
+
+def _entry_problem(index: int, entry: dict, fields: dict) -> str | None:
+    """Why ``runs[index]`` cannot be put together (a preset or recipe that is not a name, a section that is not a
+    table), or None; the run then fails alone."""
+    for key in ("preset", "recipe"):
+        if key in entry and not isinstance(entry[key], str):
+            return f"runs[{index}].{key} = {entry[key]!r} must be a {_WHAT[key]}"
+    for key in ("generator", "clip", "optim", "run"):
+        if key in fields and not isinstance(fields[key], dict):
+            return (f"runs[{index}].{key} = {fields[key]!r} must be a table of fields (e.g. {key} = {{ ... }}), "
+                    f"as in a recipe")
+    return None
 
 
 def default_name(index: int, entry: dict) -> str:
@@ -172,14 +195,14 @@ def run_state(run_dir: Path, recipe) -> str:
     from zsgm.run_dir import RunPaths, check_resume_recipe
 
     paths = RunPaths(run_dir)
-    if not paths.checkpoint.exists():
-        return "new"
+    if not (paths.checkpoint.exists() or paths.generator.exists()):
+        return "new"  # (a folder holding only previous.pt is refused by adapt, in one line naming it)
     saved_steps = tomllib.loads(paths.recipe.read_text(encoding="utf-8")).get("optim", {}).get("steps", 0) \
         if paths.recipe.exists() else 0
     check_resume_recipe(paths, recipe, steps_done=min(saved_steps, recipe.optim.steps))
     if paths.generator.exists() and saved_steps >= recipe.optim.steps:
-        return "finished"
-    return "resume"
+        return "finished"  # (also when its checkpoints were deleted to save space)
+    return "resume" if paths.checkpoint.exists() else "new"
 
 
 def _finished_outcome(name: str, run_dir: Path, recipe, *, status: str, seconds: float, resumed: bool) -> Outcome:
