@@ -353,3 +353,35 @@ def test_the_builtin_plugin_registers_the_shapes_family_and_the_library():
     assert all(s.family == "shapes" and s.default for s in shapes)
     assert {"fid", "kid", "intra-lpips", "clip-text", "clip-image", "sifid", "identity"} <= set(registry.metrics.names())
     assert all(registry.metrics.origin(s.name) == "zsgm (zsgm.builtin)" for s in shapes)
+
+
+def test_relative_target_images_are_found_beside_the_run_or_left_out_with_a_note(tmp_path, monkeypatch):
+    """A run's recipe with a relative ``target_images`` entry, evaluated from another working directory: the entry
+    is read from the run directory; when it is nowhere, only the metrics needing target images lose it (a note),
+    the evaluation itself runs."""
+    from PIL import Image
+
+    from zsgm.recipe import read_recipe_file
+    from zsgm.tomlwrite import dumps_toml
+
+    registry = fake_registry()
+    run = make_run(tmp_path / "run")
+    data = read_recipe_file(run / "recipe.toml")
+    data.pop("target")  # image-only: the recipe is valid only with its target images
+    data["target_images"] = ["ref.png"]
+    data["techniques"] = [{"use": "directional"}, {"use": "image-target"}]
+    (run / "recipe.toml").write_text(dumps_toml(data))
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(run / "ref.png")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+
+    target = resolve_target(str(run), registry=registry)
+    assert target.recipe.target_images == [str(run / "ref.png")] and target.notes == []
+
+    (run / "ref.png").unlink()
+    record = evaluate(str(run), options=options(), registry=registry)
+    assert "fake" in record["metrics"]
+    assert [n for n in record["notes"] if n.startswith("target_images not found")] == [
+        f"target_images not found (from the working directory or the run directory {run}): ref.png; metrics that "
+        f"need target images are skipped"]
+    assert resolve_target(str(run), registry=registry).recipe.target_images == []

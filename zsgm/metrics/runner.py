@@ -145,6 +145,40 @@ def _load_source(recipe, run_dir: Path, registry, device):
     return source.to(device).eval()
 
 
+def _load_run_recipe(run_dir: Path, registry, notes: list[str]):
+    """The run's ``recipe.toml``, read so that its ``target_images`` need not be where the run saw them.
+
+    A relative entry missing from the working directory is tried from the run directory (as the source generator
+    is, :func:`_load_source`). An entry found in neither place is left out with a note, so that only the metrics
+    needing target images are skipped (with their reason), not the whole evaluation; the rest of the recipe is
+    validated as ``load_recipe`` validates it.
+    """
+    from zsgm.recipe import read_recipe_file, recipe_from_dict
+
+    path = run_dir / "recipe.toml"
+    data = read_recipe_file(path)
+    images = data.get("target_images")
+    if not isinstance(images, list) or not all(isinstance(x, str) and x.strip() for x in images):
+        return recipe_from_dict(data, registry=registry, source=str(path))  # reports what is wrong with them
+    located, missing = [], []
+    for name in images:
+        beside = run_dir / name
+        if not Path(name).exists() and not Path(name).is_absolute() and beside.exists():
+            name = str(beside)
+        located.append(name)
+        if not Path(name).is_file():
+            missing.append(name)
+    # A missing entry is validated as the recipe file itself (an existing file) and dropped after: the rest of the
+    # recipe (target text or images, the techniques reading them) is checked as written.
+    data = {**data, "target_images": [str(path) if name in missing else name for name in located]}
+    recipe = recipe_from_dict(data, registry=registry, source=str(path))
+    if missing:
+        recipe.target_images = [name for name in located if name not in missing]
+        notes.append(f"target_images not found (from the working directory or the run directory {run_dir}): "
+                     f"{', '.join(missing)}; metrics that need target images are skipped")
+    return recipe
+
+
 def resolve_target(spec: str, *, registry=None, device="cpu") -> EvalTarget:
     """What ``spec`` (a run directory, a generator file or a registered name) evaluates; see the module docstring.
 
@@ -153,7 +187,6 @@ def resolve_target(spec: str, *, registry=None, device="cpu") -> EvalTarget:
     """
     from zsgm.generator import load_generator
     from zsgm.generator.sources import RUN_CHECKPOINT, RUN_GENERATOR, load_generator_source
-    from zsgm.recipe import load_recipe
 
     registry = _registry(registry)
     device = torch.device(device)
@@ -167,7 +200,7 @@ def resolve_target(spec: str, *, registry=None, device="cpu") -> EvalTarget:
     recipe = None
     notes: list[str] = []
     if run_dir is not None:
-        recipe = load_recipe(run_dir / "recipe.toml", registry=registry)
+        recipe = _load_run_recipe(run_dir, registry, notes)
     if path.is_dir():
         final = path / RUN_GENERATOR
         unfinished = path / RUN_CHECKPOINT
