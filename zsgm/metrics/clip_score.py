@@ -23,7 +23,8 @@ from typing import Any, Optional
 import torch
 
 from zsgm.metrics.api import EvalContext, MetricError, MetricResult
-from zsgm.metrics.common import base_record, batches, check_images, from_uint8, library_version, to_uint8, weight_record
+from zsgm.metrics.common import (base_record, batches, check_images, from_uint8, int_option, library_version, to_uint8,
+                                 weight_record)
 
 
 def needs_judge_and_text(ctx: EvalContext) -> Optional[str]:
@@ -90,7 +91,7 @@ def compute_clip_text(ctx: EvalContext) -> MetricResult:
     if not text:
         raise MetricError("clip-text: needs the run's target text")
     judge = ctx.clip_judge
-    img = image_embeddings(judge, x, batch_size=int(ctx.option("clip-text", "batch_size", 64)), quantise=True)
+    img = image_embeddings(judge, x, batch_size=int_option(ctx, "clip-text", "batch_size", 64), quantise=True)
     txt = judge.encode_text([text])[0].float().cpu()  # [D], unit
     cos = cosine_to_text(img, txt)
     record = base_record(ctx, metric="clip-text", protocol="mean cosine of CLIP image and text embeddings "
@@ -116,7 +117,7 @@ def compute_clip_image(ctx: EvalContext) -> MetricResult:
     except ValueError as exc:
         raise MetricError(f"clip-image: {exc}") from None
     tgt = torch.cat([image_embeddings(judge, t) for t in targets])  # [R, D]
-    img = image_embeddings(judge, x, batch_size=int(ctx.option("clip-image", "batch_size", 64)), quantise=True)
+    img = image_embeddings(judge, x, batch_size=int_option(ctx, "clip-image", "batch_size", 64), quantise=True)
     cos = cosine_to_images(img, tgt)  # [N, R]
     per_image = cos.mean(1)
     record = base_record(ctx, metric="clip-image", protocol="mean cosine of CLIP embeddings, every sample against "

@@ -100,6 +100,30 @@ def check_images(x: Any, what: str, *, min_count: int = 1) -> torch.Tensor:
     return x
 
 
+def int_option(ctx: EvalContext, metric: str, key: str, default: Any, *, minimum: Optional[int] = 1) -> Any:
+    """``ctx.options[metric][key]`` (or ``default``) as an int of at least ``minimum`` (None: any int); a ``None``
+    default given back as is (an option that may be unset).
+
+    Raises:
+        MetricError: one line naming ``metric.key`` and the bad value.
+    """
+    value = ctx.option(metric, key, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MetricError(f"option {metric}.{key} must be an integer; got {value!r}")
+    if minimum is not None and value < minimum:
+        raise MetricError(f"option {metric}.{key} must be at least {minimum}; got {value}")
+    return value
+
+
 def batches(x: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
     """Consecutive slices of ``x`` along dim 0, ``size`` at a time."""
     for i in range(0, x.shape[0], size):

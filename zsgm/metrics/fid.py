@@ -31,8 +31,8 @@ from typing import Any, Iterable, Iterator, Optional
 import torch
 
 from zsgm.metrics.api import EvalContext, MetricError, MetricResult
-from zsgm.metrics.common import (base_record, batches, check_images, hub_checkpoints_dir, library_version,
-                                 to_uint8, weight_file, weight_record)
+from zsgm.metrics.common import (base_record, batches, check_images, hub_checkpoints_dir, int_option,
+                                 library_version, to_uint8, weight_file, weight_record)
 from zsgm.metrics.frechet import (KID_SEED, KID_SUBSET_SIZE, KID_SUBSETS, frechet_distance,
                                   kernel_inception_distance, kid_subset_size)
 
@@ -155,6 +155,12 @@ def _opt(ctx: EvalContext, metric: str, key: str, default: Any) -> Any:
     return ctx.option(metric, key, ctx.option(other, key, default))
 
 
+def _int_opt(ctx: EvalContext, metric: str, key: str, default: int, *, minimum: Optional[int] = 1) -> int:
+    """:func:`_opt` as a checked int, the error naming the metric whose option holds the bad value."""
+    holder = metric if key in ctx.options.get(metric, {}) else ("kid" if metric == "fid" else "fid")
+    return int_option(ctx, holder, key, default, minimum=minimum)
+
+
 def _extractor(ctx: EvalContext, metric: str) -> tuple[torch.nn.Module, str, dict[str, Any]]:
     """(extractor, feature layer, record fields) for ``metric``: a plugged-in stand-in or the Inception."""
     custom = _opt(ctx, metric, "feature_extractor", None)
@@ -186,8 +192,8 @@ def fid_kid_features(ctx: EvalContext, metric: str) -> tuple[torch.Tensor, torch
     if ctx.real_dir is None:
         raise MetricError(f"{metric}: needs a folder of real target-domain images (zsgm eval --real DIR)")
     deep = bool(_opt(ctx, metric, "real_deep", False))
-    resize = int(_opt(ctx, metric, "real_resize", 0))
-    batch_size = int(_opt(ctx, metric, "batch_size", 64))
+    resize = _int_opt(ctx, metric, "real_resize", 0, minimum=0)
+    batch_size = _int_opt(ctx, metric, "batch_size", 64)
     files = list_real_images(Path(ctx.real_dir), deep=deep, metric=metric)
     extractor, layer, fields = _extractor(ctx, metric)
     ext_key = (layer, str(ctx.device))
@@ -235,10 +241,10 @@ def compute_fid(ctx: EvalContext) -> MetricResult:
 
 def compute_kid(ctx: EvalContext) -> MetricResult:
     """KID (mean and std over subsets) of ``ctx.generated`` against ``ctx.real_dir``."""
+    wanted = int_option(ctx, "kid", "kid_subset_size", KID_SUBSET_SIZE, minimum=2)
+    subsets = int_option(ctx, "kid", "kid_subsets", KID_SUBSETS)
+    seed = int_option(ctx, "kid", "kid_seed", KID_SEED, minimum=None)
     fake, real, fields = fid_kid_features(ctx, "kid")
-    wanted = int(ctx.option("kid", "kid_subset_size", KID_SUBSET_SIZE))
-    subsets = int(ctx.option("kid", "kid_subsets", KID_SUBSETS))
-    seed = int(ctx.option("kid", "kid_seed", KID_SEED))
     size = kid_subset_size(fake.shape[0], real.shape[0], wanted)
     mean, std = kernel_inception_distance(fake, real, subsets=subsets, subset_size=size, seed=seed)
     record = base_record(ctx, metric="kid", protocol="KID (Binkowski et al.): unbiased MMD^2, cubic polynomial "

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zsgm.metrics.api import EvalContext, MetricError, MetricResult
-from zsgm.metrics.common import base_record, batches, check_images, from_uint8, to_uint8, weight_file, weight_record
+from zsgm.metrics.common import (base_record, batches, check_images, from_uint8, int_option, to_uint8, weight_file,
+                                 weight_record)
 
 ARCFACE_FILE = "model_ir_se50.pth"
 #: (input width, output width, units) per stage of IR-SE50.
@@ -164,6 +165,7 @@ def compute_identity(ctx: EvalContext) -> MetricResult:
     if src.shape != gen.shape:
         raise MetricError(f"identity: source {tuple(src.shape)} and generated {tuple(gen.shape)} samples differ in "
                           f"shape; they must pair by index")
+    batch_size = int_option(ctx, "identity", "batch_size", 32)
     custom = ctx.option("identity", "net")
     if custom is not None:
         net, fields = custom.eval(), {"network": "custom (NOT ArcFace: not comparable)", "weights": {}}
@@ -173,8 +175,7 @@ def compute_identity(ctx: EvalContext) -> MetricResult:
         net = load_arcface(path, device=ctx.device)
         fields = {"network": "ArcFace IR-SE50 (zsgm.metrics.identity, strict load)",
                   "weights": {"arcface": weight_record(path)}}
-    sim = identity_similarity(net, src, gen,
-                              batch_size=int(ctx.option("identity", "batch_size", 32)), device=ctx.device)
+    sim = identity_similarity(net, src, gen, batch_size=batch_size, device=ctx.device)
     record = base_record(ctx, metric="identity", protocol="cosine of ArcFace IR-SE50 embeddings, source vs adapted "
                          "sample from the same latent and noise (IDLoss preprocessing of NADA's mapper / pSp)",
                          library="zsgm IR-SE50 (torch " + torch.__version__ + ")", n_generated=gen.shape[0])

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from zsgm.metrics.api import EvalContext, MetricError, MetricResult
-from zsgm.metrics.common import (base_record, batches, check_images, from_uint8, hub_checkpoints_dir, library_version,
-                                 to_uint8, weight_file, weight_record)
+from zsgm.metrics.common import (base_record, batches, check_images, from_uint8, hub_checkpoints_dir, int_option,
+                                 library_version, to_uint8, weight_file, weight_record)
 from zsgm.metrics.kmedoids import INITS, METHODS, kmedoids
 
 NAME = "intra-lpips"
@@ -220,14 +220,13 @@ def compute_intra_lpips(ctx: EvalContext) -> MetricResult:
         raise MetricError(f"{NAME}: option protocol must be 'A' (given centres) or 'B' (k-medoids); got {protocol!r}")
     if protocol == "A" and not centres_dir:
         raise MetricError(f"{NAME}: protocol A needs options intra-lpips.centres = a folder of centre images")
-    n_max, k = int(opt.get("n", 1000)), int(opt.get("k", 10))
+    n_max, k = int_option(ctx, NAME, "n", 1000, minimum=2), int_option(ctx, NAME, "k", 10)
     method, init = str(opt.get("method", "alternate")), str(opt.get("init", "heuristic"))
     if method not in METHODS or init not in INITS:
         raise MetricError(f"{NAME}: method must be one of {', '.join(METHODS)} and init one of {', '.join(INITS)}; "
                           f"got {method!r}, {init!r}")
-    size = opt.get("size", 256)
-    size = None if size is None else int(size)
-    block = int(opt.get("block", 32))
+    size = None if opt.get("size", 256) is None else int_option(ctx, NAME, "size", 256)
+    block = int_option(ctx, NAME, "block", 32)
     gen = check_images(ctx.generated, f"{NAME}: generated samples", min_count=2)[:n_max]
     if protocol == "B" and gen.shape[0] < k:
         raise MetricError(f"{NAME}: k-medoids with k={k} needs at least {k} samples; got {gen.shape[0]} "
@@ -255,7 +254,7 @@ def compute_intra_lpips(ctx: EvalContext) -> MetricResult:
         if size is None and any(tuple(c.shape[-2:]) != tuple(x.shape[-2:]) for c in images):
             raise MetricError(f"{NAME}: centre images differ in size from the samples; set options intra-lpips.size")
         centres = torch.cat([prepare(c, size) for c in images])
-        max_per = int(opt.get("max_per_cluster", 50))
+        max_per = int_option(ctx, NAME, "max_per_cluster", 50, minimum=2)
         out = protocol_a(dist, x, centres, max_per_cluster=max_per, seed=ctx.seed, block=block, device=ctx.device)
         record.update({
             "protocol": (f"A (Ojha et al. / AIR IntraLPIPS): nearest of {len(files)} given centres, at most "

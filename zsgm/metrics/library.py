@@ -11,6 +11,7 @@ from typing import Optional
 
 from zsgm.metrics.api import EvalContext
 from zsgm.metrics.clip_score import compute_clip_image, compute_clip_text, needs_judge_and_images, needs_judge_and_text
+from zsgm.metrics.common import int_option
 from zsgm.metrics.fid import compute_fid, compute_kid, needs_real_dir
 from zsgm.metrics.identity import compute_identity, needs_source_and_arcface
 from zsgm.metrics.intra_lpips import compute_intra_lpips
@@ -22,7 +23,7 @@ def intra_lpips_applies(ctx: EvalContext) -> Optional[str]:
     """``applies`` of intra-lpips: protocol B needs at least k samples (protocol A any 2)."""
     opt = ctx.options.get("intra-lpips", {})
     protocol_a = bool(opt.get("centres")) and str(opt.get("protocol", "A")).upper() == "A"
-    need = 2 if protocol_a else int(opt.get("k", 10))
+    need = 2 if protocol_a else int_option(ctx, "intra-lpips", "k", 10)
     n = int(ctx.generated.shape[0]) if hasattr(ctx.generated, "shape") else 0
     if n < need:
         return (f"needs at least {need} samples ({'pairs in a cluster' if protocol_a else f'k-medoids, k={need}'}); "

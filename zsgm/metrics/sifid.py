@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from zsgm.metrics.api import EvalContext, MetricError, MetricResult
-from zsgm.metrics.common import base_record, batches, check_images, library_version, to_uint8, weight_record
+from zsgm.metrics.common import (base_record, batches, check_images, int_option, library_version, to_uint8,
+                                 weight_record)
 from zsgm.metrics.frechet import frechet_from_statistics, gaussian_statistics
 
 NORMALIZE = {"torch-fidelity": lambda x: (x - 128) / 128, "pytorch-fid": lambda x: x / 127.5 - 1}
@@ -112,14 +113,14 @@ def compute_sifid(ctx: EvalContext) -> MetricResult:
     normalize = str(ctx.option("sifid", "normalize", "torch-fidelity"))
     if normalize not in NORMALIZE:
         raise MetricError(f"sifid: option normalize must be one of {', '.join(NORMALIZE)}; got {normalize!r}")
-    resize = ctx.option("sifid", "resize")
-    resize = None if resize is None else int(resize)
+    resize = int_option(ctx, "sifid", "resize", None)
+    batch_size = int_option(ctx, "sifid", "batch_size", 32)
     refs = [_read_uint8(p) for p in ctx.target_images]
     block0, fields = _block0(ctx)
     kw = dict(normalize=normalize, resize=resize, device=ctx.device)
     ref_stats = [spatial_statistics(block0, r, **kw)[0] for r in refs]
     gen_stats = []
-    for b in batches(gen, int(ctx.option("sifid", "batch_size", 32))):
+    for b in batches(gen, batch_size):
         gen_stats += spatial_statistics(block0, to_uint8(b), **kw)
     m = sifid_matrix(gen_stats, ref_stats)  # [N, R]
     per_ref = m.mean(0)
