@@ -275,3 +275,14 @@ def test_environment_of_torchrun_is_read():
         from_environment({"WORLD_SIZE": "2", "RANK": "2"})
     with pytest.raises(ValueError, match="must be integers"):
         from_environment({"WORLD_SIZE": "two"})
+
+
+def test_an_explicit_gpu_for_every_process_of_a_node_is_refused(tmp_path, monkeypatch):
+    """run.device = "cuda:0" under torchrun would put LOCAL_RANK 1 on rank 0's GPU (NCCL fails later, unclearly)."""
+    import zsgm.run
+    from zsgm.recipe import RecipeError
+
+    monkeypatch.setattr(zsgm.run, "resolve_device", lambda name, field="run.device": torch.device("cuda", 0))
+    with pytest.raises(RecipeError, match=r"run.device: 'cuda:0' puts every process of this node on one GPU"):
+        build_run(recipe_from_dict(recipe_data(device="cuda:0")), out_dir=tmp_path,
+                  dist=Distributed(rank=1, world_size=2, local_rank=1))

@@ -211,3 +211,25 @@ def test_run_records_its_fast_step_options(tmp_path):
                           "run": {"autocast": ["clip"], "progress": False}, "techniques": [{"use": "directional"}]})
     run = build_run(r, out_dir=tmp_path)
     assert run.fast_step.autocast == ("clip",) and not run.fast_step.tf32
+
+
+def test_tf32_of_one_run_does_not_leak_into_the_next_run_of_the_process(tmp_path, monkeypatch):
+    import zsgm.loop
+    from zsgm.loop import adapt
+    from zsgm.recipe import recipe_from_dict
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    r = recipe_from_dict({"source": "photo", "target": "sketch", "generator": {"checkpoint": "tiny-random"},
+                          "clip": {"models": [{"name": "tiny-random"}]}, "optim": {"steps": 1},
+                          "run": {"tf32": True, "progress": False, "sample_every": 0},
+                          "techniques": [{"use": "directional"}]})
+    seen, original = [], zsgm.loop.optimisation_step
+
+    def spy(*args, **kwargs):
+        seen.append(torch.backends.cuda.matmul.allow_tf32)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(zsgm.loop, "optimisation_step", spy)
+    adapt(r, out_dir=tmp_path)
+    assert seen == [True]  # on during the run
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before  # restored after

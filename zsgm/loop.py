@@ -485,6 +485,7 @@ def _train(recipe: Recipe, paths: RunPaths, opening: Opening, *, work_dir: Path,
         raise
     finally:
         run.pm.hook.zsgm_teardown(run=run, error=error)
+        run.release()
     if end == steps and not main:
         generator_path = paths.generator
     return RunResult(out_dir=paths.out_dir, steps_done=end, last_losses=log or last_logged(paths.losses),

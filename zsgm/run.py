@@ -183,6 +183,11 @@ class Run:
         self.out_dir = Path(out_dir)
         self.dist = dist = dist or SINGLE
         self.device = dist.local_device(resolve_device(recipe.run.device))
+        if dist.active and self.device.type == "cuda" and dist.local_rank > 0 and \
+                self.device.index != dist.local_rank:
+            raise RecipeError([f"run.device: {recipe.run.device!r} puts every process of this node on one GPU under "
+                               f"torchrun (this is LOCAL_RANK {dist.local_rank}); use 'auto' or 'cuda', and each "
+                               f"process gets cuda:LOCAL_RANK"])
         self.clip_device = self.device if recipe.clip.device is None else \
             dist.local_device(resolve_device(recipe.clip.device, field="clip.device"))
         self.step = 0
@@ -212,6 +217,7 @@ class Run:
                             for i, spec in enumerate(recipe.clip.models)]
         self.clip_weights = [spec.weight for spec in recipe.clip.models]
         # run.tf32 / autocast / channels_last / compile (zsgm.fast_step): once, before techniques see the models
+        self._tf32_flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         self.fast_step = apply_fast_step(self)
 
         self.uses = list(recipe.techniques)
@@ -278,6 +284,11 @@ class Run:
                 found[f"{impl.plugin_name}/{key}"] = optimizer
         self.technique_optimizers = found
         return found
+
+    def release(self) -> None:
+        """Undo what the run changed process-wide (``run.tf32``'s flags), so that the next run of this process
+        (a sweep, a comparison) starts from the same flags; called when the run ends."""
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._tf32_flags
 
     def synthesis_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters of the target generator the optimiser owns (everything but the mapping)."""

@@ -142,6 +142,9 @@ class LayerFreeze(Technique):
             with torch.no_grad():
                 ws -= self.config.probe_lr * grad
         score = (ws.detach() - ws_init).abs().mean(dim=(0, 2))  # [L]
+        # Under torchrun every rank probes the same seeded latents; a GPU's non-deterministic kernels could still
+        # flip a near-tie, so the ranks agree on one score (bit-identical after the all-reduce) and freeze alike.
+        score = run.dist.mean(score.contiguous())
         return torch.topk(score, k).indices.sort().values.tolist()
 
     def _slots_this_step(self, run, step: int, n_latent: int) -> list[int]:

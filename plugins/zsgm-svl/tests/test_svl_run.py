@@ -306,3 +306,20 @@ def test_ewc_or_relation_alone_is_refused_at_recipe_build():
             recipe_from_dict({"source": "photo", "target": "sketch", "generator": {"checkpoint": "tiny-random"},
                               "clip": {"models": [{"name": "tiny-random"}]}, "optim": {"batch_size": 4},
                               "techniques": [technique]})
+
+
+def test_sampled_directions_are_this_ranks_rows_of_the_global_batchs_picks(tmp_path):
+    """Under torchrun each rank holds a share of the batch; its directions are its rows of the picks one process
+    draws for the whole batch, so 2 processes train on what 1 does."""
+    from zsgm.distributed import Distributed
+
+    r = recipe([{**SV, "iterations": 2, "k": 3, "directions": "sample"}, {"use": "moment"}])
+    run = build_run(r, out_dir=tmp_path)
+    run.pm.hook.zsgm_setup(run=run)
+    run.batch = StepBatch(run, 5)
+    (whole,) = run.batch.directions()  # [4, D]: one process
+    for rank in (0, 1):
+        run.dist = Distributed(rank=rank, world_size=2, local_rank=rank)
+        run.batch = StepBatch(run, 5)
+        (mine,) = run.batch.directions()
+        assert torch.equal(mine, whole[2 * rank:2 * rank + 2])

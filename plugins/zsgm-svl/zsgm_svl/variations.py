@@ -128,8 +128,9 @@ class SemanticVariations(Technique):
     def zsgm_directions(self, run, step):
         if self.config.directions == "mean":
             return [F.normalize(F.normalize(s, dim=-1).mean(0), dim=-1) for s in self._sets]
-        n = run.batch.ws.shape[0] if run.batch is not None else run.recipe.optim.batch_size
+        n = run.batch.global_size if run.batch is not None else run.recipe.optim.batch_size
         pick = torch.randint(0, self.config.k + 1, (n,), generator=run.rng(step, "semantic-variations"))
+        pick = run.dist.shard(pick)  # under torchrun: this rank's rows of the global batch's picks
         return [F.normalize(s[pick.to(s.device)], dim=-1) for s in self._sets]
 
     # ------------------------------------------------------------------ API for other techniques
