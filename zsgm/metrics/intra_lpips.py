@@ -171,7 +171,7 @@ def protocol_b(d: torch.Tensor, *, k: int = 10, method: str = "alternate", init:
 def protocol_a(dist, x: torch.Tensor, centres: torch.Tensor, *, max_per_cluster: int = 50, seed: int = 0,
                block: int = 32, device="cpu") -> dict[str, Any]:
     """Ojha et al.'s intra-LPIPS: assign ``x`` to the nearest of ``centres`` (both prepared), then the mean pairwise
-    LPIPS of at most ``max_per_cluster`` shuffled members per cluster, averaged over clusters with >= 2 members."""
+    LPIPS of at most ``max_per_cluster`` shuffled members per cluster, averaged over clusters with >= 2 members, ± their sample std (ddof 1, as ``torch.std``)."""
     assign = torch.argmin(cross_lpips(dist, x, centres, block=block, device=device), dim=1)  # [N]
     gen = torch.Generator().manual_seed(seed)
     means, sizes, used = [], [], []
@@ -188,7 +188,9 @@ def protocol_a(dist, x: torch.Tensor, centres: torch.Tensor, *, max_per_cluster:
     if not means:
         raise MetricError("intra-lpips protocol A: no cluster has 2 or more samples; generate more images")
     means_np = np.array(means)
-    return {"mean": float(means_np.mean()), "std": float(means_np.std()), "cluster_sizes": sizes,
+    # Ojha / AIR report torch.std of the cluster means: the sample std (ddof 1); 0.0 for a single cluster.
+    std = float(means_np.std(ddof=1)) if means_np.size > 1 else 0.0
+    return {"mean": float(means_np.mean()), "std": std, "cluster_sizes": sizes,
             "members_used": used, "clusters_scored": len(means)}
 
 
