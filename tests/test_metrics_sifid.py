@@ -44,14 +44,23 @@ def test_sifid_hand_computed_on_a_standin(tmp_path):
     ctx = EvalContext(generated=x, target_images=refs, seed=4, options={"sifid": {"block0": block0}})
     res = compute_sifid(ctx)
 
-    def feats(u8):  # [1, 3, H, W] uint8 -> [h*w, C], normalised as torch-fidelity's forward
+    def feats(u8, norm):  # [1, 3, H, W] uint8 -> [h*w, C]
         with torch.no_grad():
-            f = block0((u8.float() - 128) / 128)
+            f = block0(norm(u8.float()))
         return f.flatten(2)[0].T.double().numpy()
+
+    def hand(norm):
+        return np.array([[_singan_sifid(feats(x_u8[i:i + 1], norm), feats(r, norm)) for r in ref_u8]
+                         for i in range(3)])
 
     x_u8 = ((x.clamp(-1, 1) + 1) / 2 * 255 + 0.5).to(torch.uint8)
     ref_u8 = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)[None] for p in refs]
-    m = np.array([[_singan_sifid(feats(x_u8[i:i + 1]), feats(r)) for r in ref_u8] for i in range(3)])
+    m = hand(lambda v: v / 127.5 - 1)  # SinGAN / AIR: pytorch-fid's input normalisation (the default)
+    assert res.record["normalize"] == "pytorch-fid" and res.record["normalize_formula"].startswith("x/127.5 - 1")
+    other = compute_sifid(EvalContext(generated=x, target_images=refs,
+                                      options={"sifid": {"block0": block0, "normalize": "torch-fidelity"}}))
+    assert other.values["sifid"] == pytest.approx(hand(lambda v: (v - 128) / 128).mean(0).mean(), rel=1e-3)
+    assert other.record["normalize"] == "torch-fidelity" and other.values["sifid"] != res.values["sifid"]
     assert res.values["sifid"] == pytest.approx(m.mean(0).mean(), rel=1e-3)
     assert res.record["per_target"] == pytest.approx(list(m.mean(0)), rel=1e-3)
     assert res.values["sifid_std"] == pytest.approx(float(np.std(m.mean(1), ddof=1)), rel=1e-3)
@@ -84,7 +93,7 @@ def test_inception_block0_matches_torch_fidelity_64_feature(random_inception_fil
     u8 = (torch.rand(2, 3, 24, 24, generator=g) * 255).to(torch.uint8)
     with torch.no_grad():
         lib64 = model(u8)[0]  # torch-fidelity: resize to 299, (x-128)/128, block 0, spatial mean
-    stats = spatial_statistics(InceptionBlock0(model), u8, resize=299)
+    stats = spatial_statistics(InceptionBlock0(model), u8, resize=299, normalize="torch-fidelity")
     ours = torch.tensor(np.stack([s["mu"] for s in stats]))
     assert torch.allclose(ours, lib64, rtol=1e-4, atol=1e-5)
 

@@ -5,8 +5,9 @@ averaged (feature "64"), so zsgm runs that extractor's own first modules (``Conv
 ``Conv2d_2b_3x3``, ``MaxPool_1``; the layers behind its "64" feature) and keeps the map ``[64, h, w]``; each spatial
 position is one 64-d sample (SinGAN's ``sifid_score.py``, which AIR copies, does the same with pytorch-fid's port of
 the same TF Inception). Inputs are uint8 images (samples quantised as a PNG holds them, references as read), at their
-own size (``resize`` None, as SinGAN/AIR: no resize to 299), normalised as torch-fidelity's forward does,
-``(x - 128) / 128`` (option ``normalize = "pytorch-fid"``: ``x / 127.5 - 1`` as pytorch-fid's port).
+own size (``resize`` None, as SinGAN/AIR: no resize to 299), normalised as pytorch-fid's port does, ``x / 127.5 - 1``,
+the input SinGAN/AIR's scores saw (option ``normalize = "torch-fidelity"``: ``(x - 128) / 128`` as torch-fidelity's
+forward); the record names the one used.
 
 Value: SIFID of every sample against every reference, averaged over samples per reference, then over references (AIR:
 1,000 samples against each reference folder, averaged). The Frechet distance is torch-fidelity's
@@ -14,7 +15,7 @@ Value: SIFID of every sample against every reference, averaged over samples per 
 
 Weights: the FID Inception file (``--weights inception=PATH`` or torch-fidelity's hub cache; see
 :mod:`zsgm.metrics.fid`). Options (``ctx.options["sifid"]``): ``resize`` (None | int: torch-fidelity's
-TF1-compatible bilinear to that side), ``normalize`` ("torch-fidelity" | "pytorch-fid"), ``batch_size`` (32),
+TF1-compatible bilinear to that side), ``normalize`` ("pytorch-fid", the default, | "torch-fidelity"), ``batch_size`` (32),
 ``block0`` (a module mapping normalised ``[B, 3, H, W]`` to ``[B, C, h, w]``, used instead of Inception: tests).
 """
 
@@ -31,7 +32,11 @@ from zsgm.metrics.common import (base_record, batches, check_images, int_option,
                                  weight_record)
 from zsgm.metrics.frechet import frechet_from_statistics, gaussian_statistics
 
-NORMALIZE = {"torch-fidelity": lambda x: (x - 128) / 128, "pytorch-fid": lambda x: x / 127.5 - 1}
+NORMALIZE = {"pytorch-fid": lambda x: x / 127.5 - 1, "torch-fidelity": lambda x: (x - 128) / 128}
+#: The default: pytorch-fid's, which SinGAN's ``sifid_score.py`` and AIR (a copy of it) feed their Inception.
+DEFAULT_NORMALIZE = "pytorch-fid"
+NORMALIZE_FORMULA = {"pytorch-fid": "x/127.5 - 1 (pytorch-fid's, as SinGAN/AIR)",
+                     "torch-fidelity": "(x - 128)/128 (torch-fidelity's forward; not SinGAN/AIR's)"}
 
 
 def needs_target_images(ctx: EvalContext) -> Optional[str]:
@@ -56,7 +61,7 @@ class InceptionBlock0(torch.nn.Module):
 
 
 @torch.no_grad()
-def spatial_statistics(block0: Callable, images_uint8: torch.Tensor, *, normalize: str = "torch-fidelity",
+def spatial_statistics(block0: Callable, images_uint8: torch.Tensor, *, normalize: str = DEFAULT_NORMALIZE,
                        resize: Optional[int] = None, device="cpu") -> list[dict]:
     """Per image of ``images_uint8`` ``[B, 3, H, W]``: torch-fidelity's ``{"mu", "sigma"}`` of its block-0 features,
     one 64-d row per spatial position."""
@@ -110,7 +115,7 @@ def compute_sifid(ctx: EvalContext) -> MetricResult:
     gen = check_images(ctx.generated, "sifid: generated samples")
     if not ctx.target_images:
         raise MetricError("sifid: needs target images (a one-shot run's reference images)")
-    normalize = str(ctx.option("sifid", "normalize", "torch-fidelity"))
+    normalize = str(ctx.option("sifid", "normalize", DEFAULT_NORMALIZE))
     if normalize not in NORMALIZE:
         raise MetricError(f"sifid: option normalize must be one of {', '.join(NORMALIZE)}; got {normalize!r}")
     resize = int_option(ctx, "sifid", "resize", None)
@@ -134,7 +139,7 @@ def compute_sifid(ctx: EvalContext) -> MetricResult:
         "per_target": [float(v) for v in per_ref],
         "resize": ("samples quantised to uint8; " + ("no resize (SinGAN/AIR)" if resize is None else
                                                     f"TF1-compatible bilinear resize to {resize}")),
-        "normalize": normalize})
+        "normalize": normalize, "normalize_formula": NORMALIZE_FORMULA[normalize]})
     per_image = m.mean(1)
     return MetricResult(values={"sifid": float(per_ref.mean()),
                                 "sifid_std": float(per_image.std()) if per_image.numel() > 1 else 0.0},
