@@ -274,15 +274,19 @@ def test_unfinished_run_evaluates_its_last_checkpoint_with_a_note(tmp_path):
 
 
 @pytest.mark.slow  # ~12 s: the first CLIP load imports open_clip
-def test_judge_is_the_runs_guide_unless_another_is_given(tmp_path):
+def test_judge_is_the_runs_guide_unless_another_is_given(tmp_path, capsys):
     registry = fake_registry()
     run = make_run(tmp_path / "run")
     record = evaluate(str(run), options=options(metrics=["judge"]), registry=registry)
     assert record["judge_is_guide"] == 1.0
     assert record["clip_judge"] == {"name": "tiny-random", "pretrained": None, "is_guide": True}
+    assert capsys.readouterr().err.splitlines() == [  # on stderr too, not only in the record
+        "zsgm: warning: run: the CLIP judge 'tiny-random' guided the run, so its scores are inflated; judge with "
+        "another CLIP (--clip NAME[:PRETRAINED])"]
     other = evaluate(str(run), options=options(metrics=["judge"], clip={"name": "tiny-random", "pretrained": "seed:7"}),
                      registry=registry)
     assert other["judge_is_guide"] == 0.0 and other["clip_judge"]["is_guide"] is False
+    assert "warning" not in capsys.readouterr().err
     bare = evaluate("tiny-random", options=options(metrics=["fake"]), registry=registry)
     assert bare["clip_judge"] is None  # no judge needed, none loaded
     with pytest.raises(MetricRefused, match="metric 'judge' does not apply to tiny-random: no CLIP judge"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -408,6 +409,9 @@ def _prepare(target: EvalTarget, options: EvalOptions, registry) \
                         f"the judge CLIP did not load: {exc}"
             selected = [s for s in selected if not _needs_judge(s.spec)]
     runnable, not_applying = check_metrics(selected, _probe(target, options, judge, judge_record), target)
+    if judge_record and judge_record["is_guide"] and any(_needs_judge(s.spec) for s in runnable):
+        print(f"zsgm: warning: {target.label}: the CLIP judge {judge_record['name']!r} guided the run, so its scores "
+              f"are inflated; judge with another CLIP (--clip NAME[:PRETRAINED])", file=sys.stderr)
     return runnable, {**skipped, **not_applying}, judge, judge_record
 
 
