@@ -223,8 +223,10 @@ def test_metric_names_and_families_select_in_order_without_repeats():
                                              "diversity-ratio", "target-rate"]
     assert all(s.explicit for s in chosen)
     assert {s.spec.name for s in select_metrics(registry, None)} >= {"fake", "target-rate"}
-    with pytest.raises(RegistryError, match="unknown metric or metric family 'shape'. Did you mean 'shapes'"):
+    with pytest.raises(RegistryError, match="unknown metric or metric family 'shape'. Did you mean 'shapes'") as err:
         select_metrics(registry, ["shape"])
+    listed = str(err.value).split("Installed: ")[1].rstrip(".").split(", ")
+    assert "fake" in listed and len(listed) == len(set(listed))  # a metric named as its family is listed once
 
 
 def test_a_failing_metric_raises_when_asked_for_and_is_skipped_among_defaults(tmp_path):

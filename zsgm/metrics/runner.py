@@ -271,7 +271,7 @@ def select_metrics(registry, requested: Optional[list[str]]) -> list[Selected]:
             matched = [s for s in specs if s.family == name]
         else:
             raise RegistryError(unknown_name_message("metric or metric family", name,
-                                                     registry.metrics.names() + families))
+                                                     sorted(set(registry.metrics.names()) | set(families))))
         chosen += [Selected(s, True, name) for s in matched if all(c.spec.name != s.name for c in chosen)]
     return chosen
 
