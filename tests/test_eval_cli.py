@@ -4,6 +4,7 @@ shapes family with today's numbers; refusals in one line; --at-checkpoints."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,3 +187,16 @@ def test_save_samples_writes_the_paired_pngs_losslessly(tmp_path, capsys, monkey
     assert json.loads((run / "eval.json").read_text())["samples_dir"] == str(folder)
     assert main(["eval", "tiny-random", "--save-samples", *QUIET]) == USER_ERROR_EXIT
     assert "--save-samples: tiny-random is not a run directory; give --out DIR" in one_error_line(capsys)
+
+
+def test_save_samples_of_targets_with_one_base_name_go_to_separate_folders(tmp_path, capsys, monkeypatch):
+    fake_registry(monkeypatch)
+    a, b = make_run(tmp_path / "a" / "run"), make_run(tmp_path / "b" / "run")
+    out = tmp_path / "out"
+    assert main(["eval", str(a), str(b), "tiny-random", "--metrics", "fake", "-n", "2", "--out", str(out),
+                 "--save-samples", *QUIET]) == 0
+    data = json.loads((out / "eval.json").read_text())
+    folders = [r["samples_dir"] for r in data["results"]]
+    assert folders == [str(out / "eval-samples" / name) for name in ("1-run", "2-run", "tiny-random")]
+    for folder in folders:
+        assert sorted(p.name for p in (Path(folder) / "generated").iterdir()) == ["000000.png", "000001.png"]

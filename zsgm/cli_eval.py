@@ -110,15 +110,23 @@ def _check_targets(args) -> None:
         raise CommandLineError(f"--out {args.out}: is a file; give a directory for eval.json and eval.md")
 
 
-def _with_samples_dir(options, args, target: str):
-    """``options`` with ``samples_dir`` for ``--save-samples``: OUT/eval-samples (OUT/eval-samples/NAME for several
-    targets) or RUN/eval-samples."""
+def _sample_folder_names(targets: list[str]) -> list[str]:
+    """One folder name per target: its base name, prefixed with its 1-based position where two targets share one
+    (``a/run`` and ``b/run`` -> ``1-run``, ``2-run``), so that no target's samples overwrite another's."""
+    names = [Path(t).resolve().name if Path(t).exists() else t for t in targets]
+    return [f"{i}-{name}" if names.count(name) > 1 else name for i, name in enumerate(names, start=1)]
+
+
+def _with_samples_dir(options, args, index: int):
+    """``options`` with ``samples_dir`` for ``--save-samples`` of ``args.targets[index]``: OUT/eval-samples
+    (OUT/eval-samples/NAME for several targets, see :func:`_sample_folder_names`) or RUN/eval-samples."""
     if not args.save_samples:
         return options
+    target = args.targets[index]
     if args.out is not None:
         folder = Path(args.out) / "eval-samples"
         if len(args.targets) > 1:
-            folder = folder / (Path(target).resolve().name if Path(target).exists() else target)
+            folder = folder / _sample_folder_names(args.targets)[index]
     else:
         folder = Path(target) / "eval-samples"
     return attrs.evolve(options, samples_dir=folder)
@@ -144,7 +152,7 @@ def cmd_eval(args) -> int:
             json_path, png = write_steps(record, args.out or target)
             print(f"wrote {json_path} and {png}")
         return 0
-    records = [evaluate(target, options=_with_samples_dir(options, args, target)) for target in args.targets]
+    records = [evaluate(target, options=_with_samples_dir(options, args, i)) for i, target in enumerate(args.targets)]
     print(format_markdown(records), end="")
     if args.out is not None:
         for path in write_results(records, args.out):
@@ -196,7 +204,8 @@ def add_eval_parser(sub):
                    help="samples synthesised at once; the images do not depend on it (default: %(default)s)")
     p.add_argument("--save-samples", dest="save_samples", action="store_true",
                    help="also write the samples as PNG at full resolution: eval-samples/generated/NNNNNN.png and "
-                        "eval-samples/source/NNNNNN.png (same index, same latent and noise) beside eval.json "
+                        "eval-samples/source/NNNNNN.png (same index, same latent and noise) beside eval.json; "
+                        "with several targets and --out, in eval-samples/NAME (N-NAME where names repeat) "
                         "(default: off)")
     p.add_argument("--at-checkpoints", dest="at_checkpoints", action="store_true",
                    help="evaluate a run at step 0 (its source), each snapshots/step-*.safetensors "
