@@ -200,3 +200,33 @@ def test_save_samples_of_targets_with_one_base_name_go_to_separate_folders(tmp_p
     assert folders == [str(out / "eval-samples" / name) for name in ("1-run", "2-run", "tiny-random")]
     for folder in folders:
         assert sorted(p.name for p in (Path(folder) / "generated").iterdir()) == ["000000.png", "000001.png"]
+
+
+def test_a_library_metric_runs_offline_from_a_local_weights_file_on_every_kind_of_target(tmp_path, capsys,
+                                                                                         nv):  # noqa: F811
+    """Intra-LPIPS through the lpips package with its backbone from a local file (a seeded SqueezeNet 1.1, 5 MB, in
+    torchvision's layout: what `--weights lpips=PATH` takes on a machine without a network), on a run directory
+    and on the same generator as .pt, .pkl and .safetensors: the same samples give the same number."""
+    import torchvision
+
+    from zsgm.generator import export_rosinality, load_generator, save_generator
+
+    torch.manual_seed(0)
+    backbone = tmp_path / "squeezenet1_1-b8a52dc0.pth"
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), backbone)
+    run = make_run(tmp_path / "run", steps=1)
+    g, _ = load_generator(run / "generator.safetensors")
+    export_rosinality(g, tmp_path / "g.pt")
+    save_generator(g, tmp_path / "g.safetensors")
+    nv.write(g, tmp_path / "g.pkl")
+    values = []
+    for target in (run, tmp_path / "g.pt", tmp_path / "g.pkl", tmp_path / "g.safetensors"):
+        out = tmp_path / f"out-{target.name}"
+        assert main(["eval", str(target), "--metrics", "intra-lpips", "-n", "8", "--option", "intra-lpips.k=2",
+                     "--weights", "lpips-net=squeeze", "--weights", f"lpips={backbone}", "--out", str(out),
+                     *QUIET]) == 0, target
+        record = json.loads((out / "eval.json").read_text())
+        assert record["metrics"]["intra-lpips"]["record"]["weights"]["lpips"]["path"] == str(backbone)
+        values.append(record["intra-lpips"])
+    assert values[0] > 0 and all(v == pytest.approx(values[0], rel=1e-4) for v in values), values
+    assert not nv.marker.exists()
