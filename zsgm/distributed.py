@@ -94,16 +94,12 @@ class Distributed:
         streams, as layer freezing does)."""
         if not self.active:
             return
-        import torch.distributed as dist
-
         groups: dict[tuple, list[torch.Tensor]] = {}
         for p in params:
             if p.grad is not None:
                 groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
         for grads in groups.values():
-            flat = torch.cat([g.reshape(-1) for g in grads])  # [total elements]
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat /= self.world_size
+            flat = self.mean(torch.cat([g.reshape(-1) for g in grads]))  # [total elements]
             offset = 0
             for g in grads:
                 g.copy_(flat[offset:offset + g.numel()].view_as(g))

@@ -62,16 +62,23 @@ class FastStepOptions:
         return self.tf32 or bool(self.autocast) or self.channels_last or self.compile
 
 
-def set_tf32(enabled: bool) -> Callable[[], None]:
-    """Allow (or forbid) TF32 in float32 matmuls and cuDNN convolutions; returns a function that restores the
-    previous flags (for tests and benchmarks). Process-wide (torch's flags are global)."""
+def saved_tf32() -> Callable[[], None]:
+    """A function that puts torch's process-wide TF32 flags (float32 matmuls, cuDNN convolutions) back as they
+    are now."""
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
-    torch.backends.cudnn.allow_tf32 = bool(enabled)
 
     def restore() -> None:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
+    return restore
+
+
+def set_tf32(enabled: bool) -> Callable[[], None]:
+    """Allow (or forbid) TF32 in float32 matmuls and cuDNN convolutions; returns a function that restores the
+    previous flags (:func:`saved_tf32`). Process-wide (torch's flags are global)."""
+    restore = saved_tf32()
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
     return restore
 
 
@@ -227,5 +234,5 @@ def apply_fast_step(run: Any, options: FastStepOptions | None = None) -> FastSte
 
 
 __all__ = ["AUTOCAST_DTYPE", "AUTOCAST_PARTS", "FastStepOptions", "FastStepWarning", "MethodWrapper",
-           "apply_fast_step", "autocast_context", "prepare_clip", "prepare_generator", "set_tf32", "unwrap_method",
-           "wrap_method"]
+           "apply_fast_step", "autocast_context", "prepare_clip", "prepare_generator", "saved_tf32", "set_tf32",
+           "unwrap_method", "wrap_method"]

@@ -155,11 +155,15 @@ def compute_terms(run: Run, step: int) -> tuple[torch.Tensor, dict[str, torch.Te
     return total, values
 
 
+def stack_values(run: Run, values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[len(values)]`` float32 on the run's device: one tensor to fetch (or all-reduce) at once."""
+    return torch.stack([v.float().to(run.device) for v in values.values()])
+
+
 def compute_losses(run: Run, step: int) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`compute_terms` with the values fetched as floats (one host synchronisation)."""
     total, values = compute_terms(run, step)
-    numbers = torch.stack([v.float().to(run.device) for v in values.values()]).tolist()
-    return total, dict(zip(values, numbers))
+    return total, dict(zip(values, stack_values(run, values).tolist()))
 
 
 class LossLog:
@@ -177,8 +181,7 @@ class LossLog:
         self.pending: list[tuple[int, list[str], torch.Tensor]] = []  # (step, keys, values [len(keys)])
 
     def add(self, step: int, values: dict[str, torch.Tensor]) -> None:
-        self.pending.append((step, list(values), torch.stack([v.float().to(self.run.device)
-                                                               for v in values.values()])))
+        self.pending.append((step, list(values), stack_values(self.run, values)))
 
     def fetch(self, step: int) -> dict[str, float]:
         """Fetch every pending step's values (at ``step``) and write them; returns the last step's.

@@ -20,7 +20,7 @@ import pluggy
 import torch
 
 from zsgm import hookspecs
-from zsgm.fast_step import apply_fast_step
+from zsgm.fast_step import apply_fast_step, saved_tf32
 from zsgm.recipe import Recipe, RecipeError
 from zsgm.registry import RegistryError, unknown_name_message
 
@@ -217,7 +217,7 @@ class Run:
                             for i, spec in enumerate(recipe.clip.models)]
         self.clip_weights = [spec.weight for spec in recipe.clip.models]
         # run.tf32 / autocast / channels_last / compile (zsgm.fast_step): once, before techniques see the models
-        self._tf32_flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        self._restore_tf32 = saved_tf32()
         self.fast_step = apply_fast_step(self)
 
         self.uses = list(recipe.techniques)
@@ -288,7 +288,7 @@ class Run:
     def release(self) -> None:
         """Undo what the run changed process-wide (``run.tf32``'s flags), so that the next run of this process
         (a sweep, a comparison) starts from the same flags; called when the run ends."""
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._tf32_flags
+        self._restore_tf32()
 
     def synthesis_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters of the target generator the optimiser owns (everything but the mapping)."""
