@@ -144,17 +144,20 @@ class Explode(Technique):
         return [self.term("boom", value)]
 
 
-class ExplodePlugin:
-    __name__ = "explode_plugin"
+class LoopTestPlugin:
+    """The techniques these tests add (explode, log-recorder)."""
+
+    __name__ = "loop_test_plugin"
 
     @staticmethod
     @hookimpl
     def zsgm_register_techniques(register):
         register(TechniqueSpec(name="explode", config=ExplodeConfig, build=Explode))
+        register(TechniqueSpec(name="log-recorder", config=LogRecorderConfig, build=LogRecorder))
 
 
 def test_non_finite_loss_stops_with_diagnostic_and_keeps_last_checkpoint(tmp_path):
-    _, registry = build_registry(extra_modules=[ExplodePlugin()])
+    _, registry = build_registry(extra_modules=[LoopTestPlugin()])
     data = tiny_recipe(steps=6)
     data["techniques"].append({"use": "explode", "at_step": 3})
     recipe = recipe_from_dict(data, registry=registry)
@@ -200,17 +203,8 @@ class LogRecorder(Technique):
         type(self).seen.append((step, log))
 
 
-class LogRecorderPlugin:
-    __name__ = "log_recorder_plugin"
-
-    @staticmethod
-    @hookimpl
-    def zsgm_register_techniques(register):
-        register(TechniqueSpec(name="log-recorder", config=LogRecorderConfig, build=LogRecorder))
-
-
 def test_after_step_hook_receives_the_logged_values(tmp_path):
-    _, registry = build_registry(extra_modules=[LogRecorderPlugin()])
+    _, registry = build_registry(extra_modules=[LoopTestPlugin()])
     data = tiny_recipe(steps=3)
     data["techniques"].append({"use": "log-recorder"})
     LogRecorder.seen = []
@@ -223,7 +217,7 @@ def test_after_step_hook_receives_the_logged_values(tmp_path):
 def test_values_are_fetched_every_log_every_steps_and_losses_jsonl_keeps_every_step(tmp_path):
     """run.log_every = 3 over 7 steps, checkpoints every 2: fetches after steps 1, 2, 3, 5 (checkpoints and
     multiples of 3) and 6 (the last); the hook's log is None on the other steps; the values do not change."""
-    _, registry = build_registry(extra_modules=[LogRecorderPlugin()])
+    _, registry = build_registry(extra_modules=[LoopTestPlugin()])
     data = tiny_recipe(steps=7)
     data["techniques"].append({"use": "log-recorder"})
     LogRecorder.seen = []
@@ -241,7 +235,7 @@ def test_values_are_fetched_every_log_every_steps_and_losses_jsonl_keeps_every_s
 
 
 def test_a_non_finite_loss_between_fetches_is_named_at_its_step_when_fetched(tmp_path):
-    _, registry = build_registry(extra_modules=[ExplodePlugin()])
+    _, registry = build_registry(extra_modules=[LoopTestPlugin()])
     data = tiny_recipe(steps=6)
     data["run"].update(log_every=3, checkpoint_every=0)
     data["techniques"].append({"use": "explode", "at_step": 3})
