@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 
 from zsgm.cli_errors import CommandLineError
-from zsgm.cli_options import clip_override, finite_float, int_at_least, non_blank
+from zsgm.cli_options import clip_override, finite_float, int_at_least, non_blank, option_device
 
 DEFAULT_N = 256
 DEFAULT_SEED = 12345
@@ -63,7 +63,6 @@ def single_clip(text: str) -> dict:
 def _options(args):
     from zsgm.metrics.runner import EvalOptions
     from zsgm.metrics.samples import SampleSettings
-    from zsgm.run import resolve_device
 
     if args.real is not None and not Path(args.real).is_dir():
         raise CommandLineError(f"--real {args.real}: {'is a file, not a' if Path(args.real).exists() else 'no such'} "
@@ -71,14 +70,7 @@ def _options(args):
     options: dict[str, dict] = {}
     for metric, key, value in args.option:
         options.setdefault(metric, {})[key] = value
-    device_name = args.device
-    try:
-        from zsgm.recipe import RecipeError
-
-        device = resolve_device(device_name)
-    except RecipeError as exc:
-        reasons = [p.split(": ", 1)[1] if p.startswith("run.device: ") else p for p in exc.problems]
-        raise CommandLineError(f"--device {device_name}: {'; '.join(reasons)}") from None
+    device = option_device(args.device)
     settings = SampleSettings(n=args.n, seed=args.seed, truncation=args.truncation, noise_mode=args.noise_mode,
                               batch=args.batch)
     return EvalOptions(metrics=args.metrics, settings=settings, real_dir=None if args.real is None else Path(args.real),

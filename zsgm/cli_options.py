@@ -99,3 +99,16 @@ def refuse_file_in_the_way(path: Path, what: str) -> Path | None:
     if existing is not None and not existing.is_dir():
         raise CommandLineError(f"{what}: {existing} is a file, so no directory can be made under it")
     return existing
+
+
+def option_device(name: str):
+    """``--device NAME`` as a torch device (:func:`zsgm.run.resolve_device`); a bad name is one error line about
+    ``--device``."""
+    from zsgm.recipe import RecipeError
+    from zsgm.run import resolve_device
+
+    try:
+        return resolve_device(name, field="--device")
+    except RecipeError as exc:
+        reasons = [p.removeprefix("--device: ") for p in exc.problems]
+        raise CommandLineError(f"--device {name}: {'; '.join(reasons)}") from None

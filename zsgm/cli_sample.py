@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zsgm.cli_errors import CommandLineError
-from zsgm.cli_options import finite_float, int_at_least, non_blank, refuse_file_in_the_way
+from zsgm.cli_options import finite_float, int_at_least, non_blank, option_device, refuse_file_in_the_way
 from zsgm.cli_seeds import MAX_SEEDS, SEED_LIMIT, parse_seeds, render_seed
 
 GRID_MAX_IMAGES = 256  # grid.png shows at most this many seeds (each single image is still written)
@@ -138,13 +138,13 @@ def cmd_sample(args) -> int:
     from zsgm.generator.errors import CheckpointError
     from zsgm.io_utils import image_grid, save_png, to_uint8
     from zsgm.plugins import get_registry
-    from zsgm.run import load_generator_asset, resolve_device
+    from zsgm.run import load_generator_asset
 
     seeds = sample_seeds(args)
     folder, grid_path = sample_outputs(args)
     registry = get_registry()
     mix_run = check_mix_options(args, registry)
-    device = _option_device(args.device, resolve_device)
+    device = option_device(args.device)
     generator, _ = load_generator_asset(args.checkpoint, registry, device)
     generator = generator.to(device).eval()
     bad = _non_finite_parameters(generator)
@@ -176,17 +176,6 @@ def cmd_sample(args) -> int:
     shown = "" if len(grid_images) == len(seeds) else f" (the first {len(grid_images)} of {len(seeds)} seeds)"
     print(f"wrote {grid_path}{shown}")
     return 0
-
-
-def _option_device(name: str, resolve_device):
-    """``--device NAME`` as a torch device; a bad name is an error about ``--device`` (not ``run.device``)."""
-    from zsgm.recipe import RecipeError
-
-    try:
-        return resolve_device(name)
-    except RecipeError as exc:
-        reasons = [p.split(": ", 1)[1] if p.startswith("run.device: ") else p for p in exc.problems]
-        raise CommandLineError(f"--device {name}: {'; '.join(reasons)}") from None
 
 
 def add_sample_parser(sub):

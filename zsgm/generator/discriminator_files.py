@@ -405,7 +405,7 @@ def _from_run(checkpoint: Path, registry, device, *, run: Path) -> tuple[Discrim
     spec = sources._source_spec(recipe)
     token = sources._RESOLVING.set(sources._RESOLVING.get() | {key})
     try:
-        d, info = load_discriminator_source(sources._locate_source(spec, recipe.parent, registry), registry=registry,
+        d, info = load_discriminator_source(sources.locate_source(spec, recipe.parent, registry), registry=registry,
                                             device=device)
     finally:
         sources._RESOLVING.reset(token)

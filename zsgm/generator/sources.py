@@ -124,8 +124,9 @@ def _source_spec(recipe: Path) -> str:
     return spec
 
 
-def _locate_source(spec: str, run_dir: Path, registry) -> str:
-    """A name stays a name; a relative path is tried from the working directory, then from the run directory."""
+def locate_source(spec: str, run_dir: Path, registry) -> str:
+    """A run's ``generator.checkpoint``: a name stays a name; a relative path is tried from the working directory,
+    then from the run directory (``run_dir``)."""
     if spec in _registry(registry).generators or Path(spec).is_absolute() or Path(spec).exists():
         return spec
     beside = run_dir / spec
@@ -163,7 +164,7 @@ def generator_from_run_checkpoint(path: Path, ckpt: Mapping[str, Any], *, regist
     spec = _source_spec(recipe)
     token = _RESOLVING.set(_RESOLVING.get() | {key})
     try:
-        source, source_info = load_generator_source(_locate_source(spec, run_dir, registry), registry=registry)
+        source, source_info = load_generator_source(locate_source(spec, run_dir, registry), registry=registry)
     except (CheckpointError, FileNotFoundError) as exc:
         where = (" (a relative path is looked up from the working directory, then from the run directory)"
                  if isinstance(exc, GeneratorNotFoundError) else "")

@@ -73,11 +73,6 @@ def weight_record(path: Path) -> dict[str, str]:
     return {"path": str(path), "sha256": sha256_file(path)}
 
 
-def hub_checkpoints_dir() -> Path:
-    """``torch.hub.get_dir()/checkpoints``: where torch hub (torch-fidelity, torchvision) keeps downloaded weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """``[N, 3, H, W]`` in [-1, 1] -> uint8 as a PNG of it holds (torchvision ``save_image``: clamp, x255, +0.5,
     truncate), so in-memory metrics see what file-based scripts read back from lossless PNGs."""

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator, Optional
 import torch
 
 from zsgm.metrics.api import EvalContext, MetricError, MetricResult
-from zsgm.metrics.common import (base_record, batches, check_images, hub_checkpoints_dir, int_option,
+from zsgm.metrics.common import (base_record, batches, check_images, int_option,
                                  library_version, to_uint8, weight_file, weight_record)
 from zsgm.metrics.frechet import (KID_SEED, KID_SUBSET_SIZE, KID_SUBSETS, frechet_distance,
                                   kernel_inception_distance, kid_subset_size)
@@ -62,6 +62,8 @@ def needs_real_dir(ctx: EvalContext) -> Optional[str]:
 
 def inception_weights(ctx: EvalContext, metric: str) -> Path:
     """The local Inception file (``--weights inception=PATH`` or torch-fidelity's hub cache); MetricError if none."""
+    from zsgm.perceptual import hub_checkpoints_dir
+
     return weight_file(ctx, "inception", metric=metric, file_name=INCEPTION_FILE, cache_dir=hub_checkpoints_dir(),
                        cache_owner="torch-fidelity's download folder: torch hub checkpoints", url=INCEPTION_URL)
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from zsgm.metrics.api import EvalContext, MetricError, MetricResult
-from zsgm.metrics.common import (base_record, batches, check_images, from_uint8, hub_checkpoints_dir, int_option,
+from zsgm.metrics.common import (base_record, batches, check_images, from_uint8, int_option,
                                  library_version, to_uint8, weight_file, weight_record)
 from zsgm.metrics.kmedoids import INITS, METHODS, kmedoids
 
@@ -47,8 +47,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def load_metric_lpips(ctx: EvalContext, metric: str = NAME):
     """``(LpipsDistance, record fields)`` for ``ctx.weights["lpips-net"]`` ("vgg" default, "standin" for tests),
     from ``ctx.weights["lpips"]`` or torchvision's hub cache; MetricError when the backbone file is missing."""
-    from zsgm.perceptual import (LPIPS_NETS, STANDIN, LpipsWeightsError, backbone_url, backbone_file_name,
-                                 load_lpips)
+    from zsgm.perceptual import (LPIPS_NETS, STANDIN, LpipsWeightsError, backbone_file_name, backbone_url,
+                                 hub_checkpoints_dir, load_lpips)
 
     net = ctx.weights.get("lpips-net", "vgg")
     if net == STANDIN:

@@ -135,14 +135,10 @@ def _enclosing_run(path: Path) -> Optional[Path]:
 def _load_source(recipe, run_dir: Path, registry, device):
     """The run's source generator (``generator.checkpoint``; a relative path is tried from the working
     directory, then from the run directory)."""
+    from zsgm.generator.sources import locate_source
     from zsgm.run import load_generator_asset
 
-    spec = recipe.generator.checkpoint
-    located = spec
-    if spec not in registry.generators and not Path(spec).is_absolute() and not Path(spec).exists():
-        beside = run_dir / spec
-        located = str(beside) if beside.exists() else spec
-    source, _ = load_generator_asset(located, registry, device)
+    source, _ = load_generator_asset(locate_source(recipe.generator.checkpoint, run_dir, registry), registry, device)
     return source.to(device).eval()
 
 
@@ -494,16 +490,18 @@ def evaluate(target: str | EvalTarget, *, options: Optional[EvalOptions] = None,
 def step_generators(target: EvalTarget) -> list[tuple[int, str, Optional[Path]]]:
     """``(step, what, file)`` of a run: step 0 (the source), each snapshot, and the final generator (or
     ``checkpoints/last.pt`` of an unfinished run); one entry per step (the final generator wins)."""
+    from zsgm.generator.sources import RUN_GENERATOR
+    from zsgm.run_dir import RunPaths
+
     paths = {}
-    snapshots = target.run_dir / "snapshots"
+    snapshots = RunPaths(target.run_dir).snapshots
     if snapshots.is_dir():
         for p in sorted(snapshots.iterdir()):
             match = SNAPSHOT_PATTERN.match(p.name)
             if match:
                 paths[int(match.group(1))] = ("snapshot", p)
     if target.step is not None:
-        paths[int(target.step)] = ("final" if target.path.name == "generator.safetensors" else "checkpoint",
-                                   target.path)
+        paths[int(target.step)] = ("final" if target.path.name == RUN_GENERATOR else "checkpoint", target.path)
     rows = [(0, "source", None)]
     rows += [(step, what, p) for step, (what, p) in sorted(paths.items()) if step > 0]
     return rows
@@ -572,7 +570,7 @@ def _cell(value) -> str:
 
 
 def _label(record: dict) -> str:
-    return Path(record["run"]).name if record["evaluated"]["kind"] == "run" else Path(str(record["run"])).name
+    return Path(str(record["run"])).name
 
 
 def _grouped(skipped: dict[str, str]) -> list[tuple[str, str]]:

@@ -105,7 +105,8 @@ def _block0(ctx: EvalContext) -> tuple[Callable, dict[str, Any]]:
     from zsgm.metrics.fid import inception_weights, load_inception
 
     path = inception_weights(ctx, "sifid")
-    return InceptionBlock0(load_inception(path, ("64",), device=ctx.device)), {
+    # the same extractor FID and KID load (its features list does not matter to block 0): one model, one cache
+    return InceptionBlock0(load_inception(path, device=ctx.device)), {
         "feature_extractor": "torch-fidelity inception-v3-compat block 0 (Conv2d_1a..MaxPool_1), 64-d spatial",
         "weights": {"inception": weight_record(path)}}
 

@@ -149,14 +149,3 @@ def evaluate_run(run_dir: str | Path, *, n: int = 256, seed: int = EVAL_SEED, tr
 
 COLUMNS = (("target_rate", "target rate"), ("content_iou", "content IoU"),
            ("background_artefact", "background artefact"), ("diversity_ratio", "diversity ratio"))
-
-
-def format_table(records: list[dict]) -> str:
-    """A markdown table of evaluation records."""
-    head = "| run | task | techniques | " + " | ".join(label for _, label in COLUMNS) + " |"
-    rule = "|" + "---|" * (3 + len(COLUMNS))
-    rows = [head, rule]
-    for r in records:
-        cells = [Path(r["run"]).name, r["task"], r["techniques"]] + [f"{r[key]:.3f}" for key, _ in COLUMNS]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
