@@ -264,13 +264,19 @@ def fixed_sample_inputs(run: Run):
 
 
 @torch.no_grad()
-def write_grid(run: Run, step: int, inputs) -> Path:
-    """``samples/step-XXXXXX.png``: top row source, bottom row adapted (EMA if kept), same latents."""
+def grid_image(run: Run, inputs):
+    """The sample grid now (a PIL image): top row source, bottom row adapted (EMA if kept), same latents and
+    noise (``inputs`` from :func:`fixed_sample_inputs`)."""
     ws, noise = inputs
-    src = run.g_source.synthesis(ws, noise=noise)
+    src = run.g_source.synthesis(ws, noise=noise)  # [n, 3, S, S] in [-1, 1]
     tgt = run.sample_generator().synthesis(ws, noise=noise)
+    return image_grid([src, tgt])
+
+
+def write_grid(run: Run, step: int, inputs) -> Path:
+    """``samples/step-XXXXXX.png``: :func:`grid_image`."""
     path = run.out_dir / "samples" / f"step-{step:06d}.png"
-    save_png(image_grid([src, tgt]), path)
+    save_png(grid_image(run, inputs), path)
     return path
 
 

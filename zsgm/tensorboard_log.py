@@ -27,7 +27,6 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-import torch
 
 from zsgm import validators as v
 from zsgm.hookspecs import hookimpl
@@ -109,15 +108,11 @@ class TensorBoardLogger(Technique):
         if self._images_every and (done % self._images_every == 0 or done == self._steps):
             self.writer.add_image(IMAGE_TAG, self.grid(run), done, dataformats="HWC")
 
-    @torch.no_grad()
     def grid(self, run) -> np.ndarray:
-        """The sample grid now: ``[H, W, 3]`` uint8, top row source, bottom row adapted (same latents and noise)."""
-        from zsgm.io_utils import image_grid
+        """The sample grid now (:func:`zsgm.loop.grid_image`): ``[H, W, 3]`` uint8."""
+        from zsgm.loop import grid_image
 
-        ws, noise = self._grid_inputs
-        src = run.g_source.synthesis(ws, noise=noise)  # [n, 3, S, S] in [-1, 1]
-        tgt = run.sample_generator().synthesis(ws, noise=noise)
-        return np.asarray(image_grid([src, tgt]))
+        return np.asarray(grid_image(run, self._grid_inputs))
 
     @hookimpl
     def zsgm_teardown(self, run, error):
