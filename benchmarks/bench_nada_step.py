@@ -103,7 +103,7 @@ def build_step(base: Generator, clips, directions, *, impl: str, options: fs.Fas
         z = torch.randn(batch, base.arch.style_dim, generator=gen).to(device)
         with torch.no_grad():
             ws = g_src.mapping(z)[:, None].repeat(1, g_src.n_latent, 1)  # [N, L, D]
-            noise = [torch.randn(batch, 1, *b.shape[2:], generator=gen).to(device) for b in g_src.noises.buffers()]
+            noise = g_src.make_noise(batch, rng=gen)  # [N, 1, r, r] per layer, drawn on the CPU
             x_s = g_src.synthesis(ws, noise=noise)
         x_t = g_tgt.synthesis(ws, noise=noise)
         loss = x_t.new_zeros(())

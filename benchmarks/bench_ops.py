@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from zsgm.fast_step import set_tf32
 from zsgm.ops import bias_act, setup_filter, upfirdn2d
 
 H200_HBM_TBS = 4.8
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     env = dict(torch=torch.__version__, cuda=torch.version.cuda, device=str(device))
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        set_tf32(False)  # the reference ops in full float32, as the kernels compute
         env["gpu"] = torch.cuda.get_device_name(device)
         try:
             import cupy

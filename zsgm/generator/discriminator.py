@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zsgm.generator.arch import MAX_CHANNELS, MAX_ELEMENTS, MAX_SIZE, GeneratorArch, _as_int, _as_ints, _is_int
+from zsgm.generator.arch import (MAX_CHANNELS, MAX_ELEMENTS, MAX_SIZE, GeneratorArch, _as_int, _as_ints, _is_int,
+                                 arch_from_dict)
 from zsgm.generator.layers import EqualLinear, FilterBuffer, FusedLeakyReLU
 from zsgm.ops import upfirdn2d
 
@@ -119,8 +120,6 @@ class DiscriminatorArch:
         Raises:
             ValueError: unknown or missing keys, or values that do not make an architecture.
         """
-        from zsgm.generator.arch import arch_from_dict
-
         return arch_from_dict(cls, data, what="discriminator")
 
     def tap_shapes(self) -> dict[str, tuple[int, int, int]]:

@@ -39,6 +39,7 @@ from zsgm.ops.dispatch import register_cuda_impl
 from zsgm.ops.upfirdn2d import (
     check_upfirdn2d_args,
     filter_size,
+    out_size,
     upfirdn2d_adjoint_params,
     upfirdn2d_function,
     upfirdn2d_ref,
@@ -87,6 +88,12 @@ def fastdiv_params(d: int) -> tuple[int, int]:
     l = (d - 1).bit_length()  # ceil(log2 d); 0 for d = 1
     s = 31 + l
     return -(-(1 << s) // d), s
+
+
+def compute_dtype(x: torch.Tensor, f: torch.Tensor | None) -> torch.dtype:
+    """The dtype a kernel computes ``x`` in: float32 for a separable (1-D) filter on float16 input (the two passes
+    keep their intermediate in float32), else ``x``'s."""
+    return torch.float32 if f is not None and f.ndim == 1 and x.dtype == torch.float16 else x.dtype
 
 
 def upfirdn_stem(up: tuple[int, int], down: tuple[int, int], f: torch.Tensor) -> str:
@@ -283,8 +290,8 @@ class CupyKernel:
         up2, down2, pad4 = check_upfirdn2d_args(x, f, up, down, padding)
         fw, fh = filter_size(f)
         n, c, h, w = x.shape
-        out_h = (h * up2[1] + pad4[2] + pad4[3] - fh + down2[1]) // down2[1]
-        out_w = (w * up2[0] + pad4[0] + pad4[1] - fw + down2[0]) // down2[0]
+        out_h = out_size(h, up2[1], down2[1], pad4[2], pad4[3], fh)
+        out_w = out_size(w, up2[0], down2[0], pad4[0], pad4[1], fw)
         if max(x.numel(), n * c * out_h * out_w, n * c * h * out_w, n * c * out_h * w) >= INDEX32_LIMIT:
             return "tensors of 2^31 elements or more are not supported by the kernels"
         if f is not None and f.ndim == 1 and not gain >= 0:
@@ -293,7 +300,7 @@ class CupyKernel:
             return f"filter dtype {f.dtype} is not floating point"
         f_probe = f if f is not None else torch.ones(1, 1)
         adj = upfirdn2d_adjoint_params((h, w), (out_h, out_w), f, up=up2, down=down2, padding=pad4)
-        dtype = torch.float32 if f_probe.ndim == 1 and x.dtype == torch.float16 else x.dtype  # separable fp16
+        dtype = compute_dtype(x, f_probe)
         for stem in {upfirdn_stem(up2, down2, f_probe), upfirdn_stem(adj["up"], adj["down"], f_probe)}:
             reason = self._ready("upfirdn2d", x.device, dtype, stem)
             if reason is not None:
@@ -361,8 +368,7 @@ class CupyKernel:
 
     def upfirdn2d(self, x, f, up, down, padding, flip_filter, gain):
         stem = upfirdn_stem(up, down, f)
-        separable_half = f is not None and f.ndim == 1 and x.dtype == torch.float16
-        reason = self._ready("upfirdn2d", x.device, torch.float32 if separable_half else x.dtype, stem)
+        reason = self._ready("upfirdn2d", x.device, compute_dtype(x, f), stem)
         if reason is not None:
             raise RuntimeError(f"upfirdn2d kernel unavailable: {reason}")
         return self._upfirdn2d(x, f, up, down, padding, flip_filter, gain, stem)
@@ -407,8 +413,8 @@ class CupyKernel:
         """One launch: x [N, C, H, W] contiguous, f [fh, fw] contiguous (compute dtype) -> new tensor."""
         n, c, h, w = x.shape
         fh, fw = f.shape
-        out_h = (h * up[1] + pad0[1] + pad1[1] - fh + down[1]) // down[1]
-        out_w = (w * up[0] + pad0[0] + pad1[0] - fw + down[0]) // down[0]
+        out_h = out_size(h, up[1], down[1], pad0[1], pad1[1], fh)
+        out_w = out_size(w, up[0], down[0], pad0[0], pad1[0], fw)
         y = torch.empty((n, c, out_h, out_w), dtype=x.dtype, device=x.device)
         planes = n * c
         if y.numel() == 0 or x.numel() == 0:

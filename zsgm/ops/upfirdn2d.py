@@ -102,7 +102,8 @@ def setup_filter(f, *, normalize: bool = True, flip_filter: bool = False, gain: 
     return f * (gain ** (f.ndim / 2))
 
 
-def _out_size(size: int, up: int, down: int, p0: int, p1: int, taps: int) -> int:
+def out_size(size: int, up: int, down: int, p0: int, p1: int, taps: int) -> int:
+    """Output length along one axis: upsample by ``up``, pad ``p0``/``p1``, filter ``taps``, keep every ``down``-th."""
     return (size * up + p0 + p1 - taps + down) // down
 
 
@@ -118,8 +119,8 @@ def check_upfirdn2d_args(x: torch.Tensor, f: torch.Tensor | None, up: Scaling, d
     up2, down2, pad4 = parse_scaling(up, "up"), parse_scaling(down, "down"), parse_padding(padding)
     fw, fh = filter_size(f)
     h, w = x.shape[2], x.shape[3]
-    ow = _out_size(w, up2[0], down2[0], pad4[0], pad4[1], fw)
-    oh = _out_size(h, up2[1], down2[1], pad4[2], pad4[3], fh)
+    ow = out_size(w, up2[0], down2[0], pad4[0], pad4[1], fw)
+    oh = out_size(h, up2[1], down2[1], pad4[2], pad4[3], fh)
     if ow < 1 or oh < 1:
         raise ValueError(f"upfirdn2d: empty output {oh}x{ow} for input {h}x{w}, up {up2}, down {down2}, "
                          f"padding {pad4} and a {fh}x{fw} filter")
