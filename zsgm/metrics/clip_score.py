@@ -78,6 +78,22 @@ def _judge_record(ctx: EvalContext) -> dict[str, Any]:
     return rec
 
 
+_LAST: dict[str, Any] = {}  # the last samples embedded: judge, samples (held, compared with `is`), version, batch
+
+
+def sample_embeddings(ctx: EvalContext, metric: str, x: torch.Tensor) -> torch.Tensor:
+    """``[N, D]`` the judge's unit embeddings of the samples ``x`` (quantised as a PNG holds them): clip-text and
+    clip-image of one sample set share one encode."""
+    batch_size = int_option(ctx, metric, "batch_size", 64)
+    same = (_LAST.get("judge") is ctx.clip_judge and _LAST.get("x") is x and _LAST.get("version") == x._version
+            and _LAST.get("batch_size") == batch_size)
+    if not same:
+        _LAST.clear()
+        _LAST.update(judge=ctx.clip_judge, x=x, version=x._version, batch_size=batch_size,
+                     embeddings=image_embeddings(ctx.clip_judge, x, batch_size=batch_size, quantise=True))
+    return _LAST["embeddings"]
+
+
 def _samples(ctx: EvalContext, metric: str) -> torch.Tensor:
     if ctx.clip_judge is None:
         raise MetricError(f"{metric}: needs a CLIP judge (zsgm eval --clip NAME)")
@@ -91,7 +107,7 @@ def compute_clip_text(ctx: EvalContext) -> MetricResult:
     if not text:
         raise MetricError("clip-text: needs the run's target text")
     judge = ctx.clip_judge
-    img = image_embeddings(judge, x, batch_size=int_option(ctx, "clip-text", "batch_size", 64), quantise=True)
+    img = sample_embeddings(ctx, "clip-text", x)
     txt = judge.encode_text([text])[0].float().cpu()  # [D], unit
     cos = cosine_to_text(img, txt)
     record = base_record(ctx, metric="clip-text", protocol="mean cosine of CLIP image and text embeddings "
@@ -117,7 +133,7 @@ def compute_clip_image(ctx: EvalContext) -> MetricResult:
     except ValueError as exc:
         raise MetricError(f"clip-image: {exc}") from None
     tgt = torch.cat([image_embeddings(judge, t) for t in targets])  # [R, D]
-    img = image_embeddings(judge, x, batch_size=int_option(ctx, "clip-image", "batch_size", 64), quantise=True)
+    img = sample_embeddings(ctx, "clip-image", x)
     cos = cosine_to_images(img, tgt)  # [N, R]
     per_image = cos.mean(1)
     record = base_record(ctx, metric="clip-image", protocol="mean cosine of CLIP embeddings, every sample against "

@@ -276,6 +276,9 @@ def _needs_judge(spec) -> bool:
     return spec.family in JUDGE_FAMILIES
 
 
+_JUDGE: dict[str, Any] = {}  # the last judge CLIP loaded, with what it was loaded from
+
+
 def load_judge(target: EvalTarget, clip: Optional[dict], *, registry, device) -> tuple[Any, Optional[dict]]:
     """``(judge CLIP or None, its record)``: ``clip`` if given, else the run's first guide CLIP.
 
@@ -295,8 +298,13 @@ def load_judge(target: EvalTarget, clip: Optional[dict], *, registry, device) ->
     else:
         spec = ClipModelConfig(name=clip["name"], pretrained=clip.get("pretrained"))
     preprocess = recipe.clip.preprocess if recipe is not None else "nada"
+    key = (spec.name, spec.pretrained, preprocess, str(torch.device(device)))
     try:
-        model = load_clip_asset(spec, registry, torch.device(device), preprocess=preprocess)
+        if _JUDGE.get("key") != key or _JUDGE.get("registry") is not registry:
+            _JUDGE.clear()  # one judge at a time: the targets of one `zsgm eval` share it
+            _JUDGE.update(key=key, registry=registry,
+                          model=load_clip_asset(spec, registry, torch.device(device), preprocess=preprocess))
+        model = _JUDGE["model"]
     except ClipLoadError as exc:
         where = "--clip" if clip is not None else "the run's guide, clip.models[0]"
         raise ClipLoadError(f"the judge CLIP {spec.name!r} ({where}): {exc}") from None
