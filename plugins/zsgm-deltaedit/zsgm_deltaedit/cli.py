@@ -162,15 +162,15 @@ def cmd_edit(args) -> int:
     import torch
     from PIL import Image
 
+    from zsgm.cli_options import option_device
     from zsgm.io_utils import image_grid, save_png, to_uint8
-    from zsgm.cli_sample import _option_device
     from zsgm.plugins import get_registry
-    from zsgm.run import load_generator_asset, resolve_device
+    from zsgm.run import load_generator_asset
 
     from zsgm_deltaedit.edit import edit_images
 
     _check_options(args)
-    device = _option_device(args.device, resolve_device)
+    device = option_device(args.device)
     generator, _ = load_generator_asset(args.generator, get_registry(), device)
     generator = generator.to(device).eval()
     if isinstance(args.layers, list):
