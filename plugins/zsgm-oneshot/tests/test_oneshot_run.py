@@ -283,3 +283,39 @@ def test_reference_cache_key_changes_with_the_clip_weights(tmp_path, reference, 
     with torch.no_grad():
         next(run.clip_models[0].parameters()).add_(1e-3)  # another CLIP file under the same name
     assert search.cache_file(run) != before
+
+
+def test_best_of_start_is_the_lowest_loss_candidate(tmp_path, reference):
+    """init = "best-of" with no iterations: w_ref is the mapped candidate of lowest search loss, each candidate
+    scored here from the objective (no augmentation) with the run's draws."""
+    from zsgm.perceptual import load_lpips
+
+    opts = {"iterations": 0, "init": "best-of", "candidates": 6, "lambda_clip": 0.7, "lambda_l2": 0.3,
+            "lambda_rec": 1.5, "cache": False}
+    run, technique = _setup_search(tmp_path, reference, "one", **opts)
+    g, model = run.g_source, run.clip_models[0]
+    ref = load_reference(run)
+    w_mean = g.mean_latent(64, generator=run.rng(0, "reference-search/mean"))
+    z = torch.randn((6, g.arch.style_dim), generator=run.rng(0, "reference-search/candidates"))
+    with torch.no_grad():
+        w = g.mapping(z)
+        image = g.synthesis(w[:, None, :].repeat(1, g.n_latent, 1),
+                            noise=random_noise(g, 6, run.rng(0, "reference-search/candidate-noise"), run.device))
+        e_ref = model.encode_image(ref)[0]
+        lpips = load_lpips("standin")
+        losses = [0.7 * (1 - model.encode_image(image[i:i + 1])[0] @ e_ref)
+                  + 0.3 * ((w[i] - w_mean[0]) ** 2).mean()
+                  + 1.5 * (lpips(image[i:i + 1], ref).mean() + ((image[i:i + 1] - ref) ** 2).mean())
+                  for i in range(6)]
+    best = int(torch.stack(losses).argmin())
+    assert len(set(round(float(x), 6) for x in losses)) == 6  # distinct scores: the choice is not a tie
+    assert torch.allclose(technique.w_ref[0, 0], w[best], atol=1e-6)
+    assert torch.equal(technique.w_ref[0, 0], technique.w_ref[0, -1])
+
+
+def test_search_start_changes_the_cache_key_only_when_not_the_released_one(tmp_path, reference):
+    run, mean_start = _setup_search(tmp_path, reference, "one", iterations=0)
+    assert "init" not in mean_start.settings(run)["options"]  # keys of caches written before the option: unchanged
+    run2, best_of = _setup_search(tmp_path, reference, "two", iterations=0, init="best-of", candidates=4)
+    assert best_of.settings(run2)["options"]["init"] == "best-of"
+    assert best_of.cache_file(run2) != mean_start.cache_file(run)

@@ -75,6 +75,10 @@ class ReferenceSearchConfig:
             "alex", the released code's).
         lpips_backbone: a local torchvision weights file for the LPIPS backbone (else the torch hub cache).
         cache: reuse / store the result in the cross-run cache.
+        init: where the search starts: "mean" (w̄, as released) or "best-of" (ours: the lowest-loss latent among
+            ``candidates`` mapped samples, scored by the same loss without augmentation). On a generator whose
+            average image is empty (the shapes world) the search from w̄ ends on an empty image.
+        candidates: samples scored for ``init = "best-of"``.
     """
 
     iterations: int = attrs.field(default=1001, validator=v.non_negative)
@@ -90,6 +94,8 @@ class ReferenceSearchConfig:
     lpips: str = attrs.field(default="auto", validator=v.one_of(["auto", "alex", "vgg", "squeeze", "standin"]))
     lpips_backbone: str | None = attrs.field(default=None, validator=v.optional_non_empty)
     cache: bool = True
+    init: str = attrs.field(default="mean", validator=v.one_of(["mean", "best-of"]))
+    candidates: int = attrs.field(default=256, validator=v.positive)
 
 
 def check_reference_search(config: ReferenceSearchConfig, recipe) -> list[str]:
@@ -174,6 +180,9 @@ class ReferenceSearch(Technique):
         the CLIP models' weights included: a CLIP file replaced under the same name gets a new search."""
         c = self.config
         options = {f.name: getattr(c, f.name) for f in attrs.fields(type(c)) if f.name not in ("cache",)}
+        if c.init == "mean":  # the released start: keys of caches written before these options existed stay valid
+            options.pop("init")
+            options.pop("candidates")
         options["lpips"] = resolve_lpips_net(run, c.lpips)
         return {
             "version": SEARCH_VERSION,
@@ -220,12 +229,15 @@ class ReferenceSearch(Technique):
         c, g, name = self.config, run.g_source, self.use.name
         reference = load_reference(run)  # [1, 3, S, S]
         w_mean = g.mean_latent(c.mean_samples, generator=run.rng(0, f"{name}/mean"))  # [1, D]
-        w = w_mean.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([w], lr=c.lr, betas=(c.beta1, c.beta2))
         models = [(m, weight) for m, weight in zip(run.clip_models, run.clip_weights) if weight]
         with torch.no_grad():
             e_ref = [m.encode_image(reference)[0] for m, _ in models]  # [D_m] each
         lpips = load_run_lpips(run, c.lpips, c.lpips_backbone) if c.lambda_rec else None
+        start = w_mean
+        if c.init == "best-of":
+            start = self.best_candidate(run, reference, models, e_ref, lpips, w_mean)
+        w = start.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([w], lr=c.lr, betas=(c.beta1, c.beta2))
         self.history = []
         bar = tqdm(range(c.iterations), desc=name, unit="it", disable=not run.recipe.run.progress,
                    dynamic_ncols=True)
@@ -253,6 +265,29 @@ class ReferenceSearch(Technique):
             bar.set_postfix(loss=f"{record['total']:.4f}")
         bar.close()
         return w.detach()
+
+    @torch.no_grad()
+    def best_candidate(self, run, reference, models, e_ref, lpips, w_mean, *, batch: int = 64) -> torch.Tensor:
+        """``init = "best-of"``: among ``candidates`` mapped samples (one w in every slot, fresh noise), the one
+        with the lowest search loss on the plain image (no augmentation); returns ``w`` ``[1, D]``."""
+        c, g, name = self.config, run.g_source, self.use.name
+        z = torch.randn((c.candidates, g.arch.style_dim), generator=run.rng(0, f"{name}/candidates"))
+        best_loss, best_w = None, None
+        for k, chunk in enumerate(z.split(batch)):
+            w = g.mapping(chunk.to(run.device))  # [B, D]
+            noise = random_noise(g, len(w), run.rng(k, f"{name}/candidate-noise"), run.device)
+            image = g.synthesis(w[:, None, :].repeat(1, g.n_latent, 1), noise=noise)  # [B, 3, S, S]
+            loss = c.lambda_l2 * ((w - w_mean) ** 2).mean(1)
+            for (model, weight), e in zip(models, e_ref):
+                loss = loss + c.lambda_clip * weight * (1.0 - model.encode_image(image) @ e)
+            if lpips is not None:
+                ref = reference.expand_as(image)
+                loss = loss + c.lambda_rec * (lpips(image, ref).reshape(len(image), -1).mean(1)
+                                              + ((image - ref) ** 2).flatten(1).mean(1))
+            i = int(loss.argmin())
+            if best_loss is None or float(loss[i]) < best_loss:
+                best_loss, best_w = float(loss[i]), w[i:i + 1].clone()
+        return best_w
 
     def _write_run_files(self, run) -> None:
         """``<run>/reference/``: latent.safetensors, reference.png, reconstruction.png (each atomically)."""
