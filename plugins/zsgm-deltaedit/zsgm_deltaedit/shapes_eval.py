@@ -5,7 +5,8 @@ the ``deltaedit-shapes`` mapper of the shipped generator, edits each seed as ``z
 constant noise) and prints per edit and strength, for a colour target: the fraction of sources not already of the
 target colour that become it; for a style target: the fraction of edited images of that style; and always the
 mean content IoU between source and edited images (:func:`zsgm.toy.judges.content_iou`) and the fraction still
-"photo". ``--json`` saves the numbers, ``--grid`` a grid image per edit (rows: source, then each strength).
+"photo". ``--json`` saves the numbers, ``--grid`` a grid image per edit (rows: source, then each strength),
+``--recipe FILE`` judges the mapper of another recipe (``preset = "deltaedit-shapes"`` plus the changed fields).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from zsgm.toy.render import COLOURS, STYLES
 
 from zsgm_deltaedit.cli import DEFAULT_TRUNCATION, seed_code
 from zsgm_deltaedit.edit import edit_images
+from zsgm_deltaedit.recipe import load_mapper_recipe
 
 
 def judge_edit(source: torch.Tensor, edited: torch.Tensor, target: str) -> dict:
@@ -54,7 +56,8 @@ def source_numbers(source: torch.Tensor) -> dict:
 
 
 def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float], thetas: list[float] | None,
-        grid_dir: Path | None, layer_sets: list | None = None, device: str = "cpu", progress: bool = True) -> dict:
+        grid_dir: Path | None, layer_sets: list | None = None, device: str = "cpu", progress: bool = True,
+        recipe=None) -> dict:
     from zsgm.io_utils import image_grid, save_png
     from zsgm.toy.assets import load_shapes_generator
 
@@ -64,7 +67,8 @@ def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float
     generator, _ = load_shapes_generator(device=device)
     generator = generator.eval()
     started = time.time()
-    trained = ensure_mapper(generator, mapper_preset("deltaedit-shapes"), device=device, progress=progress)
+    recipe = recipe if recipe is not None else mapper_preset("deltaedit-shapes")
+    trained = ensure_mapper(generator, recipe, device=device, progress=progress)
     setup_seconds = time.time() - started
     mean = generator.default_mean_latent()
     codes = [seed_code(generator, s, truncation=DEFAULT_TRUNCATION, mean=mean, noise_mode="const", device=device)
@@ -106,6 +110,9 @@ def main(argv=None) -> int:
                    help="style-layer sets to try, e.g. all 3,4,5,6 (default: the mapper recipe's)")
     p.add_argument("--json", type=Path)
     p.add_argument("--grid", type=Path, help="folder for one grid per edit")
+    p.add_argument("--recipe", type=Path, metavar="FILE",
+                   help="mapper recipe TOML (e.g. preset = \"deltaedit-shapes\" plus changed fields); default: the "
+                        "deltaedit-shapes preset")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -113,7 +120,7 @@ def main(argv=None) -> int:
     layer_sets = None if args.layers is None else [None if x == "all" else [int(k) for k in x.split(",")]
                                                      for x in args.layers]
     results = run(edits, seeds=args.seeds, strengths=args.strengths, thetas=args.thetas, grid_dir=args.grid,
-                  layer_sets=layer_sets)
+                  layer_sets=layer_sets, recipe=None if args.recipe is None else load_mapper_recipe(args.recipe))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
