@@ -1,0 +1,109 @@
+"""Colour edits of the shapes DeltaEdit mapper along other paths than the preset's (docs/DELTAEDIT_SHAPES.md,
+"Why red -> blue stays near 0.8 photo"): per-layer weights of the gate, a stricter relevance threshold on the coarse
+layers, and edits applied in several re-encoded steps. None of these is a ``zsgm edit`` option: this script
+measures them, with the world's ground-truth judges (as ``python -m zsgm_deltaedit.shapes_eval``).
+
+    python benchmarks/deltaedit_colour_paths.py --seeds 1000-1255 --layers 4,5,6 --strengths 1.5 2
+    python benchmarks/deltaedit_colour_paths.py --seeds 1000-1255 --layers 3:0.3,4,5,6 --strengths 1.5 2
+    python benchmarks/deltaedit_colour_paths.py --seeds 1000-1255 --coarse-layers 0,1,2,3 --coarse-theta 0.3
+    python benchmarks/deltaedit_colour_paths.py --seeds 1000-1255 --iterations 2 --strengths 2 2.5
+    python benchmarks/deltaedit_colour_paths.py --seeds 1000-1255 --strengths 2 --grid-colour yellow --grid out.png
+
+Each line printed is one strength: the target rate (sources not already of the target colour that become it),
+content IoU and the fraction still "photo". The mapper is the ``deltaedit-shapes`` preset's (or ``--recipe``'s),
+found in the cache or trained on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+
+def gate(generator, trained, delta_t, *, theta: float, layers: str, coarse_layers: str | None,
+         coarse_theta: float | None) -> torch.Tensor:
+    """float ``[C]``: relevance gate times per-layer weights (``"3:0.3,4,5,6"``), plus the channels of
+    ``coarse_layers`` that pass the stricter ``coarse_theta``."""
+    from zsgm_deltaedit.edit import layer_mask, relevance_mask
+
+    mask = torch.zeros(trained.relevance.shape[0])
+    for part in layers.split(","):
+        index, _, weight = part.partition(":")
+        mask = mask + layer_mask(generator, [int(index)]).float() * (float(weight) if weight else 1.0)
+    mask = mask * relevance_mask(trained.relevance, delta_t, theta).float()
+    if coarse_layers:
+        coarse = layer_mask(generator, [int(k) for k in coarse_layers.split(",")]).float()
+        mask = torch.maximum(mask, coarse * relevance_mask(trained.relevance, delta_t, coarse_theta).float())
+    return mask
+
+
+def main(argv=None) -> int:
+    from zsgm.cli_seeds import parse_seeds
+    from zsgm.generator.stylespace import synthesis_from_styles, ws_to_styles
+    from zsgm.io_utils import image_grid, save_png
+    from zsgm.toy.assets import load_shapes_generator
+    from zsgm.toy.judges import classify_colour
+
+    from zsgm_deltaedit.cli import DEFAULT_TRUNCATION, seed_code
+    from zsgm_deltaedit.edit import edit_styles, text_delta
+    from zsgm_deltaedit.mappers import ensure_mapper
+    from zsgm_deltaedit.recipe import load_mapper_recipe, mapper_preset
+    from zsgm_deltaedit.shapes_eval import judge_edit
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", type=Path, help="mapper recipe TOML (default: the deltaedit-shapes preset)")
+    p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1000-1255"))
+    p.add_argument("--neutral", default="red")
+    p.add_argument("--target", default="blue")
+    p.add_argument("--theta", type=float, help="relevance threshold (default: the recipe's)")
+    p.add_argument("--layers", default="4,5,6", help="style layers and optional weights, e.g. 3:0.3,4,5,6")
+    p.add_argument("--coarse-layers", help="layers whose channels pass with --coarse-theta, e.g. 0,1,2,3")
+    p.add_argument("--coarse-theta", type=float, default=0.3)
+    p.add_argument("--iterations", type=int, default=1, help="steps of strength/iterations, re-encoded each time")
+    p.add_argument("--strengths", type=float, nargs="+", default=[1.5, 2.0])
+    p.add_argument("--grid", type=Path, help="PNG: sources of --grid-colour (first 12) over their edits")
+    p.add_argument("--grid-colour", default="yellow")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    generator, _ = load_shapes_generator(device="cpu")
+    generator = generator.eval()
+    recipe = load_mapper_recipe(args.recipe) if args.recipe else mapper_preset("deltaedit-shapes")
+    trained = ensure_mapper(generator, recipe, device="cpu", progress=False)
+    mean = generator.default_mean_latent()
+    codes = [seed_code(generator, s, truncation=DEFAULT_TRUNCATION, mean=mean, noise_mode="const", device="cpu")
+             for s in args.seeds]
+    source = torch.cat([c[0] for c in codes])  # [N, 3, H, W]
+    ws = torch.cat([c[1] for c in codes])  # [N, n_latent, D]
+    noise = generator.make_noise(len(ws), mode="const")
+    theta = trained.recipe.edit.theta if args.theta is None else args.theta
+    with torch.no_grad():
+        delta_t = text_delta(trained.clip_model, args.neutral, args.target)
+        mask = gate(generator, trained, delta_t, theta=theta, layers=args.layers, coarse_layers=args.coarse_layers,
+                    coarse_theta=args.coarse_theta)
+        s0 = ws_to_styles(generator, ws)  # [N, C]
+        grid_rows = []
+        for strength in args.strengths:
+            s, image = s0, source
+            for _ in range(args.iterations):
+                s = s + (strength / args.iterations) * edit_styles(
+                    trained.mapper, s, trained.clip_model.encode_image(image), delta_t, mask)
+                image = synthesis_from_styles(generator, s, ws, noise=noise)
+            r = judge_edit(source, image, args.target)
+            print(json.dumps({"strength": strength, "iterations": args.iterations, "layers": args.layers,
+                              "coarse": args.coarse_layers and f"{args.coarse_layers}@{args.coarse_theta}",
+                              "channels": int((mask > 0).sum()), "target_rate": round(r["success"], 3),
+                              "content_iou": round(r["content_iou"], 3), "photo": round(r["photo"], 3)}), flush=True)
+            grid_rows.append(image)
+    if args.grid is not None:
+        picked = [i for i, c in enumerate(classify_colour(source)) if c == args.grid_colour][:12]
+        save_png(image_grid([source[picked]] + [row[picked] for row in grid_rows]), args.grid)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
