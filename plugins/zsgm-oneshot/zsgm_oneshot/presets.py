@@ -10,15 +10,13 @@ ONECLIP_DESCRIPTION = (
     "steps, batch 2, mixing 0.9, lr 0.002 (G x4/5, D x16/17), EMA 0.99778, every 4th step a reference step "
     "(LPIPS + MSE + global D), otherwise adversarial (patch D) + 10 L_con + 1 L_patch; to_rgb layers frozen; "
     "B/32 with one-shot preprocessing. Generators of at most 64 px (the shapes world) get a scaled schedule that "
-    "fits a few CPU minutes: 100 search iterations (w̄ from 2,000 samples) started from the best of 256 samples "
-    "instead of w̄ (the shapes generator's mean image is empty, and a search from it ends on an empty image), 401 "
-    "steps, 4 crops of half the image side (a 1024-px run's 128-px crops would be 4 px there)"
+    "fits a few CPU minutes: 100 search iterations (w̄ from 2,000 samples), 401 steps, 4 crops of half the image "
+    "side (a 1024-px run's 128-px crops would be 4 px there)"
 )
 
 #: Largest generator side that gets the small-generator schedule.
 SMALL_GENERATOR_MAX_SIZE = 64
-SMALL_SCHEDULE = {"steps": 401, "search_iterations": 100, "mean_samples": 2000, "search_init": "best-of",
-                  "search_candidates": 256, "n_crops": 4, "crop_frac": 0.5}
+SMALL_SCHEDULE = {"steps": 401, "search_iterations": 100, "mean_samples": 2000, "n_crops": 4, "crop_frac": 0.5}
 
 
 def oneclip_preset(generator_size: int | None = None, **_ignored) -> dict:
@@ -27,9 +25,9 @@ def oneclip_preset(generator_size: int | None = None, **_ignored) -> dict:
     Args:
         generator_size: the generator's side in pixels when known. At most ``SMALL_GENERATOR_MAX_SIZE`` the
             counts are scaled (``SMALL_SCHEDULE``): the published 1,001 + 2,001 steps take about half an hour on
-            two CPU cores for the 32-px shapes generator, and a 128/1024 crop is 4 px there. The search also starts
-            from the best of 256 mapped samples rather than from w̄: the shapes generator's average image is an
-            empty background, and the released search from it ends there (docs/SHAPES_BENCHMARK.md).
+            two CPU cores for the 32-px shapes generator, and a 128/1024 crop is 4 px there. The search starts
+            from w̄ as released: the ``init = "best-of"`` start was measured on the shapes references and did
+            not change their outcome (docs/SHAPES_BENCHMARK.md).
 
     The reference image is the user's (``--reference FILE``, i.e. ``target_images``): none is built in. The released
     code's quirks that change results are switched on as compatibility options: ``augment = "released"`` in the
@@ -61,8 +59,7 @@ def oneclip_preset(generator_size: int | None = None, **_ignored) -> dict:
         data["optim"]["steps"] = small["steps"]
         for entry in data["techniques"]:
             if entry["use"] == "reference-search":
-                entry.update(iterations=small["search_iterations"], mean_samples=small["mean_samples"],
-                             init=small["search_init"], candidates=small["search_candidates"])
+                entry.update(iterations=small["search_iterations"], mean_samples=small["mean_samples"])
             elif entry["use"] == "patch-contrastive":
                 entry.update(n_crops=small["n_crops"], crop_frac=small["crop_frac"])
     return data
