@@ -12,6 +12,7 @@ preset does not reach the reference's style on the shapes world.
         --random-discriminator
 
     python benchmarks/oneshot_ablation.py --score-styles   # the shipped discriminator's mean logit per style
+    python benchmarks/oneshot_ablation.py --rejudge /tmp/abl/coarse-random-d   # with inference-time style mixing
 
 The recipe is exactly what ``zsgm adapt --preset oneclip --reference REF.png --generator shapes --clip shapes`` builds
 (seed 0, no progress bar, no intermediate grids or checkpoints), then ``--drop`` removes techniques by ``use`` and
@@ -74,6 +75,45 @@ def score_styles(n: int = 128, seed: int = 0) -> dict:
     return {k: round(v, 2) for k, v in out.items()}
 
 
+class _FineSlotsMixed(torch.nn.Module):
+    """A generator whose synthesis mixes the fine slots first (:func:`zsgm.style_mixing.mix_fine_slots`)."""
+
+    def __init__(self, generator, with_: torch.Tensor, from_slot: int):
+        super().__init__()
+        self.generator, self.with_, self.from_slot, self.arch = generator, with_, from_slot, generator.arch
+
+    def synthesis(self, ws, noise=None):
+        from zsgm.style_mixing import mix_fine_slots
+
+        return self.generator.synthesis(mix_fine_slots(ws, with_=self.with_, from_slot=self.from_slot), noise=noise)
+
+
+def rejudge(run_dir: Path) -> dict:
+    """A finished run judged as ``evaluate_run`` does (same codes and noise), plainly and with One-shot CLIP's
+    inference-time mixing of the fine slots (mean latent or reference latent, from the default slot and from 3)."""
+    from zsgm.metrics.samples import SampleSettings, draw_samples
+    from zsgm.plugins import get_registry
+    from zsgm.style_mixing import default_mix_slot, mixing_latent
+    from zsgm.toy.evaluate import EVAL_SEED, judge_task, load_finished_run, reference_target
+
+    recipe, g_src, g_tgt = load_finished_run(run_dir, get_registry())
+    g_src, g_tgt = g_src.eval(), g_tgt.eval()
+    target = reference_target(recipe.target_images[0], size=g_src.arch.size)
+    variants = {"plain": g_tgt}
+    for mode in ("mean", "reference"):
+        latent = mixing_latent(g_tgt, mode, run_dir=run_dir)
+        for slot in sorted({default_mix_slot(g_tgt.n_latent), 3}):
+            variants[f"{mode} from slot {slot}"] = _FineSlotsMixed(g_tgt, latent, slot)
+    settings = SampleSettings(n=256, seed=EVAL_SEED, truncation=1.0, noise_mode="random", batch=64)
+    out = {"run": str(run_dir), "target": target}
+    with torch.no_grad():
+        images = draw_samples([g_src, *variants.values()], mapper=g_src, settings=settings)
+    for name, tgt in zip(variants, images[1:]):
+        r = judge_task(images[0], tgt, target=target)
+        out[name] = {k: round(r[k], 3) for k in ("target_rate", "content_iou", "background_artefact")}
+    return out
+
+
 def main(argv=None) -> int:
     from zsgm.loop import adapt
     from zsgm.recipe import recipe_from_dict
@@ -84,6 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--reference", choices=[r.name for r in REFERENCES])
     p.add_argument("--out", type=Path, help="run directory (a new one)")
     p.add_argument("--score-styles", action="store_true", help="only print the shipped D's mean logit per style")
+    p.add_argument("--rejudge", type=Path, nargs="+", metavar="RUN",
+                   help="only judge finished runs again, plainly and with inference-time style mixing")
     p.add_argument("--drop", nargs="+", default=[], metavar="USE")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="USE.OPTION=JSON")
     p.add_argument("--random-discriminator", action="store_true")
@@ -93,6 +135,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.score_styles:
         print(json.dumps(score_styles()))
+        return 0
+    if args.rejudge:
+        for run_dir in args.rejudge:
+            print(json.dumps(rejudge(run_dir)))
         return 0
     if args.reference is None or args.out is None:
         p.error("--reference and --out are required (unless --score-styles)")
