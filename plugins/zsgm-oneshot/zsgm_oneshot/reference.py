@@ -77,7 +77,8 @@ class ReferenceSearchConfig:
         cache: reuse / store the result in the cross-run cache.
         init: where the search starts: "mean" (w̄, as released) or "best-of" (ours: the lowest-loss latent among
             ``candidates`` mapped samples, scored by the same loss without augmentation). On a generator whose
-            average image is empty (the shapes world) the search from w̄ ends on an empty image.
+            average image is empty (the shapes world) the search from w̄ ends on an empty image; from the best
+            of 256 it starts on a shape, though the published objective may still leave it (plugin README).
         candidates: samples scored for ``init = "best-of"``.
     """
 
