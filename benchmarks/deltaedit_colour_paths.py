@@ -44,14 +44,11 @@ def main(argv=None) -> int:
     from zsgm.cli_seeds import parse_seeds
     from zsgm.generator.stylespace import synthesis_from_styles, ws_to_styles
     from zsgm.io_utils import image_grid, save_png
-    from zsgm.toy.assets import load_shapes_generator
     from zsgm.toy.judges import classify_colour
 
-    from zsgm_deltaedit.cli import DEFAULT_TRUNCATION, seed_code
     from zsgm_deltaedit.edit import edit_styles, text_delta
-    from zsgm_deltaedit.mappers import ensure_mapper
-    from zsgm_deltaedit.recipe import load_mapper_recipe, mapper_preset
-    from zsgm_deltaedit.shapes_eval import judge_edit
+    from zsgm_deltaedit.recipe import load_mapper_recipe
+    from zsgm_deltaedit.shapes_eval import judge_edit, seed_batch, shapes_mapper
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", type=Path, help="mapper recipe TOML (default: the deltaedit-shapes preset)")
@@ -70,16 +67,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    generator, _ = load_shapes_generator(device="cpu")
-    generator = generator.eval()
-    recipe = load_mapper_recipe(args.recipe) if args.recipe else mapper_preset("deltaedit-shapes")
-    trained = ensure_mapper(generator, recipe, device="cpu", progress=False)
-    mean = generator.default_mean_latent()
-    codes = [seed_code(generator, s, truncation=DEFAULT_TRUNCATION, mean=mean, noise_mode="const", device="cpu")
-             for s in args.seeds]
-    source = torch.cat([c[0] for c in codes])  # [N, 3, H, W]
-    ws = torch.cat([c[1] for c in codes])  # [N, n_latent, D]
-    noise = generator.make_noise(len(ws), mode="const")
+    generator, trained = shapes_mapper(load_mapper_recipe(args.recipe) if args.recipe else None, progress=False)
+    source, ws, noise = seed_batch(generator, args.seeds)  # [N, 3, H, W], [N, n_latent, D]
     theta = trained.recipe.edit.theta if args.theta is None else args.theta
     with torch.no_grad():
         delta_t = text_delta(trained.clip_model, args.neutral, args.target)

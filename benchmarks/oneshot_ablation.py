@@ -31,15 +31,17 @@ from pathlib import Path
 import torch
 
 
-def recipe_dict(reference: Path, *, drop: list[str], sets: list[str], seed: int) -> dict:
-    """The preset's recipe for the 32-px shapes generator with the changes applied."""
-    from zsgm_oneshot.presets import oneclip_preset
+def recipe_dict(reference: Path, out: Path, *, drop: list[str], sets: list[str], seed: int) -> dict:
+    """The recipe ``zsgm adapt --preset oneclip --reference REF --generator shapes --clip shapes`` builds (its own
+    :func:`zsgm.cli_adapt.build_recipe_dict`), with the changes applied."""
+    from zsgm.cli import make_parser
+    from zsgm.cli_adapt import build_recipe_dict
+    from zsgm.plugins import get_registry
 
-    data = oneclip_preset(32)
-    data["generator"] = {**data.get("generator", {}), "checkpoint": "shapes"}
-    data["clip"]["models"] = [{"name": "shapes", "weight": 1.0}]
-    data["target_images"] = [str(reference)]
-    data["run"] = {"seed": seed, "progress": False, "sample_every": 0, "checkpoint_every": 0}
+    args = make_parser().parse_args(
+        ["adapt", "--preset", "oneclip", "--reference", str(reference), "--generator", "shapes", "--clip", "shapes",
+         "--out", str(out), "--seed", str(seed), "--no-progress", "--sample-every", "0", "--checkpoint-every", "0"])
+    data = build_recipe_dict(args, get_registry())
     unknown = set(drop) - {t["use"] for t in data["techniques"]}
     if unknown:
         raise SystemExit(f"--drop: no technique {sorted(unknown)} in the preset")
@@ -91,10 +93,10 @@ class _FineSlotsMixed(torch.nn.Module):
 def rejudge(run_dir: Path) -> dict:
     """A finished run judged as ``evaluate_run`` does (same codes and noise), plainly and with One-shot CLIP's
     inference-time mixing of the fine slots (mean latent or reference latent, from the default slot and from 3)."""
-    from zsgm.metrics.samples import SampleSettings, draw_samples
+    from zsgm.metrics.samples import draw_samples
     from zsgm.plugins import get_registry
     from zsgm.style_mixing import default_mix_slot, mixing_latent
-    from zsgm.toy.evaluate import EVAL_SEED, judge_task, load_finished_run, reference_target
+    from zsgm.toy.evaluate import eval_settings, judge_task, load_finished_run, reference_target
 
     recipe, g_src, g_tgt = load_finished_run(run_dir, get_registry())
     g_src, g_tgt = g_src.eval(), g_tgt.eval()
@@ -104,10 +106,9 @@ def rejudge(run_dir: Path) -> dict:
         latent = mixing_latent(g_tgt, mode, run_dir=run_dir)
         for slot in sorted({default_mix_slot(g_tgt.n_latent), 3}):
             variants[f"{mode} from slot {slot}"] = _FineSlotsMixed(g_tgt, latent, slot)
-    settings = SampleSettings(n=256, seed=EVAL_SEED, truncation=1.0, noise_mode="random", batch=64)
     out = {"run": str(run_dir), "target": target}
-    with torch.no_grad():
-        images = draw_samples([g_src, *variants.values()], mapper=g_src, settings=settings)
+    with torch.no_grad():  # the source once, then every variant, on evaluate_run's codes and noise
+        images = draw_samples([g_src, *variants.values()], mapper=g_src, settings=eval_settings())
     for name, tgt in zip(variants, images[1:]):
         r = judge_task(images[0], tgt, target=target)
         out[name] = {k: round(r[k], 3) for k in ("target_rate", "content_iou", "background_artefact")}
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
         p.error("--reference and --out are required (unless --score-styles)")
 
     files = {path.stem: path for path in write_references(args.out.parent / "references")}
-    data = recipe_dict(files[args.reference], drop=args.drop, sets=args.sets, seed=args.seed)
+    data = recipe_dict(files[args.reference], args.out, drop=args.drop, sets=args.sets, seed=args.seed)
     if args.random_discriminator:
         import zsgm.generator.discriminator_files as discriminator_files
 

@@ -52,13 +52,20 @@ def reference_target(path: str | Path, *, size: int = 32) -> str:
     return style
 
 
+def eval_settings(*, n: int = 256, seed: int = EVAL_SEED, truncation: float = 1.0, batch: int = 64):
+    """The :class:`zsgm.metrics.samples.SampleSettings` the shapes judges draw with (random noise)."""
+    from zsgm.metrics.samples import SampleSettings
+
+    return SampleSettings(n=n, seed=seed, truncation=truncation, noise_mode="random", batch=batch)
+
+
 def paired_samples(g_src, g_tgt, *, n: int = 256, seed: int = EVAL_SEED, truncation: float = 1.0,
                    batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` image pairs ``[n, 3, S, S]`` from the same latents and noise (source mapping for both), drawn as
-    ``zsgm eval`` draws them (:func:`zsgm.metrics.samples.draw_samples`, random noise)."""
-    from zsgm.metrics.samples import SampleSettings, draw_samples
+    ``zsgm eval`` draws them (:func:`zsgm.metrics.samples.draw_samples`, :func:`eval_settings`)."""
+    from zsgm.metrics.samples import draw_samples
 
-    settings = SampleSettings(n=n, seed=seed, truncation=truncation, noise_mode="random", batch=batch)
+    settings = eval_settings(n=n, seed=seed, truncation=truncation, batch=batch)
     src, tgt = draw_samples([g_src, g_tgt], mapper=g_src, settings=settings)
     return src, tgt
 

@@ -55,10 +55,9 @@ def source_numbers(source: torch.Tensor) -> dict:
             "colours": {str(c): colours.count(c) for c in sorted(set(colours), key=str)}}
 
 
-def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float], thetas: list[float] | None,
-        grid_dir: Path | None, layer_sets: list | None = None, device: str = "cpu", progress: bool = True,
-        recipe=None) -> dict:
-    from zsgm.io_utils import image_grid, save_png
+def shapes_mapper(recipe=None, *, device: str = "cpu", progress: bool = True):
+    """``(generator, trained mapper)``: the shipped shapes generator (eval mode) and its mapper for ``recipe``
+    (default: the ``deltaedit-shapes`` preset), found in the cache or trained on first use."""
     from zsgm.toy.assets import load_shapes_generator
 
     from zsgm_deltaedit.mappers import ensure_mapper
@@ -66,16 +65,30 @@ def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float
 
     generator, _ = load_shapes_generator(device=device)
     generator = generator.eval()
-    started = time.time()
     recipe = recipe if recipe is not None else mapper_preset("deltaedit-shapes")
-    trained = ensure_mapper(generator, recipe, device=device, progress=progress)
-    setup_seconds = time.time() - started
+    return generator, ensure_mapper(generator, recipe, device=device, progress=progress)
+
+
+def seed_batch(generator, seeds: list[int], *, device: str = "cpu"):
+    """``(source [N, 3, H, W], ws [N, n_latent, D], noise)`` of ``seeds`` as ``zsgm edit`` draws them (truncation
+    0.7, constant noise)."""
     mean = generator.default_mean_latent()
     codes = [seed_code(generator, s, truncation=DEFAULT_TRUNCATION, mean=mean, noise_mode="const", device=device)
              for s in seeds]
     source = torch.cat([c[0] for c in codes])
     ws = torch.cat([c[1] for c in codes])
-    noise = generator.make_noise(len(seeds), mode="const")
+    return source, ws, generator.make_noise(len(seeds), mode="const")
+
+
+def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float], thetas: list[float] | None,
+        grid_dir: Path | None, layer_sets: list | None = None, device: str = "cpu", progress: bool = True,
+        recipe=None) -> dict:
+    from zsgm.io_utils import image_grid, save_png
+
+    started = time.time()
+    generator, trained = shapes_mapper(recipe, device=device, progress=progress)
+    setup_seconds = time.time() - started
+    source, ws, noise = seed_batch(generator, seeds, device=device)
     results = {"mapper": str(trained.folder), "setup_seconds": setup_seconds, "seeds": len(seeds),
                "source": source_numbers(source), "rows": []}
     print(json.dumps({"source": results["source"]}))
