@@ -233,3 +233,24 @@ def test_tf32_of_one_run_does_not_leak_into_the_next_run_of_the_process(tmp_path
     adapt(r, out_dir=tmp_path)
     assert seen == [True]  # on during the run
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before  # restored after
+
+
+def test_a_run_that_fails_to_build_leaves_the_tf32_flags_as_they_were(tmp_path, monkeypatch):
+    from zsgm.recipe import recipe_from_dict
+    from zsgm.run import Run, build_run
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    r = recipe_from_dict({"source": "photo", "target": "sketch", "generator": {"checkpoint": "tiny-random"},
+                          "clip": {"models": [{"name": "tiny-random"}]},
+                          "run": {"tf32": True, "progress": False}, "techniques": [{"use": "directional"}]})
+    seen = []
+
+    def fail(self):  # after apply_fast_step has switched TF32 on
+        seen.append(torch.backends.cuda.matmul.allow_tf32)
+        raise RuntimeError("technique failed to attach")
+
+    monkeypatch.setattr(Run, "_check_direction_providers", fail)
+    with pytest.raises(RuntimeError, match="failed to attach"):
+        build_run(r, out_dir=tmp_path)
+    assert seen == [True]
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

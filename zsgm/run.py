@@ -218,24 +218,27 @@ class Run:
         self.clip_weights = [spec.weight for spec in recipe.clip.models]
         # run.tf32 / autocast / channels_last / compile (zsgm.fast_step): once, before techniques see the models
         self._restore_tf32 = saved_tf32()
-        self.fast_step = apply_fast_step(self)
-
-        self.uses = list(recipe.techniques)
-        self.techniques: list[torch.nn.Module] = []
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.pm.add_hookspecs(hookspecs)
-        for use in self.uses:
-            spec = self.registry.techniques.get(use.use)
-            try:
-                instance = spec.build(use.config)
-            except (ValueError, TypeError) as exc:
-                raise RecipeError([f"techniques[{self.uses.index(use)}]: {exc}"]) from None
-            instance.use = use  # weight, every, label live on the recipe entry
-            self.techniques.append(instance.to(self.device))
-            self.pm.register(instance, name=use.name)
-        self._check_direction_providers()
-        self.technique_optimizers: dict[str, torch.optim.Optimizer] = {}  # filled after setup (zsgm.loop)
-        self.pm.hook.zsgm_attach(run=self)
+        try:  # a run that fails to build leaves the process-wide flags as it found them
+            self.fast_step = apply_fast_step(self)
+            self.uses = list(recipe.techniques)
+            self.techniques: list[torch.nn.Module] = []
+            self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+            self.pm.add_hookspecs(hookspecs)
+            for use in self.uses:
+                spec = self.registry.techniques.get(use.use)
+                try:
+                    instance = spec.build(use.config)
+                except (ValueError, TypeError) as exc:
+                    raise RecipeError([f"techniques[{self.uses.index(use)}]: {exc}"]) from None
+                instance.use = use  # weight, every, label live on the recipe entry
+                self.techniques.append(instance.to(self.device))
+                self.pm.register(instance, name=use.name)
+            self._check_direction_providers()
+            self.technique_optimizers: dict[str, torch.optim.Optimizer] = {}  # filled after setup (zsgm.loop)
+            self.pm.hook.zsgm_attach(run=self)
+        except BaseException:
+            self._restore_tf32()
+            raise
 
     # ------------------------------------------------------------------ structure checks
 

@@ -77,6 +77,7 @@ def trajectory_generators(clip_path: Path, source: str, target: str, *, snapshot
         adapt(recipe, out_dir=out, registry=registry, resume=done > 0, stop_after=step - done)
         done = step
         run = build_run(recipe, out_dir=out, registry=registry)
+        run.release()  # only its weights are read: no process-wide flag stays changed
         load_run_checkpoint(run)
         yield step, run.sample_generator().eval()
 

@@ -70,6 +70,7 @@ def trace_moment_terms(recipe, *, steps: int, out_dir: str | Path) -> list[dict]
         records.append({"step": step, **{f"{k}/value": v for k, (v, _) in measured.items()},
                         **{f"{k}/grad": g for k, (_, g) in measured.items()}})
     run.pm.hook.zsgm_teardown(run=run, error=None)
+    run.release()  # the recipe's run.tf32 flags back as they were
     return records
 
 
