@@ -403,11 +403,10 @@ class CupyKernel:
         if fd.ndim == 2:
             return self._pass(xc, fd, (upx, upy), (downx, downy), (x0, y0), (x1, y1), flip_filter, gain, stem)
         g = math.sqrt(gain)  # separable: sqrt(gain) per pass, along x then along y (as the reference)
-        half = xc.dtype == torch.float16  # keep the intermediate in float32 (no rounding between passes)
-        t = self._pass(xc.float() if half else xc, fd[None, :], (upx, 1), (downx, 1), (x0, 0), (x1, 0), flip_filter,
-                       g, "poly")
+        cdt = compute_dtype(xc, fd)  # float16 input: the intermediate stays float32 (no rounding between passes)
+        t = self._pass(xc.to(cdt), fd[None, :], (upx, 1), (downx, 1), (x0, 0), (x1, 0), flip_filter, g, "poly")
         y = self._pass(t, fd[:, None], (1, upy), (1, downy), (0, y0), (0, y1), flip_filter, g, "poly")
-        return y.half() if half else y
+        return y.to(x.dtype)
 
     def _pass(self, x, f, up, down, pad0, pad1, flip, gain, stem):
         """One launch: x [N, C, H, W] contiguous, f [fh, fw] contiguous (compute dtype) -> new tensor."""

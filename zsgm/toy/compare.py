@@ -214,7 +214,7 @@ def shown_command(argv: list[str]) -> str:
         if a.startswith("--note="):
             a = "--note=TEXT"
         skip = a == "--note"
-        args.append(a if a in ("TEXT", "--note=TEXT") else shlex.quote(a))
+        args.append(shlex.quote(a))  # the placeholders TEXT and --note=TEXT come back unchanged
     threads = os.environ.get("OMP_NUM_THREADS")
     return " ".join(([f"OMP_NUM_THREADS={shlex.quote(threads)}"] if threads else []) + [COMMAND] + args)
 
