@@ -86,13 +86,9 @@ class TensorBoardLogger(Technique):
     def zsgm_setup(self, run):
         from torch.utils.tensorboard import SummaryWriter
 
-        from zsgm.loop import fixed_sample_inputs
-
         every = self.config.images_every
         self._images_every = run.recipe.run.sample_every if every is None else every
         self._steps = run.recipe.optim.steps
-        if self._images_every:
-            self._grid_inputs = fixed_sample_inputs(run)  # seeded from the run's own streams: no global draw
         dist = getattr(run, "dist", None)
         if self.writer is None and (dist is None or dist.is_main):  # one writer under torchrun: rank 0's
             self.writer = SummaryWriter(log_dir=str(self.log_dir(run)))
@@ -109,9 +105,12 @@ class TensorBoardLogger(Technique):
             self.writer.add_image(IMAGE_TAG, self.grid(run), done, dataformats="HWC")
 
     def grid(self, run) -> np.ndarray:
-        """The sample grid now (:func:`zsgm.loop.grid_image`): ``[H, W, 3]`` uint8."""
-        from zsgm.loop import grid_image
+        """The sample grid now (:func:`zsgm.loop.grid_image`): ``[H, W, 3]`` uint8. Its latents and noise are the
+        loop's grid inputs (seeded from the run's own streams), made on the first grid, by the writing rank only."""
+        from zsgm.loop import fixed_sample_inputs, grid_image
 
+        if self._grid_inputs is None:
+            self._grid_inputs = fixed_sample_inputs(run)
         return np.asarray(grid_image(run, self._grid_inputs))
 
     @hookimpl
