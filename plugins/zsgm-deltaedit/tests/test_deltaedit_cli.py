@@ -99,6 +99,25 @@ def test_source_row_is_zsgm_sample(trained):
     assert np.array_equal(ours[:theirs.shape[0]], theirs)
 
 
+@pytest.mark.slow
+def test_single_images_are_at_the_chosen_strength(trained, monkeypatch, tmp_path):
+    """--strength 0 writes the unedited images (zsgm sample's); the recipe's edit.strength is the default."""
+    monkeypatch.setenv("ZSGM_CACHE", str(trained["root"] / "cache"))
+    common = [str(trained["gen"]), "--seeds", "1", "--target", "sketch", "--quiet", "--device", "cpu"]
+    assert main(["edit", *common, "--recipe", str(trained["recipe"]), "--strength", "0", "--outdir",
+                 str(tmp_path / "zero")]) == 0
+    assert main(["sample", str(trained["gen"]), "--seeds", "1", "--outdir", str(tmp_path / "sample"), "--device",
+                 "cpu"]) == 0
+    assert np.array_equal(_png(tmp_path / "zero" / "seed0001.png"), _png(tmp_path / "sample" / "seed0001.png"))
+    # the same mapper (same codes, training and CLIP), with the single images' strength set in the recipe
+    recipe = tmp_path / "zero.toml"
+    recipe.write_text(trained["recipe"].read_text().replace("[edit]", "[edit]\nstrength = 0.0"))
+    assert main(["edit", *common, "--recipe", str(recipe), "--outdir", str(tmp_path / "recipe")]) == 0
+    assert np.array_equal(_png(tmp_path / "recipe" / "seed0001.png"), _png(tmp_path / "sample" / "seed0001.png"))
+    # the default (strength 1 in the tiny recipe) does move the image
+    assert not np.array_equal(_png(trained["out"] / "seed0001.png"), _png(tmp_path / "sample" / "seed0001.png"))
+
+
 @pytest.mark.parametrize("noise_mode, trunc", [("const", 0.7), ("random", 1.0), ("none", 0.5)])
 def test_seed_code_is_render_seed_exactly(noise_mode, trunc):
     g = make_tiny_generator()
@@ -133,6 +152,7 @@ def test_latent_file_edits_and_bad_file(trained, monkeypatch, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "0-1", "--latents", "w.npy"], "--latents FILE edits the codes in the file"),
     (["--strengths", "0.5,x"], "--strengths"),
+    (["--strength", "nan"], "--strength"),
     (["--latents", "missing.npy"], "--latents missing.npy: no such file"),
     (["--mapper", "nowhere"], "--mapper nowhere: no such mapper folder"),
     (["--preset", "deltaedit", "--recipe", "r.toml"], "give --preset NAME or --recipe FILE, not both"),

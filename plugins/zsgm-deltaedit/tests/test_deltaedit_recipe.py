@@ -17,13 +17,14 @@ def test_deltaedit_preset_is_the_published_setup():
     assert r.train.steps == 258_000 * 50 // 64 and r.train.levels is None
     assert (r.clip.name, r.clip.pretrained, r.clip.preprocess) == ("ViT-B-32-quickgelu", "openai", "deltaedit")
     assert (r.relevance.images, r.relevance.alpha) == (100, 5.0)
-    assert (r.edit.neutral, r.edit.theta) == ("face", 0.03)
+    assert (r.edit.neutral, r.edit.theta, r.edit.strength) == ("face", 0.03, 1.0)
 
 
 def test_shapes_preset_uses_the_shapes_clip_and_photo():
     r = mapper_preset("deltaedit-shapes")
     assert (r.clip.name, r.clip.pretrained, r.edit.neutral) == ("shapes", None, "photo")
     assert r.codes.samples < 20_000 and r.train.steps < 20_000
+    assert r.edit.strength == 2.0 and r.edit.strength in r.edit.strengths  # the single images are a grid row
 
 
 @pytest.mark.parametrize("override, problem", [
@@ -33,6 +34,8 @@ def test_shapes_preset_uses_the_shapes_clip_and_photo():
     ({"clip": {"preprocess": "bicubic"}}, "clip.preprocess: must be one of"),
     ({"train": {"levels": [2, 0]}}, "train.levels: must be two positive layer counts"),
     ({"edit": {"theta": float("nan")}}, "edit.theta"),
+    ({"edit": {"strength": float("inf")}}, "edit.strength"),
+    ({"edit": {"strength": "2"}}, "edit.strength: expected a number"),
     ({"relevance": {"images": True}}, "relevance.images: expected an integer, got a boolean"),
     ({"edit": {"layers": [3, 3]}}, "edit.layers: must be a non-empty list of distinct style-layer indices"),
 ])

@@ -1,7 +1,7 @@
 """``zsgm edit``: text-driven edits of a generator's images with a DeltaEdit mapper.
 
 ``zsgm edit GENERATOR --seeds 0-255 --neutral TEXT --target TEXT --outdir DIR`` writes ``DIR/seedNNNN.png`` (the
-edit at strength 1) per seed and ``DIR/grid.png`` (columns: seeds; rows: the source, then each strength). A seed's
+edit at ``--strength``, by default the mapper's: 1 as released, 2 for the shapes world) per seed and ``DIR/grid.png`` (columns: seeds; rows: the source, then each strength). A seed's
 W+ code, truncation and noise are ``zsgm sample``'s (its own function draws them), so the top row of the grid is
 what ``zsgm sample`` shows for the same seeds. ``--latents FILE`` edits W+ codes of real images instead
 (``latentNNNN.png``). The mapper is the generator's cached one, trained on first use with the matching preset, or
@@ -184,11 +184,12 @@ def cmd_edit(args) -> int:
     defaults = trained.recipe.edit
     neutral = args.neutral if args.neutral is not None else defaults.neutral
     theta = args.theta if args.theta is not None else defaults.theta
+    strength = args.strength if args.strength is not None else defaults.strength
     strengths = args.strengths if args.strengths is not None else list(defaults.strengths)
     layers = args.layers if args.layers is not None else defaults.layers
     if layers == "all":
         layers = None
-    every = list(dict.fromkeys([1.0, *strengths]))  # strength 1 for the single images
+    every = list(dict.fromkeys([strength, *strengths]))  # the single images' strength first
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     columns, count = [], 0
@@ -198,14 +199,14 @@ def cmd_edit(args) -> int:
                                 clip_model=trained.clip_model, neutral=neutral, target=args.target, theta=theta,
                                 strengths=every, noise=noise, templates=trained.recipe.clip.templates,
                                 layers=layers)
-            save_png(Image.fromarray(to_uint8(edits[every.index(1.0)])[0]), out / f"{name}.png")
+            save_png(Image.fromarray(to_uint8(edits[0])[0]), out / f"{name}.png")
             if len(columns) < args.cols:
                 columns.append([source.cpu()] + [edits[every.index(k)].cpu() for k in strengths])
             count += 1
     rows = [torch.cat([col[r] for col in columns]) for r in range(len(columns[0]))]
     save_png(image_grid(rows), out / "grid.png")
     print(f"edited {count} images: {neutral!r} -> {args.target!r}, theta {theta}, mapper {trained.folder}")
-    print(f"wrote {count} images (strength 1) and grid.png (rows: source, strengths {strengths}) to {out}")
+    print(f"wrote {count} images (strength {strength:g}) and grid.png (rows: source, strengths {strengths}) to {out}")
     return 0
 
 
@@ -218,7 +219,7 @@ def add_edit_arguments(p) -> None:
                    help="the neutral text the edit starts from (default: the mapper's: 'face' for the deltaedit "
                         "preset, as DeltaEdit hard-codes; 'photo' for deltaedit-shapes)")
     p.add_argument("--outdir", required=True, metavar="DIR",
-                   help="folder for one PNG per seed (the edit at strength 1) and grid.png (required)")
+                   help="folder for one PNG per seed (the edit at --strength) and grid.png (required)")
     p.add_argument("--seeds", type=parse_seeds, metavar="LIST",
                    help=f"seeds as in zsgm sample, e.g. 0-255 (default: {DEFAULT_SEEDS})")
     p.add_argument("--latents", metavar="FILE",
@@ -233,6 +234,9 @@ def add_edit_arguments(p) -> None:
     p.add_argument("--theta", type=finite_float(low=0.0), metavar="T",
                    help="relevance threshold: a channel moves only if |R_c . dt| >= T (default: the mapper's, "
                         "0.03 as released)")
+    p.add_argument("--strength", type=finite_float(low=-1e6), metavar="K",
+                   help="edit strength of the single images (default: the mapper's: 1 for deltaedit, as released; 2 "
+                        "for deltaedit-shapes)")
     p.add_argument("--strengths", type=strength_list, metavar="LIST",
                    help="edit strengths of the grid rows, e.g. 0.5,1,1.5 (default: the mapper's: 0.5,1,1.5 for "
                         "deltaedit, 1,1.5,2 for deltaedit-shapes)")

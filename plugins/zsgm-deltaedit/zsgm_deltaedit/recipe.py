@@ -12,7 +12,7 @@ Presets:
 - ``deltaedit-shapes``: the shapes world (shipped 32-px generator and shapes CLIP) within 10 minutes on 2 CPU
   cores, cache and relevance included (4,096 samples, 3,000 steps, relevance over 8 images); neutral "photo" (the
   shapes generator's domain), theta 0.1, edits restricted to style layers 4-6 (the last 16 px conv and the 32 px
-  convs), strengths 1, 1.5, 2.
+  convs), single images at strength 2, grid rows at strengths 1, 1.5, 2.
 """
 
 from __future__ import annotations
@@ -128,6 +128,8 @@ class EditConfig:
     Attributes:
         neutral: the neutral text (DeltaEdit hard-codes "face").
         theta: relevance threshold; a channel moves only if ``|R_c . dt| >= theta`` (dt unnormalised).
+        strength: the edit strength of the single images (``seedNNNN.png``); DeltaEdit applies the gated delta
+            once (strength 1).
         strengths: edit strengths of the grid rows.
         layers: indices of the style layers (0 = ``conv1``, then ``convs.0``, ... in synthesis order) whose
             channels an edit may move; omitted: every layer (as released). Ours: on a small generator whose
@@ -136,6 +138,7 @@ class EditConfig:
 
     neutral: str = attrs.field(default="face", validator=v.non_empty)
     theta: float = attrs.field(default=0.03, validator=v.non_negative)
+    strength: float = 1.0
     strengths: list[float] = attrs.field(factory=lambda: [0.5, 1.0, 1.5], validator=v.non_empty)
     layers: Optional[list[int]] = attrs.field(default=None, validator=_layer_indices)
 
@@ -167,7 +170,9 @@ def _deltaedit_shapes() -> dict:
         # tuned on seeds 1000-1255 (docs/DELTAEDIT_SHAPES.md): the shapes CLIP's text deltas are long (|dt| ~ 1.2),
         # so theta is higher than the released 0.03; layers 4-6 (the last 16 px conv and the 32 px ones) leave the layers that place and shape the
         # content alone (4 = the second 16 px conv)
-        "edit": {"neutral": "photo", "theta": 0.1, "layers": [4, 5, 6], "strengths": [1.0, 1.5, 2.0]},
+        # strength 2: where red -> blue turns yellow sources a saturated blue (docs/DELTAEDIT_SHAPES.md)
+        "edit": {"neutral": "photo", "theta": 0.1, "layers": [4, 5, 6], "strength": 2.0,
+                 "strengths": [1.0, 1.5, 2.0]},
     }
 
 

@@ -80,7 +80,7 @@ def seed_batch(generator, seeds: list[int], *, device: str = "cpu"):
     return source, ws, generator.make_noise(len(seeds), mode="const")
 
 
-def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float], thetas: list[float] | None,
+def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float] | None, thetas: list[float] | None,
         grid_dir: Path | None, layer_sets: list | None = None, device: str = "cpu", progress: bool = True,
         recipe=None) -> dict:
     from zsgm.io_utils import image_grid, save_png
@@ -93,6 +93,7 @@ def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float
                "source": source_numbers(source), "rows": []}
     print(json.dumps({"source": results["source"]}))
     layer_sets = layer_sets or [trained.recipe.edit.layers]
+    strengths = strengths or [trained.recipe.edit.strength]
     thetas = thetas or [trained.recipe.edit.theta]
     for (neutral, target), theta, layers in itertools.product(edits, thetas, layer_sets):
         with torch.no_grad():
@@ -117,7 +118,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--edits", nargs="+", required=True, metavar="NEUTRAL:TARGET")
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-255"))
-    p.add_argument("--strengths", type=float, nargs="+", default=[1.0])
+    p.add_argument("--strengths", type=float, nargs="+", default=None,
+                   help="(default: the mapper recipe's single-image strength, 2 for deltaedit-shapes)")
     p.add_argument("--thetas", type=float, nargs="+", default=None, help="(default: the mapper recipe's)")
     p.add_argument("--layers", nargs="+", default=None, metavar="LIST",
                    help="style-layer sets to try, e.g. all 3,4,5,6 (default: the mapper recipe's)")
