@@ -209,3 +209,22 @@ def test_bad_shapes_name_what_was_expected(tiny):
         synthesis_from_styles(tiny, torch.zeros(1, total), ws)
     with pytest.raises(ValueError, match="noise maps"):
         synthesis_from_styles(tiny, torch.zeros(2, total), ws, noise=[None])
+
+
+def test_decoding_from_s_reads_w_plus_only_at_the_torgb_slots():
+    """Moving any other W+ slot leaves the image; moving a ToRGB slot changes it (convs read S, ToRGBs read W+)."""
+    from zsgm.generator.stylespace import torgb_slots
+
+    g = _tapered_generator(3).eval()
+    assert torgb_slots(g) == [1, 3, 5, 7] and torgb_slots(g.arch) == [1, 3, 5, 7]
+    torch.manual_seed(4)
+    ws = torch.randn(2, g.n_latent, g.arch.style_dim)
+    noise = g.make_noise(2, mode="const")
+    with torch.no_grad():
+        s = ws_to_styles(g, ws)
+        base = synthesis_from_styles(g, s, ws, noise=noise)
+        for slot in range(g.n_latent):
+            moved = ws.clone()
+            moved[:, slot] += 1.0
+            changed = not torch.equal(synthesis_from_styles(g, s, moved, noise=noise), base)
+            assert changed == (slot in torgb_slots(g)), slot

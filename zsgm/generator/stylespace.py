@@ -16,7 +16,8 @@ from typing import Sequence
 import attrs
 import torch
 
-__all__ = ["StyleLayer", "join_styles", "split_styles", "style_layout", "synthesis_from_styles", "ws_to_styles"]
+__all__ = ["StyleLayer", "join_styles", "split_styles", "style_layout", "synthesis_from_styles", "torgb_slots",
+           "ws_to_styles"]
 
 
 @attrs.frozen
@@ -61,6 +62,13 @@ def style_layout(generator) -> list[StyleLayer]:
         out.append(StyleLayer(name=name, slot=slot, channels=int(channels), offset=offset))
         offset += int(channels)
     return out
+
+
+def torgb_slots(generator) -> list[int]:
+    """The W+ slots the ToRGB layers read, in synthesis order (``to_rgb1``: 1, then ``to_rgbs.j``: ``2j + 3``);
+    :func:`synthesis_from_styles` reads ``ws`` only there."""
+    arch = getattr(generator, "arch", generator)
+    return [1 + 2 * j for j in range(len(arch.channels))]
 
 
 def _total(layout: Sequence[StyleLayer]) -> int:
@@ -127,13 +135,12 @@ def synthesis_from_styles(generator, s: torch.Tensor, ws: torch.Tensor, *, noise
         raise ValueError(f"synthesis_from_styles: s has {s.shape[0]} rows, ws has {n}")
     noise = generator.make_noise(n, mode=noise_mode, rng=rng) if noise is None else generator._check_noise(noise, n)
     styles = split_styles(s, layout)  # styles[0]: conv1, styles[k]: convs.{k-1}
+    rgb_slots = torgb_slots(generator)
     x = generator.input(n)  # [N, C4, 4, 4]
     x = generator.conv1.forward_styles(x, styles[0], noise[0])
-    skip = generator.to_rgb1(x, ws[:, 1])  # [N, 3, 4, 4]
-    i = 1
+    skip = generator.to_rgb1(x, ws[:, rgb_slots[0]])  # [N, 3, 4, 4]
     for j, rgb in enumerate(generator.to_rgbs):
         x = generator.convs[2 * j].forward_styles(x, styles[2 * j + 1], noise[2 * j + 1])  # upsampling conv
         x = generator.convs[2 * j + 1].forward_styles(x, styles[2 * j + 2], noise[2 * j + 2])
-        skip = rgb(x, ws[:, i + 2], skip)
-        i += 2
+        skip = rgb(x, ws[:, rgb_slots[j + 1]], skip)
     return skip

@@ -153,6 +153,7 @@ def test_latent_file_edits_and_bad_file(trained, monkeypatch, capsys):
     (["--seeds", "0-1", "--latents", "w.npy"], "--latents FILE edits the codes in the file"),
     (["--strengths", "0.5,x"], "--strengths"),
     (["--strength", "nan"], "--strength"),
+    (["--torgb", "-1"], "--torgb"),
     (["--latents", "missing.npy"], "--latents missing.npy: no such file"),
     (["--mapper", "nowhere"], "--mapper nowhere: no such mapper folder"),
     (["--preset", "deltaedit", "--recipe", "r.toml"], "give --preset NAME or --recipe FILE, not both"),

@@ -24,7 +24,8 @@ def test_shapes_preset_uses_the_shapes_clip_and_photo():
     r = mapper_preset("deltaedit-shapes")
     assert (r.clip.name, r.clip.pretrained, r.edit.neutral) == ("shapes", None, "photo")
     assert r.codes.samples < 20_000 and r.train.steps < 20_000
-    assert r.edit.strength == 2.0 and r.edit.strength in r.edit.strengths  # the single images are a grid row
+    assert r.edit.strength == 1.5 and r.edit.strength in r.edit.strengths  # the single images are a grid row
+    assert r.edit.torgb == 2.0 and mapper_preset("deltaedit").edit.torgb == 0.0  # the ToRGB step: ours, off as released
 
 
 @pytest.mark.parametrize("override, problem", [

@@ -1,7 +1,7 @@
 """``zsgm edit``: text-driven edits of a generator's images with a DeltaEdit mapper.
 
 ``zsgm edit GENERATOR --seeds 0-255 --neutral TEXT --target TEXT --outdir DIR`` writes ``DIR/seedNNNN.png`` (the
-edit at ``--strength``, by default the mapper's: 1 as released, 2 for the shapes world) per seed and ``DIR/grid.png`` (columns: seeds; rows: the source, then each strength). A seed's
+edit at ``--strength``, by default the mapper's: 1 as released, 1.5 for the shapes world) per seed and ``DIR/grid.png`` (columns: seeds; rows: the source, then each strength). A seed's
 W+ code, truncation and noise are ``zsgm sample``'s (its own function draws them), so the top row of the grid is
 what ``zsgm sample`` shows for the same seeds. ``--latents FILE`` edits W+ codes of real images instead
 (``latentNNNN.png``). The mapper is the generator's cached one, trained on first use with the matching preset, or
@@ -187,6 +187,7 @@ def cmd_edit(args) -> int:
     strength = args.strength if args.strength is not None else defaults.strength
     strengths = args.strengths if args.strengths is not None else list(defaults.strengths)
     layers = args.layers if args.layers is not None else defaults.layers
+    torgb = args.torgb if args.torgb is not None else defaults.torgb
     if layers == "all":
         layers = None
     every = list(dict.fromkeys([strength, *strengths]))  # the single images' strength first
@@ -198,14 +199,15 @@ def cmd_edit(args) -> int:
             edits = edit_images(generator, ws, mapper=trained.mapper, relevance=trained.relevance,
                                 clip_model=trained.clip_model, neutral=neutral, target=args.target, theta=theta,
                                 strengths=every, noise=noise, templates=trained.recipe.clip.templates,
-                                layers=layers)
+                                layers=layers, torgb_weight=torgb, torgb=trained.torgb_direction)
             save_png(Image.fromarray(to_uint8(edits[0])[0]), out / f"{name}.png")
             if len(columns) < args.cols:
                 columns.append([source.cpu()] + [edits[every.index(k)].cpu() for k in strengths])
             count += 1
     rows = [torch.cat([col[r] for col in columns]) for r in range(len(columns[0]))]
     save_png(image_grid(rows), out / "grid.png")
-    print(f"edited {count} images: {neutral!r} -> {args.target!r}, theta {theta}, mapper {trained.folder}")
+    print(f"edited {count} images: {neutral!r} -> {args.target!r}, theta {theta}, ToRGB step {torgb:g}, "
+          f"mapper {trained.folder}")
     print(f"wrote {count} images (strength {strength:g}) and grid.png (rows: source, strengths {strengths}) to {out}")
     return 0
 
@@ -235,14 +237,17 @@ def add_edit_arguments(p) -> None:
                    help="relevance threshold: a channel moves only if |R_c . dt| >= T (default: the mapper's, "
                         "0.03 as released)")
     p.add_argument("--strength", type=finite_float(low=-1e6), metavar="K",
-                   help="edit strength of the single images (default: the mapper's: 1 for deltaedit, as released; 2 "
-                        "for deltaedit-shapes)")
+                   help="edit strength of the single images (default: the mapper's: 1 for deltaedit, as released; "
+                        "1.5 for deltaedit-shapes)")
     p.add_argument("--strengths", type=strength_list, metavar="LIST",
                    help="edit strengths of the grid rows, e.g. 0.5,1,1.5 (default: the mapper's: 0.5,1,1.5 for "
                         "deltaedit, 1,1.5,2 for deltaedit-shapes)")
     p.add_argument("--layers", type=layers_option, metavar="LIST",
                    help="style layers (0 = conv1, in synthesis order) the edit may move, e.g. 3-6, or 'all' (default: "
                         "the mapper's: all for deltaedit, as released; 4-6 for deltaedit-shapes)")
+    p.add_argument("--torgb", type=finite_float(low=0.0), metavar="W",
+                   help="ToRGB colour step per unit strength, in standard deviations along the text's W direction; 0: "
+                        "off (default: the mapper's: 0 for deltaedit, as released; 2 for deltaedit-shapes)")
     p.add_argument("--trunc", "--truncation", dest="truncation", metavar="PSI", type=finite_float(low=0.0),
                    default=DEFAULT_TRUNCATION,
                    help="truncation psi of the seeds' latents, as zsgm sample (default: %(default)s)")

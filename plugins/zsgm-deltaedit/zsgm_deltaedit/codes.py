@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -329,12 +329,18 @@ class CodeReader:
         """The first ``n`` rows (generated samples first)."""
         return self.take(np.arange(min(n, self.rows)), names)
 
+    def per_file(self, names: Iterable[str]) -> Iterator[dict[str, np.ndarray]]:
+        """The tensors ``names`` of one file at a time (memory-mapped; a pass over all rows in file order)."""
+        for i in range(len(self.files)):
+            arrays = self._arrays(i)
+            yield {name: arrays[name] for name in names}
+
     def moments(self, name: str = "s") -> tuple[torch.Tensor, torch.Tensor]:
         """Per-column mean and standard deviation (population, as numpy's default) of a 2-D tensor over all rows,
         accumulated file by file in float64."""
         total, sq, count = None, None, 0
-        for i in range(len(self.files)):
-            a = np.asarray(self._arrays(i)[name], dtype=np.float64)
+        for arrays in self.per_file([name]):
+            a = np.asarray(arrays[name], dtype=np.float64)
             total = a.sum(0) if total is None else total + a.sum(0)
             sq = (a * a).sum(0) if sq is None else sq + (a * a).sum(0)
             count += a.shape[0]

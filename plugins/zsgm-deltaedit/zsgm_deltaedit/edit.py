@@ -6,13 +6,15 @@
    calibrated against).
 3. ``dŝ = mapper(s, [c^_src ; normalize(dt)])``; ``s' = s + strength * mask * dŝ``; decoded with the ToRGB layers
    still reading W+ (:func:`zsgm.generator.stylespace.synthesis_from_styles`).
+4. Ours, off unless ``torgb_weight`` is set: the ToRGB layers' W slots move by ``strength * torgb_weight * sigma * d``
+   along the text's W direction (:mod:`zsgm_deltaedit.torgb`).
 
 ``strength`` is ours (the released code applies strength 1); strength 0 returns the unedited image exactly.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -20,6 +22,7 @@ from zsgm.clip import IMAGENET_TEMPLATES, class_embedding
 from zsgm.generator.stylespace import style_layout, synthesis_from_styles, ws_to_styles
 
 from zsgm_deltaedit.mapper import condition_from_direction
+from zsgm_deltaedit.torgb import add_torgb_step
 
 __all__ = ["edit_images", "edit_styles", "layer_mask", "relevance_mask", "text_delta", "text_templates"]
 
@@ -80,7 +83,8 @@ def edit_styles(mapper, s: torch.Tensor, c_src: torch.Tensor, delta_t: torch.Ten
 def edit_images(generator, ws: torch.Tensor, *, mapper, relevance: torch.Tensor, clip_model, neutral: str,
                 target: str, theta: float = 0.03, strengths: Sequence[float] = (0.5, 1.0, 1.5),
                 noise_mode: str = "const", noise=None, templates: Sequence[str] | None = None,
-                layers: Sequence[int] | None = None) -> torch.Tensor:
+                layers: Sequence[int] | None = None, torgb_weight: float = 0.0,
+                torgb: Callable | None = None) -> torch.Tensor:
     """Edited images of W+ codes for each strength.
 
     Args:
@@ -96,6 +100,10 @@ def edit_images(generator, ws: torch.Tensor, *, mapper, relevance: torch.Tensor,
             every edit.
         templates: prompt templates (default: :func:`text_templates`).
         layers: style layers the edit may move (:func:`layer_mask`); None: all, as released.
+        torgb_weight: the ToRGB colour step per unit strength, in standard deviations of the codes along the
+            direction (0: off, as released).
+        torgb: ``(generator, dt) -> TorgbDirection`` (e.g. ``TrainedMapper.torgb_direction``); needed when
+            ``torgb_weight`` is not 0.
 
     Returns:
         ``[len(strengths), N, 3, H, W]``.
@@ -109,5 +117,12 @@ def edit_images(generator, ws: torch.Tensor, *, mapper, relevance: torch.Tensor,
     delta_t = text_delta(clip_model, neutral, target, templates=templates).to(device)
     mask = relevance_mask(relevance.to(device), delta_t, theta) & layer_mask(generator, layers).to(device)
     ds = edit_styles(mapper, s, clip_model.encode_image(source), delta_t, mask)
-    out = [synthesis_from_styles(generator, s + float(k) * ds, ws, noise=noise) for k in strengths]
+    step = None
+    if torgb_weight:
+        if torgb is None:
+            raise ValueError("edit_images: torgb_weight needs torgb, the source of the ToRGB direction")
+        step = torgb(generator, delta_t).step(torgb_weight).to(ws)  # [D]: the W move at strength 1
+    out = [synthesis_from_styles(generator, s + float(k) * ds,
+                                 ws if step is None else add_torgb_step(generator, ws, float(k) * step), noise=noise)
+           for k in strengths]
     return torch.stack(out) if out else source.new_zeros((0, *source.shape))

@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import attrs
 import torch
@@ -25,7 +25,7 @@ import torch
 from zsgm.generator.stylespace import style_layout
 from zsgm.io_utils import atomic_write_text
 
-from zsgm_deltaedit.codes import CodeReader, add_latent_file, build_codes
+from zsgm_deltaedit.codes import MANIFEST, CodeReader, add_latent_file, build_codes
 from zsgm_deltaedit.mapper import DeltaMapper
 from zsgm_deltaedit.recipe import MapperRecipe, mapper_recipe_from_dict, mapper_recipe_to_dict
 from zsgm_deltaedit.relevance import RELEVANCE_FILE, channel_relevance, read_relevance, write_relevance
@@ -52,6 +52,7 @@ class TrainedMapper:
         relevance: ``[C, clip_dim]`` on the CPU.
         clip_model: the CLIP it is conditioned on.
         generator_fingerprint: the generator it was trained for.
+        codes: the folder of the codes it was trained on (None: not recorded).
     """
 
     folder: Path
@@ -60,6 +61,25 @@ class TrainedMapper:
     relevance: torch.Tensor
     clip_model: object
     generator_fingerprint: str
+    codes: Optional[Path] = None
+    _torgb: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
+
+    def torgb_direction(self, generator, delta_t: torch.Tensor):
+        """The ToRGB colour step's direction for ``delta_t`` (:mod:`zsgm_deltaedit.torgb`), from the mapper's codes;
+        computed once per text direction.
+
+        Raises:
+            ValueError: the codes folder is missing (one line naming it).
+        """
+        from zsgm_deltaedit.torgb import torgb_direction
+
+        key = delta_t.detach().float().cpu().numpy().tobytes()
+        if key not in self._torgb:
+            if self.codes is None or not (Path(self.codes) / MANIFEST).is_file():
+                raise ValueError(f"{self.folder}: the ToRGB step needs the codes the mapper was trained on "
+                                 f"({self.codes or 'not recorded'}: missing); set the ToRGB weight to 0")
+            self._torgb[key] = torgb_direction(CodeReader(self.codes), generator, delta_t)
+        return self._torgb[key]
 
 
 def _clip_record(recipe: MapperRecipe) -> dict:
@@ -243,4 +263,5 @@ def load_mapper(folder: str | Path, *, generator, clip_model=None, device="cpu",
     if relevance is None:
         raise ValueError(f"{folder / RELEVANCE_FILE}: missing; the mapper folder is incomplete (train it again)")
     return TrainedMapper(folder=folder, recipe=recipe, mapper=mapper.to(device).eval(), relevance=relevance,
-                         clip_model=clip_model, generator_fingerprint=record.get("generator", ""))
+                         clip_model=clip_model, generator_fingerprint=record.get("generator", ""),
+                         codes=Path(record["codes"]) if record.get("codes") else None)

@@ -12,7 +12,8 @@ Presets:
 - ``deltaedit-shapes``: the shapes world (shipped 32-px generator and shapes CLIP) within 10 minutes on 2 CPU
   cores, cache and relevance included (4,096 samples, 3,000 steps, relevance over 8 images); neutral "photo" (the
   shapes generator's domain), theta 0.1, edits restricted to style layers 4-6 (the last 16 px conv and the 32 px
-  convs), single images at strength 2, grid rows at strengths 1, 1.5, 2.
+  convs), the ToRGB colour step on (``edit.torgb = 2``, ours), single images at strength 1.5, grid rows at
+  strengths 1, 1.5, 2.
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ class EditConfig:
         layers: indices of the style layers (0 = ``conv1``, then ``convs.0``, ... in synthesis order) whose
             channels an edit may move; omitted: every layer (as released). Ours: on a small generator whose
             coarse layers place and shape the content, the relevance gate alone leaves them free to move.
+        torgb: the ToRGB colour step per unit strength, in standard deviations of the mapper's codes along the
+            text's W direction (:mod:`zsgm_deltaedit.torgb`); 0: off, as released (DeltaEdit leaves the ToRGB
+            layers on the source's W+). Ours: it removes the rim of the old colour a recoloured shape keeps.
     """
 
     neutral: str = attrs.field(default="face", validator=v.non_empty)
@@ -141,6 +145,7 @@ class EditConfig:
     strength: float = 1.0
     strengths: list[float] = attrs.field(factory=lambda: [0.5, 1.0, 1.5], validator=v.non_empty)
     layers: Optional[list[int]] = attrs.field(default=None, validator=_layer_indices)
+    torgb: float = attrs.field(default=0.0, validator=v.non_negative)
 
 
 @attrs.define(kw_only=True)
@@ -170,8 +175,9 @@ def _deltaedit_shapes() -> dict:
         # tuned on seeds 1000-1255 (docs/DELTAEDIT_SHAPES.md): the shapes CLIP's text deltas are long (|dt| ~ 1.2),
         # so theta is higher than the released 0.03; layers 4-6 (the last 16 px conv and the 32 px ones) leave the layers that place and shape the
         # content alone (4 = the second 16 px conv)
-        # strength 2: where red -> blue turns yellow sources a saturated blue (docs/DELTAEDIT_SHAPES.md)
-        "edit": {"neutral": "photo", "theta": 0.1, "layers": [4, 5, 6], "strength": 2.0,
+        # the ToRGB step (2 sigma per unit strength) and the single images' strength 1.5 were chosen on the same
+        # seeds: without the step a yellow shape turned blue keeps a yellow rim (docs/DELTAEDIT_SHAPES.md)
+        "edit": {"neutral": "photo", "theta": 0.1, "layers": [4, 5, 6], "torgb": 2.0, "strength": 1.5,
                  "strengths": [1.0, 1.5, 2.0]},
     }
 

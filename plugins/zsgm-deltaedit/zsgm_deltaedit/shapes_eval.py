@@ -82,7 +82,7 @@ def seed_batch(generator, seeds: list[int], *, device: str = "cpu"):
 
 def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float] | None, thetas: list[float] | None,
         grid_dir: Path | None, layer_sets: list | None = None, device: str = "cpu", progress: bool = True,
-        recipe=None) -> dict:
+        recipe=None, torgb: float | None = None) -> dict:
     from zsgm.io_utils import image_grid, save_png
 
     started = time.time()
@@ -100,9 +100,11 @@ def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float
             images = edit_images(generator, ws, mapper=trained.mapper, relevance=trained.relevance,
                                  clip_model=trained.clip_model, neutral=neutral, target=target, theta=theta,
                                  strengths=strengths, noise=noise, templates=trained.recipe.clip.templates,
-                                 layers=layers)
+                                 layers=layers, torgb_weight=trained.recipe.edit.torgb if torgb is None else torgb,
+                                 torgb=trained.torgb_direction)
         for k, strength in enumerate(strengths):
             row = {"neutral": neutral, "target": target, "theta": theta, "strength": strength, "layers": layers,
+                   "torgb": trained.recipe.edit.torgb if torgb is None else torgb,
                    **judge_edit(source, images[k], target)}
             results["rows"].append(row)
             print(json.dumps(row))
@@ -123,6 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--thetas", type=float, nargs="+", default=None, help="(default: the mapper recipe's)")
     p.add_argument("--layers", nargs="+", default=None, metavar="LIST",
                    help="style-layer sets to try, e.g. all 3,4,5,6 (default: the mapper recipe's)")
+    p.add_argument("--torgb", type=float, default=None, metavar="W",
+                   help="ToRGB colour step per unit strength (default: the mapper recipe's; 0: off, as released)")
     p.add_argument("--json", type=Path)
     p.add_argument("--grid", type=Path, help="folder for one grid per edit")
     p.add_argument("--recipe", type=Path, metavar="FILE",
@@ -135,7 +139,8 @@ def main(argv=None) -> int:
     layer_sets = None if args.layers is None else [None if x == "all" else [int(k) for k in x.split(",")]
                                                      for x in args.layers]
     results = run(edits, seeds=args.seeds, strengths=args.strengths, thetas=args.thetas, grid_dir=args.grid,
-                  layer_sets=layer_sets, recipe=None if args.recipe is None else load_mapper_recipe(args.recipe))
+                  layer_sets=layer_sets, recipe=None if args.recipe is None else load_mapper_recipe(args.recipe),
+                  torgb=args.torgb)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
