@@ -13,7 +13,8 @@ measures them, with the world's ground-truth judges (as ``python -m zsgm_deltaed
 
 Each line printed is one strength: the target rate (sources not already of the target colour that become it),
 content IoU and the fraction still "photo". The mapper is the ``deltaedit-shapes`` preset's (or ``--recipe``'s),
-found in the cache or trained on first use.
+found in the cache or trained on first use. The edits here leave out the preset's ToRGB colour step
+(``edit.torgb``): they are the released edit along other paths.
 
 ``--keep-layout TAU`` lets a coarse channel move only if it keeps the layout: a layout score per channel, measured
 like the relevance (the channel set to its mean -/+ ``--layout-alpha`` standard deviations on the images of
@@ -111,6 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--grid-colour", default="yellow")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    if args.keep_layout is not None and not args.coarse_layers:
+        p.error("--keep-layout TAU filters the channels of --coarse-layers; give those too")
     torch.set_num_threads(args.threads)
 
     generator, trained = shapes_mapper(load_mapper_recipe(args.recipe) if args.recipe else None, progress=False)

@@ -116,6 +116,33 @@ def test_single_images_are_at_the_chosen_strength(trained, monkeypatch, tmp_path
     assert np.array_equal(_png(tmp_path / "recipe" / "seed0001.png"), _png(tmp_path / "sample" / "seed0001.png"))
     # the default (strength 1 in the tiny recipe) does move the image
     assert not np.array_equal(_png(trained["out"] / "seed0001.png"), _png(tmp_path / "sample" / "seed0001.png"))
+    # strength 0 with the ToRGB step on is still the unedited image; at strength 1 the step moves it
+    assert main(["edit", *common, "--recipe", str(trained["recipe"]), "--strength", "0", "--torgb", "2",
+                 "--outdir", str(tmp_path / "zero-torgb")]) == 0
+    assert np.array_equal(_png(tmp_path / "zero-torgb" / "seed0001.png"), _png(tmp_path / "sample" / "seed0001.png"))
+    assert main(["edit", *common, "--recipe", str(trained["recipe"]), "--torgb", "2", "--outdir",
+                 str(tmp_path / "torgb")]) == 0
+    assert not np.array_equal(_png(tmp_path / "torgb" / "seed0001.png"), _png(trained["out"] / "seed0001.png"))
+
+
+@pytest.mark.slow
+def test_the_torgb_direction_comes_from_the_mappers_codes_once_per_text(trained, tiny_clip):
+    from zsgm_deltaedit.codes import CodeReader
+    from zsgm_deltaedit.edit import text_delta
+    from zsgm_deltaedit.mappers import load_mapper
+    from zsgm_deltaedit.torgb import torgb_direction
+
+    generator = make_tiny_generator()
+    folder = mapper_folder(weights_fingerprint(generator), load_mapper_recipe(trained["recipe"]),
+                           root=trained["root"] / "cache")
+    mapper = load_mapper(folder, generator=generator, clip_model=tiny_clip)
+    assert mapper.codes == codes_folder(weights_fingerprint(generator), load_mapper_recipe(trained["recipe"]),
+                                        root=trained["root"] / "cache") and mapper.codes_rows == 24
+    dt = text_delta(tiny_clip, "photo", "sketch")
+    first = mapper.torgb_direction(generator, dt)
+    assert mapper.torgb_direction(generator, dt.clone()) is first
+    want = torgb_direction(CodeReader(mapper.codes), generator, dt)
+    torch.testing.assert_close(first.direction, want.direction)
 
 
 @pytest.mark.parametrize("noise_mode, trunc", [("const", 0.7), ("random", 1.0), ("none", 0.5)])
@@ -152,8 +179,8 @@ def test_latent_file_edits_and_bad_file(trained, monkeypatch, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "0-1", "--latents", "w.npy"], "--latents FILE edits the codes in the file"),
     (["--strengths", "0.5,x"], "--strengths"),
-    (["--strength", "nan"], "--strength"),
-    (["--torgb", "-1"], "--torgb"),
+    (["--strength", "nan"], "argument --strength: must be a finite number"),
+    (["--torgb", "-1"], "argument --torgb: must be >= 0"),
     (["--latents", "missing.npy"], "--latents missing.npy: no such file"),
     (["--mapper", "nowhere"], "--mapper nowhere: no such mapper folder"),
     (["--preset", "deltaedit", "--recipe", "r.toml"], "give --preset NAME or --recipe FILE, not both"),

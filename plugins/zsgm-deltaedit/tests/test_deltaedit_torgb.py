@@ -29,8 +29,10 @@ def test_the_direction_is_the_one_the_clip_scores_follow():
     assert float(found.direction @ u) > 0.99
     assert found.sigma == pytest.approx(2.0, rel=0.05)
     torch.testing.assert_close(found.step(1.5), 1.5 * found.sigma * found.direction)
-    with pytest.raises(ValueError, match="do not vary with W"):
+    with pytest.raises(ValueError, match="CLIP scores do not vary with W"):
         text_w_direction(w, torch.ones(4000, 8), t)
+    with pytest.raises(ValueError, match="the codes' W do not vary"):
+        text_w_direction(torch.full((4000, 16), 0.3), c, t)
 
 
 def test_streaming_over_the_code_cache_equals_the_direction_in_memory(tmp_path, tiny_generator, tiny_clip):
@@ -44,6 +46,11 @@ def test_streaming_over_the_code_cache_equals_the_direction_in_memory(tmp_path, 
     in_memory = text_w_direction(rows["ws"][:, torgb_slots(g)].mean(1), rows["c"], dt)
     torch.testing.assert_close(streamed.direction, in_memory.direction, rtol=1e-5, atol=1e-6)
     assert streamed.sigma == pytest.approx(in_memory.sigma, rel=1e-6)
+    # the first rows only (a mapper trained before more codes joined the folder), across a file boundary
+    head = torgb_direction(reader, g, dt, rows=7)
+    want = text_w_direction(rows["ws"][:7, torgb_slots(g)].mean(1), rows["c"][:7], dt)
+    torch.testing.assert_close(head.direction, want.direction, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(head.direction, streamed.direction)
 
 
 def _edit_setup(g, clip):
@@ -88,8 +95,21 @@ def test_edit_images_moves_the_torgb_slots_by_strength_times_the_step(tiny_gener
         edit_images(g, ws, theta=10.0, strengths=(1.0,), torgb_weight=1.0, **kw)
 
 
+def test_a_moved_cache_finds_the_codes_beside_the_mapper(tmp_path):
+    from zsgm_deltaedit.codes import MANIFEST
+    from zsgm_deltaedit.mappers import _codes_path
+
+    (tmp_path / "codes-abc").mkdir()
+    (tmp_path / "codes-abc" / MANIFEST).write_text("{}")
+    record = {"codes": "/old/cache/codes-abc", "codes_id": {"folder": "codes-abc", "rows": 3}}
+    assert _codes_path(tmp_path / "mapper-x", record) == tmp_path / "codes-abc"
+    record["codes"] = str(tmp_path / "codes-abc")
+    assert _codes_path(tmp_path / "elsewhere" / "mapper-x", record) == tmp_path / "codes-abc"
+    assert _codes_path(tmp_path / "mapper-x", {"codes_id": {"folder": "codes-gone"}}) is None
+
+
 def test_a_mapper_without_its_codes_says_so(tmp_path, tiny_generator, tiny_clip):
     trained = TrainedMapper(folder=tmp_path, recipe=mapper_preset("deltaedit"), mapper=None, relevance=None,
                             clip_model=tiny_clip, generator_fingerprint="", codes=tmp_path / "gone")
-    with pytest.raises(ValueError, match="needs the codes the mapper was trained on .*gone: missing"):
+    with pytest.raises(ValueError, match="needs the codes the mapper was trained on .*gone: missing.*--torgb 0"):
         trained.torgb_direction(tiny_generator, torch.ones(tiny_clip.embed_dim))

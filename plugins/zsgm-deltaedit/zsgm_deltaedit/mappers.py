@@ -53,6 +53,7 @@ class TrainedMapper:
         clip_model: the CLIP it is conditioned on.
         generator_fingerprint: the generator it was trained for.
         codes: the folder of the codes it was trained on (None: not recorded).
+        codes_rows: how many of the folder's rows it was trained on (None: all).
     """
 
     folder: Path
@@ -62,6 +63,7 @@ class TrainedMapper:
     clip_model: object
     generator_fingerprint: str
     codes: Optional[Path] = None
+    codes_rows: Optional[int] = None
     _torgb: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     def torgb_direction(self, generator, delta_t: torch.Tensor):
@@ -77,8 +79,8 @@ class TrainedMapper:
         if key not in self._torgb:
             if self.codes is None or not (Path(self.codes) / MANIFEST).is_file():
                 raise ValueError(f"{self.folder}: the ToRGB step needs the codes the mapper was trained on "
-                                 f"({self.codes or 'not recorded'}: missing); set the ToRGB weight to 0")
-            self._torgb[key] = torgb_direction(CodeReader(self.codes), generator, delta_t)
+                                 f"({self.codes or 'not recorded'}: missing); give --torgb 0 (recipe edit.torgb = 0)")
+            self._torgb[key] = torgb_direction(CodeReader(self.codes), generator, delta_t, rows=self.codes_rows)
         return self._torgb[key]
 
 
@@ -262,6 +264,18 @@ def load_mapper(folder: str | Path, *, generator, clip_model=None, device="cpu",
     relevance = read_relevance(folder / RELEVANCE_FILE)
     if relevance is None:
         raise ValueError(f"{folder / RELEVANCE_FILE}: missing; the mapper folder is incomplete (train it again)")
+    codes_id = record.get("codes_id") or {}
     return TrainedMapper(folder=folder, recipe=recipe, mapper=mapper.to(device).eval(), relevance=relevance,
                          clip_model=clip_model, generator_fingerprint=record.get("generator", ""),
-                         codes=Path(record["codes"]) if record.get("codes") else None)
+                         codes=_codes_path(folder, record), codes_rows=codes_id.get("rows"))
+
+
+def _codes_path(folder: Path, record: dict) -> Path | None:
+    """The mapper's codes folder: as recorded, else (a moved cache) the folder of that name beside the mapper's."""
+    recorded = Path(record["codes"]) if record.get("codes") else None
+    if recorded is not None and (recorded / MANIFEST).is_file():
+        return recorded
+    name = (record.get("codes_id") or {}).get("folder")
+    if name and (folder.parent / name / MANIFEST).is_file():
+        return folder.parent / name
+    return recorded

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from zsgm.cli_options import finite_float
 from zsgm.cli_seeds import parse_seeds
 from zsgm.toy.judges import classify_colour, classify_style, content_iou
 from zsgm.toy.render import COLOURS, STYLES
@@ -121,11 +122,11 @@ def main(argv=None) -> int:
     p.add_argument("--edits", nargs="+", required=True, metavar="NEUTRAL:TARGET")
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-255"))
     p.add_argument("--strengths", type=float, nargs="+", default=None,
-                   help="(default: the mapper recipe's single-image strength, 2 for deltaedit-shapes)")
+                   help="(default: the mapper recipe's single-image strength, 1.5 for deltaedit-shapes)")
     p.add_argument("--thetas", type=float, nargs="+", default=None, help="(default: the mapper recipe's)")
     p.add_argument("--layers", nargs="+", default=None, metavar="LIST",
                    help="style-layer sets to try, e.g. all 3,4,5,6 (default: the mapper recipe's)")
-    p.add_argument("--torgb", type=float, default=None, metavar="W",
+    p.add_argument("--torgb", type=finite_float(low=0.0), default=None, metavar="W",
                    help="ToRGB colour step per unit strength (default: the mapper recipe's; 0: off, as released)")
     p.add_argument("--json", type=Path)
     p.add_argument("--grid", type=Path, help="folder for one grid per edit")
