@@ -27,7 +27,7 @@ DEFAULT_PRESET = "deltaedit"
 FIRST_USE_COST = {
     "deltaedit": "200,000 generator forwards and CLIP encodes, 201,562 mapper steps and 1.2 M forwards for the "
                  "relevance: about half a day on one GPU at 1024 px, far longer on a CPU",
-    "deltaedit-shapes": "about 5-10 minutes on 2 CPU cores",
+    "deltaedit-shapes": "about 2-6 minutes on 2 CPU cores, up to 10 on a busy machine",
 }
 
 
