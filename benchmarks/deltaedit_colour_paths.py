@@ -1,7 +1,8 @@
 """Colour edits of the shapes DeltaEdit mapper along other paths than the preset's (docs/DELTAEDIT_SHAPES.md,
 "Why red -> blue stays near 0.8 photo"): per-layer weights of the gate, a stricter relevance threshold on the coarse
-layers, only those coarse channels that keep the layout, and edits applied in several re-encoded steps. None of these is a ``zsgm edit`` option: this script
-measures them, with the world's ground-truth judges (as ``python -m zsgm_deltaedit.shapes_eval``).
+layers, only those coarse channels that keep the layout, and edits applied in several re-encoded steps. None of
+these is a ``zsgm edit`` option: this script measures them, with the world's ground-truth judges (as
+``python -m zsgm_deltaedit.shapes_eval``).
 
     python benchmarks/deltaedit_colour_paths.py --seeds 1000-1255 --layers 4,5,6 --strengths 1.5 2
     python benchmarks/deltaedit_colour_paths.py --seeds 1000-1255 --layers 3:0.3,4,5,6 --strengths 1.5 2
@@ -85,9 +86,9 @@ def main(argv=None) -> int:
     from zsgm.io_utils import image_grid, save_png
     from zsgm.toy.judges import classify_colour
 
-    from zsgm_deltaedit.edit import edit_styles, text_delta
     from safetensors.torch import load_file
 
+    from zsgm_deltaedit.edit import edit_styles, text_delta
     from zsgm_deltaedit.recipe import load_mapper_recipe
     from zsgm_deltaedit.relevance import RELEVANCE_FILE
     from zsgm_deltaedit.shapes_eval import judge_edit, seed_batch, shapes_mapper

@@ -1,9 +1,10 @@
 """``zsgm edit``: text-driven edits of a generator's images with a DeltaEdit mapper.
 
 ``zsgm edit GENERATOR --seeds 0-255 --neutral TEXT --target TEXT --outdir DIR`` writes ``DIR/seedNNNN.png`` (the
-edit at ``--strength``, by default the mapper's: 1 as released, 1.5 for the shapes world) per seed and ``DIR/grid.png`` (columns: seeds; rows: the source, then each strength). A seed's
-W+ code, truncation and noise are ``zsgm sample``'s (its own function draws them), so the top row of the grid is
-what ``zsgm sample`` shows for the same seeds. ``--latents FILE`` edits W+ codes of real images instead
+edit at ``--strength``, by default the mapper's: 1 as released, 1.5 for the shapes world) per seed and
+``DIR/grid.png`` (columns: seeds; rows: the source, then each strength). A seed's W+ code, truncation and noise
+are ``zsgm sample``'s (its own function draws them), so the top row of the grid is what ``zsgm sample`` shows for
+the same seeds. ``--latents FILE`` edits W+ codes of real images instead
 (``latentNNNN.png``). The mapper is the generator's cached one, trained on first use with the matching preset, or
 ``--mapper DIR``.
 """

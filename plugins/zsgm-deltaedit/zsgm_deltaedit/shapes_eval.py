@@ -95,17 +95,17 @@ def run(edits: list[tuple[str, str]], *, seeds: list[int], strengths: list[float
     print(json.dumps({"source": results["source"]}))
     layer_sets = layer_sets or [trained.recipe.edit.layers]
     strengths = strengths or [trained.recipe.edit.strength]
+    torgb = trained.recipe.edit.torgb if torgb is None else torgb
     thetas = thetas or [trained.recipe.edit.theta]
     for (neutral, target), theta, layers in itertools.product(edits, thetas, layer_sets):
         with torch.no_grad():
             images = edit_images(generator, ws, mapper=trained.mapper, relevance=trained.relevance,
                                  clip_model=trained.clip_model, neutral=neutral, target=target, theta=theta,
                                  strengths=strengths, noise=noise, templates=trained.recipe.clip.templates,
-                                 layers=layers, torgb_weight=trained.recipe.edit.torgb if torgb is None else torgb,
-                                 torgb=trained.torgb_direction)
+                                 layers=layers, torgb_weight=torgb, torgb=trained.torgb_direction)
         for k, strength in enumerate(strengths):
             row = {"neutral": neutral, "target": target, "theta": theta, "strength": strength, "layers": layers,
-                   "torgb": trained.recipe.edit.torgb if torgb is None else torgb,
+                   "torgb": torgb,
                    **judge_edit(source, images[k], target)}
             results["rows"].append(row)
             print(json.dumps(row))

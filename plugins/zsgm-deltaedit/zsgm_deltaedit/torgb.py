@@ -98,6 +98,8 @@ def _direction(blocks, delta_t: torch.Tensor) -> TorgbDirection:
         raise ValueError("the ToRGB direction is undefined: the codes' CLIP scores do not vary with W")
     d = cov / norm
     return TorgbDirection(torch.from_numpy(d).float(), float(np.sqrt(max(d @ cov_ww @ d, 0.0))))
+
+
 def add_torgb_step(generator, ws: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """``ws`` ``[N, n_latent, D]`` with ``step`` ``[D]`` added to each ToRGB slot (a new tensor)."""
     out = ws.clone()
