@@ -168,7 +168,7 @@ def cmd_edit(args) -> int:
     from zsgm.plugins import get_registry
     from zsgm.run import load_generator_asset
 
-    from zsgm_deltaedit.edit import edit_images
+    from zsgm_deltaedit.edit import edit_images, text_delta
 
     _check_options(args)
     device = option_device(args.device)
@@ -196,11 +196,12 @@ def cmd_edit(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     columns, count = [], 0
     with torch.no_grad():
+        delta_t = text_delta(trained.clip_model, neutral, args.target, templates=trained.recipe.clip.templates)
         for name, source, ws, noise in _codes(args, generator, device):
             edits = edit_images(generator, ws, mapper=trained.mapper, relevance=trained.relevance,
                                 clip_model=trained.clip_model, neutral=neutral, target=args.target, theta=theta,
                                 strengths=every, noise=noise, templates=trained.recipe.clip.templates,
-                                layers=layers, torgb_weight=torgb, torgb=trained.torgb_direction)
+                                layers=layers, torgb_weight=torgb, torgb=trained.torgb_direction, delta_t=delta_t)
             save_png(Image.fromarray(to_uint8(edits[0])[0]), out / f"{name}.png")
             if len(columns) < args.cols:
                 columns.append([source.cpu()] + [edits[every.index(k)].cpu() for k in strengths])

@@ -84,7 +84,7 @@ def edit_images(generator, ws: torch.Tensor, *, mapper, relevance: torch.Tensor,
                 target: str, theta: float = 0.03, strengths: Sequence[float] = (0.5, 1.0, 1.5),
                 noise_mode: str = "const", noise=None, templates: Sequence[str] | None = None,
                 layers: Sequence[int] | None = None, torgb_weight: float = 0.0,
-                torgb: Callable | None = None) -> torch.Tensor:
+                torgb: Callable | None = None, delta_t: torch.Tensor | None = None) -> torch.Tensor:
     """Edited images of W+ codes for each strength.
 
     Args:
@@ -104,6 +104,8 @@ def edit_images(generator, ws: torch.Tensor, *, mapper, relevance: torch.Tensor,
             direction (0: off, as released).
         torgb: ``(generator, dt) -> TorgbDirection`` (e.g. ``TrainedMapper.torgb_direction``); needed when
             ``torgb_weight`` is not 0.
+        delta_t: ``text_delta(clip_model, neutral, target, templates=templates)`` when the caller already has it
+            (editing batch after batch with the same texts); None: computed here.
 
     Returns:
         ``[len(strengths), N, 3, H, W]``.
@@ -114,7 +116,9 @@ def edit_images(generator, ws: torch.Tensor, *, mapper, relevance: torch.Tensor,
         noise = generator.make_noise(n, mode=noise_mode)
     s = ws_to_styles(generator, ws)  # [N, C]
     source = synthesis_from_styles(generator, s, ws, noise=noise)
-    delta_t = text_delta(clip_model, neutral, target, templates=templates).to(device)
+    if delta_t is None:
+        delta_t = text_delta(clip_model, neutral, target, templates=templates)
+    delta_t = delta_t.to(device)
     mask = relevance_mask(relevance.to(device), delta_t, theta) & layer_mask(generator, layers).to(device)
     ds = edit_styles(mapper, s, clip_model.encode_image(source), delta_t, mask)
     step = None
